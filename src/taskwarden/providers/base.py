@@ -1,0 +1,93 @@
+"""The port every platform adapter implements, and the values that cross it.
+
+Core code imports this module, never a platform module. An adapter translates its platform's
+words into :class:`~taskwarden.lifecycle.Observation` and its transport failures into the error
+tree of :mod:`taskwarden.errors`; nothing above it sees an httpx type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from taskwarden.config import Settings
+from taskwarden.lifecycle import Observation
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an adapter needs to know of a watch: which remote task, with which options."""
+
+    remote_id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    """One output of a finished remote task.
+
+    ``content`` carries small outputs inline (a JSON description); otherwise the archive opens
+    the output with :meth:`Provider.open_output`. ``source`` is recorded in the manifest.
+    """
+
+    name: str
+    source: str
+    content: bytes | None = None
+    content_type: str | None = None
+    key: str = ""  # adapter-private handle (a file id, a URL)
+
+
+@dataclass
+class OutputStream:
+    """An output being downloaded. ``length`` is what the platform announced (checked by the
+    archive); ``filename`` overrides the ref's name when the platform names the file."""
+
+    chunks: AsyncIterator[bytes]
+    content_type: str | None = None
+    length: int | None = None
+    filename: str | None = None
+
+
+class Provider(Protocol):
+    """A platform adapter: check status, list outputs, open an output, abort."""
+
+    name: str
+
+    async def fetch_status(self, target: Target) -> Observation:
+        """One status check. Raises RetryableError or PermanentError on failure."""
+        ...
+
+    async def list_outputs(self, target: Target) -> Sequence[OutputRef]:
+        """The outputs of a succeeded task, to archive."""
+        ...
+
+    def open_output(
+        self, target: Target, ref: OutputRef
+    ) -> AbstractAsyncContextManager[OutputStream]:
+        """Stream one output; the context closes the connection."""
+        ...
+
+    async def abort(self, target: Target) -> None:
+        """Ask the platform to stop the remote task."""
+        ...
+
+
+class ProviderFactory(Protocol):
+    """Builds an adapter once per worker process, sharing that process's HTTP client."""
+
+    def __call__(self, settings: Settings, client: httpx.AsyncClient) -> Provider: ...
+
+
+def validate_remote_id(remote_id: str) -> str | None:
+    """Return why ``remote_id`` is unacceptable, or None. Ids become archive path segments."""
+    if not remote_id or len(remote_id) > 256:
+        return "remote_id must be 1 to 256 characters"
+    if remote_id in (".", "..") or "/" in remote_id or "\\" in remote_id:
+        return "remote_id must not contain '/' or '\\' or be '.' or '..'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in remote_id):
+        return "remote_id must not contain control characters"
+    return None
