@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     dispatch_interval: float = Field(1.0, gt=0, le=3600)
     dispatch_batch_size: int = Field(100, ge=1, le=10_000)  # polls per Celery message
     dispatch_max_claims: int = Field(50_000, ge=1)  # polls claimed per provider per tick
+    max_queued_batches: int = Field(200, ge=1)  # poll messages waiting before dispatch holds off
     poll_concurrency: int = Field(64, ge=1, le=10_000)  # requests in flight per poll message
     lease_seconds: float = Field(120.0, gt=0)  # a poll not committed by then is dispatched again
     archive_lease_seconds: float = Field(900.0, gt=0)

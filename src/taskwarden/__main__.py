@@ -1,0 +1,3 @@
+from taskwarden.cli import main
+
+main()

@@ -1,0 +1,181 @@
+"""The records taskwarden keeps: a validated registration, and the watch it becomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskwarden.errors import InvalidRegistration
+from taskwarden.lifecycle import State, WatchView
+from taskwarden.providers.base import validate_remote_id
+
+MAX_PARAMS_BYTES = 16 * 1024
+MAX_LABELS = 32
+MAX_TIMEOUT = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
+
+
+def watch_id(provider: str, remote_id: str) -> str:
+    """The id of the one watch for a (provider, remote id): registration is idempotent by it."""
+    digest = hashlib.sha256(f"{provider}\x00{remote_id}".encode()).hexdigest()
+    return "w" + digest[:16]
+
+
+class Registration(BaseModel):
+    """A request to watch a remote task, from any door (queue message, CLI, API)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=64)
+    remote_id: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
+    archive: bool = True
+
+    @field_validator("remote_id")
+    @classmethod
+    def _remote_id(cls, value: str) -> str:
+        problem = validate_remote_id(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(json.dumps(value))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"params must be JSON: {exc}") from None
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"params is {size} bytes of JSON; at most {MAX_PARAMS_BYTES}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels")
+        for key, val in value.items():
+            if not key or len(key) > 64 or len(val) > 256:
+                raise ValueError("label keys are 1-64 characters, values at most 256")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("timeout must be a finite number of seconds")
+        return value
+
+    @classmethod
+    def parse(cls, data: object, known_providers: list[str]) -> Registration:
+        """Validate untrusted input, raising InvalidRegistration with every reason."""
+        if not isinstance(data, dict):
+            raise InvalidRegistration(f"a registration is a JSON object, got {type(data).__name__}")
+        try:
+            reg = cls.model_validate(data)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidRegistration(f"invalid registration: {reasons}") from None
+        if reg.provider not in known_providers:
+            raise InvalidRegistration(
+                f"unknown provider {reg.provider!r}; known: {', '.join(known_providers)}"
+            )
+        return reg
+
+
+@dataclass
+class Watch:
+    """One tracked remote task, as stored in Redis."""
+
+    id: str
+    provider: str
+    remote_id: str
+    state: State
+    created_at: float
+    updated_at: float
+    params: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    archive: bool = True
+    timeout: float | None = None
+    deadline: float | None = None
+    raw_status: str | None = None
+    progress: float | None = None
+    name: str | None = None
+    interval: float | None = None
+    errors: int = 0
+    polls: int = 0
+    last_error: str | None = None
+    next_poll_at: float | None = None
+    finished_at: float | None = None
+    fence: int = 0
+    manifest: str | None = None  # key of manifest.json once archived
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def view(self) -> WatchView:
+        return WatchView(
+            state=self.state,
+            raw_status=self.raw_status,
+            progress=self.progress,
+            interval=self.interval,
+            errors=self.errors,
+            deadline=self.deadline,
+            archive=self.archive,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = str(self.state)
+        return data
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Watch:
+        def num(key: str) -> float | None:
+            value = raw.get(key, "")
+            return float(value) if value else None
+
+        return cls(
+            id=raw["id"],
+            provider=raw["provider"],
+            remote_id=raw["remote_id"],
+            state=State(raw["state"]),
+            created_at=float(raw["created_at"]),
+            updated_at=float(raw["updated_at"]),
+            params=json.loads(raw.get("params") or "{}"),
+            labels=json.loads(raw.get("labels") or "{}"),
+            archive=raw.get("archive", "1") == "1",
+            timeout=num("timeout"),
+            deadline=num("deadline"),
+            raw_status=raw.get("raw_status") or None,
+            progress=num("progress"),
+            name=raw.get("name") or None,
+            interval=num("interval"),
+            errors=int(raw.get("errors") or 0),
+            polls=int(raw.get("polls") or 0),
+            last_error=raw.get("last_error") or None,
+            next_poll_at=num("next_poll_at"),
+            finished_at=num("finished_at"),
+            fence=int(raw.get("fence") or 0),
+            manifest=raw.get("manifest") or None,
+            outputs=json.loads(raw.get("outputs") or "[]"),
+        )
+
+
+def encode(value: object) -> str:
+    """A hash field value: '' for None, JSON for containers, '1'/'0' for bools."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)

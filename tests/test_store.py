@@ -1,0 +1,147 @@
+"""The Redis store on a real Redis: idempotent registration, atomic claims, fencing, leases."""
+
+from __future__ import annotations
+
+import threading
+
+from taskwarden.lifecycle import Decision, State
+from taskwarden.models import Registration, watch_id
+from taskwarden.store import Claim, Commit, Store
+
+NOW = 1_700_000_000.0
+
+
+def reg(remote_id: str = "t1", **kw: object) -> Registration:
+    return Registration.model_validate({"provider": "geobox", "remote_id": remote_id, **kw})
+
+
+def running(now: float, next_at: float | None = None) -> Decision:
+    return Decision(State.RUNNING, "PROGRESS", 0.5, 2.0, 0, next_at, note="remote PROGRESS")
+
+
+def test_register_is_idempotent(store: Store) -> None:
+    """Registering the same provider and remote id twice yields one watch."""
+    first, created1 = store.register(reg(labels={"a": "1"}), NOW)
+    second, created2 = store.register(reg(labels={"b": "2"}), NOW + 5)
+    assert (created1, created2) == (True, False)
+    assert first.id == second.id == watch_id("geobox", "t1")
+    assert second.labels == {"a": "1"}  # the repeat changes nothing
+    assert store.redis.zcard("taskwarden:due:geobox") == 1
+    assert [h["note"] for h in store.history(first.id)] == ["registered"]
+
+
+def test_register_sets_deadline_from_timeout(store: Store) -> None:
+    """A timeout becomes an absolute deadline; the default applies when none is given."""
+    w1, _ = store.register(reg("a", timeout=60), NOW)
+    w2, _ = store.register(reg("b"), NOW, default_timeout=30)
+    w3, _ = store.register(reg("c"), NOW)
+    assert (w1.deadline, w2.deadline, w3.deadline) == (NOW + 60, NOW + 30, None)
+
+
+def test_claim_takes_only_due_watches_once(store: Store) -> None:
+    """A claim returns due watches under a new fence and removes them from the schedule."""
+    for i in range(5):
+        store.register(reg(f"t{i}"), NOW + i)
+    claims = store.claim_due("geobox", NOW + 2, 100, lease_until=NOW + 60)
+    assert sorted(c.watch_id for c in claims) == sorted(watch_id("geobox", f"t{i}") for i in range(3))
+    assert all(c.fence == 1 for c in claims)
+    assert store.claim_due("geobox", NOW + 2, 100, lease_until=NOW + 60) == []
+    assert store.due_count("geobox") == 2
+
+
+def test_concurrent_claims_never_overlap(store: Store, redis_url: str) -> None:
+    """Two dispatchers claiming at once (two beats) never get the same watch."""
+    for i in range(2000):
+        store.register(reg(f"t{i}"), NOW)
+    got: list[list[Claim]] = [[], []]
+
+    def claimer(slot: int) -> None:
+        s = Store.from_url(redis_url)
+        while batch := s.claim_due("geobox", NOW, 50, NOW + 60):
+            got[slot].extend(batch)
+        s.redis.close()
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [c.watch_id for c in got[0] + got[1]]
+    assert len(ids) == len(set(ids)) == 2000
+
+
+def test_commit_with_stale_fence_is_refused(store: Store) -> None:
+    """Only the holder of the current fence may write; an overtaken job's result is dropped."""
+    w, _ = store.register(reg(), NOW)
+    old = store.claim_due("geobox", NOW, 10, NOW + 60)[0]
+    assert store.reap_leases(NOW + 61) == 1  # lease expired: back on the schedule, fence bumped
+    new = store.claim_due("geobox", NOW + 61, 10, NOW + 120)[0]
+    assert new.fence > old.fence
+    assert store.commit(Commit(old, running(NOW), NOW)) is False
+    assert store.commit(Commit(new, running(NOW, NOW + 70), NOW + 62, previous=State.PENDING))
+    after = store.get(w.id)
+    assert after is not None and after.state is State.RUNNING and after.raw_status == "PROGRESS"
+    assert store.list(state="running") == [after]
+    assert store.list(state="pending") == []
+    assert store.redis.zscore("taskwarden:due:geobox", w.id) == NOW + 70
+    assert store.redis.zscore("taskwarden:leases", w.id) is None
+    assert store.history(w.id)[-1] == {
+        "at": NOW + 62, "from": "pending", "to": "running", "raw": "PROGRESS", "note": "remote PROGRESS"
+    }  # fmt: skip
+
+
+def test_final_state_is_never_left(store: Store) -> None:
+    """Once final, no commit (even with the right fence) moves a watch again."""
+    w, _ = store.register(reg(), NOW)
+    claim = store.claim_due("geobox", NOW, 10, NOW + 60)[0]
+    done = Decision(State.FAILED, "FAILURE", None, None, 0, None, note="remote FAILURE")
+    assert store.commit(Commit(claim, done, NOW))
+    assert store.commit(Commit(claim, running(NOW, NOW + 5), NOW)) is False
+    final = store.get(w.id)
+    assert final is not None and final.state is State.FAILED and final.finished_at == NOW
+
+
+def test_cancel_removes_from_schedule_and_fences_inflight(store: Store) -> None:
+    """Cancelling stops polling and makes an in-flight poll's commit a no-op."""
+    w, _ = store.register(reg(), NOW)
+    claim = store.claim_due("geobox", NOW, 10, NOW + 60)[0]
+    assert store.cancel(w.id, NOW + 1) is True
+    assert store.cancel(w.id, NOW + 2) is False
+    assert store.cancel("nope", NOW) is None
+    assert store.commit(Commit(claim, running(NOW, NOW + 5), NOW)) is False
+    assert store.due_count("geobox") == 0
+    assert store.redis.zcard("taskwarden:leases") == 0
+    got = store.get(w.id)
+    assert got is not None and got.state is State.CANCELLED
+
+
+def test_reaper_skips_final_watches(store: Store) -> None:
+    """An expired lease on an ended watch is dropped, not rescheduled."""
+    w, _ = store.register(reg(), NOW)
+    store.claim_due("geobox", NOW, 10, NOW + 60)
+    store.cancel(w.id, NOW)
+    store.redis.zadd("taskwarden:leases", {w.id: NOW + 1})  # as if a lease lingered
+    assert store.reap_leases(NOW + 100) == 1
+    assert store.due_count("geobox") == 0
+
+
+def test_history_is_bounded(store: Store) -> None:
+    """History keeps only the newest history_limit entries."""
+    w, _ = store.register(reg(), NOW)
+    for i in range(30):
+        claim = store.claim_due("geobox", NOW + i, 10, NOW + 1000)[0]
+        d = Decision(State.PENDING, f"P{i}", None, 1.0, 0, NOW + i + 1, note=f"n{i}")
+        assert store.commit(Commit(claim, d, NOW + i))
+    history = store.history(w.id)
+    assert len(history) == 20
+    assert history[-1]["note"] == "n29"
+
+
+def test_counts_and_list_filters(store: Store) -> None:
+    """Counts per state and listing by state and provider agree with what was stored."""
+    for i in range(3):
+        store.register(reg(f"t{i}"), NOW + i)
+    assert store.counts()["pending"] == 3
+    assert [w.remote_id for w in store.list(provider="geobox")] == ["t2", "t1", "t0"]
+    assert [w.remote_id for w in store.list(state="pending", provider="geobox", limit=2)] == ["t2", "t1"]
+    assert store.list(state="pending", provider="other") == []
