@@ -23,7 +23,9 @@ NOW = 1_000.0
 P, R = State.PENDING, State.RUNNING
 
 
-def obs(remote: Remote, raw: str = "X", progress: float | None = None, message: str | None = None) -> Observation:
+def obs(
+    remote: Remote, raw: str = "X", progress: float | None = None, message: str | None = None
+) -> Observation:
     return Observation(remote=remote, raw_status=raw, progress=progress, message=message)
 
 
@@ -37,40 +39,100 @@ def obs(remote: Remote, raw: str = "X", progress: float | None = None, message: 
         # ...but never beyond the maximum
         (WatchView(P, "PENDING", interval=8.0), obs(Remote.PENDING, "PENDING"), P, NOW + 10, None),
         # a state change resets the interval and is noted
-        (WatchView(P, "PENDING", interval=8.0), obs(Remote.RUNNING, "PROGRESS"), R, NOW + 2, "remote PROGRESS"),
+        (
+            WatchView(P, "PENDING", interval=8.0),
+            obs(Remote.RUNNING, "PROGRESS"),
+            R,
+            NOW + 2,
+            "remote PROGRESS",
+        ),
         # the next check never lands after the deadline
-        (WatchView(R, "PROGRESS", interval=8.0, deadline=NOW + 3), obs(Remote.RUNNING, "PROGRESS"), R, NOW + 3, None),
+        (
+            WatchView(R, "PROGRESS", interval=8.0, deadline=NOW + 3),
+            obs(Remote.RUNNING, "PROGRESS"),
+            R,
+            NOW + 3,
+            None,
+        ),
         # success with archiving on goes to archiving, with no further status checks
         (WatchView(R), obs(Remote.SUCCEEDED, "SUCCESS"), State.ARCHIVING, None, "remote SUCCESS"),
         # success with archiving off is final at once
-        (WatchView(R, archive=False), obs(Remote.SUCCEEDED, "SUCCESS"), State.SUCCEEDED, None, "remote SUCCESS"),
+        (
+            WatchView(R, archive=False),
+            obs(Remote.SUCCEEDED, "SUCCESS"),
+            State.SUCCEEDED,
+            None,
+            "remote SUCCESS",
+        ),
         # remote failure is final, with the platform's message
-        (WatchView(R), obs(Remote.FAILED, "FAILURE", message="boom"), State.FAILED, None, "remote FAILURE: boom"),
+        (
+            WatchView(R),
+            obs(Remote.FAILED, "FAILURE", message="boom"),
+            State.FAILED,
+            None,
+            "remote FAILURE: boom",
+        ),
         (WatchView(R), obs(Remote.CANCELLED, "ABORTED"), State.CANCELLED, None, "remote ABORTED"),
         # a final remote word wins even when seen exactly at the deadline
-        (WatchView(R, deadline=NOW), obs(Remote.SUCCEEDED, "SUCCESS"), State.ARCHIVING, None, "remote SUCCESS"),
+        (
+            WatchView(R, deadline=NOW),
+            obs(Remote.SUCCEEDED, "SUCCESS"),
+            State.ARCHIVING,
+            None,
+            "remote SUCCESS",
+        ),
         # not final at the deadline: timed out
-        (WatchView(R, "PROGRESS", deadline=NOW), obs(Remote.RUNNING, "PROGRESS"), State.TIMED_OUT, None, "deadline passed (last status PROGRESS)"),
+        (
+            WatchView(R, "PROGRESS", deadline=NOW),
+            obs(Remote.RUNNING, "PROGRESS"),
+            State.TIMED_OUT,
+            None,
+            "deadline passed (last status PROGRESS)",
+        ),
         # an unknown word keeps the state, is noted once, and polling goes on
-        (WatchView(R, "PROGRESS", interval=2.0), obs(Remote.UNKNOWN, "WEIRD"), R, NOW + 4, "unknown status word 'WEIRD'; still polling"),
+        (
+            WatchView(R, "PROGRESS", interval=2.0),
+            obs(Remote.UNKNOWN, "WEIRD"),
+            R,
+            NOW + 4,
+            "unknown status word 'WEIRD'; still polling",
+        ),
         (WatchView(R, "WEIRD", interval=2.0), obs(Remote.UNKNOWN, "WEIRD"), R, NOW + 4, None),
         # a retryable failure backs off (jitter 0.5 of the 1 s first ceiling)
         (WatchView(R), Failure("503", retryable=True), R, NOW + 0.5, None),
         # Retry-After overrides the computed delay
         (WatchView(R, errors=1), Failure("429", retryable=True, retry_after=7.0), R, NOW + 7, None),
         # the third consecutive failure exhausts maximum_attempts=3
-        (WatchView(R, errors=2), Failure("503", retryable=True), State.ERROR, None, "gave up after 3 failed checks: 503"),
+        (
+            WatchView(R, errors=2),
+            Failure("503", retryable=True),
+            State.ERROR,
+            None,
+            "gave up after 3 failed checks: 503",
+        ),
         # a permanent failure ends the watch at once
         (WatchView(P), Failure("not found", retryable=False), State.ERROR, None, "not found"),
         # a retryable failure past the deadline times out instead of retrying
-        (WatchView(R, "PROGRESS", deadline=NOW - 1), Failure("503", retryable=True), State.TIMED_OUT, None, "deadline passed (last status PROGRESS)"),
+        (
+            WatchView(R, "PROGRESS", deadline=NOW - 1),
+            Failure("503", retryable=True),
+            State.TIMED_OUT,
+            None,
+            "deadline passed (last status PROGRESS)",
+        ),
         # final and archiving watches never move on a status check
         (WatchView(State.SUCCEEDED), obs(Remote.FAILED), State.SUCCEEDED, None, None),
         (WatchView(State.ARCHIVING), obs(Remote.RUNNING), State.ARCHIVING, None, None),
         (WatchView(State.CANCELLED), obs(Remote.SUCCEEDED), State.CANCELLED, None, None),
     ],
 )
-def test_decide(watch: WatchView, seen: Observation | Failure, state: State, next_at: float | None, note: str | None) -> None:
+def test_decide(
+    watch: WatchView,
+    seen: Observation | Failure,
+    state: State,
+    next_at: float | None,
+    note: str | None,
+) -> None:
     """Each row pins one rule of the lifecycle."""
     d = decide(watch, seen, NOW, POLL, RETRY, jitter=0.5)
     assert (d.state, d.next_poll_at, d.note) == (state, next_at, note)
@@ -99,6 +161,8 @@ def test_failure_counts_and_keeps_last_error() -> None:
     [(1, 1.0, None, 1.0), (2, 1.0, None, 2.0), (4, 1.0, None, 8.0), (10, 1.0, None, 30.0),
      (3, 0.0, None, 0.0), (3, 0.25, None, 1.0), (1000, 1.0, None, 30.0), (2, 0.5, 12.0, 12.0)],
 )  # fmt: skip
-def test_retry_delay_full_jitter(attempt: int, jitter: float, retry_after: float | None, delay: float) -> None:
+def test_retry_delay_full_jitter(
+    attempt: int, jitter: float, retry_after: float | None, delay: float
+) -> None:
     """Delay is a jittered fraction of an exponentially growing, capped ceiling."""
     assert RETRY.delay(attempt, jitter, retry_after) == delay

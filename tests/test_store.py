@@ -43,7 +43,9 @@ def test_claim_takes_only_due_watches_once(store: Store) -> None:
     for i in range(5):
         store.register(reg(f"t{i}"), NOW + i)
     claims = store.claim_due("geobox", NOW + 2, 100, lease_until=NOW + 60)
-    assert sorted(c.watch_id for c in claims) == sorted(watch_id("geobox", f"t{i}") for i in range(3))
+    assert sorted(c.watch_id for c in claims) == sorted(
+        watch_id("geobox", f"t{i}") for i in range(3)
+    )
     assert all(c.fence == 1 for c in claims)
     assert store.claim_due("geobox", NOW + 2, 100, lease_until=NOW + 60) == []
     assert store.due_count("geobox") == 2
@@ -143,5 +145,8 @@ def test_counts_and_list_filters(store: Store) -> None:
         store.register(reg(f"t{i}"), NOW + i)
     assert store.counts()["pending"] == 3
     assert [w.remote_id for w in store.list(provider="geobox")] == ["t2", "t1", "t0"]
-    assert [w.remote_id for w in store.list(state="pending", provider="geobox", limit=2)] == ["t2", "t1"]
+    assert [w.remote_id for w in store.list(state="pending", provider="geobox", limit=2)] == [
+        "t2",
+        "t1",
+    ]
     assert store.list(state="pending", provider="other") == []

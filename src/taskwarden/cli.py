@@ -4,9 +4,7 @@ simulator, and run the demo."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -83,7 +81,15 @@ def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
     archive.open_store(settings)  # refuse to start on a bad archive URL, before forking
     with _redis(settings) as url:
         app = create_app(settings, url)
-        argv = ["worker", "-Q", queues, "--loglevel", settings.log_level.upper(), "--without-gossip", "--without-mingle"]
+        argv = [
+            "worker",
+            "-Q",
+            queues,
+            "--loglevel",
+            settings.log_level.upper(),
+            "--without-gossip",
+            "--without-mingle",
+        ]
         if concurrency:
             argv += ["--concurrency", str(concurrency)]
         if hostname:
@@ -107,19 +113,10 @@ def beat() -> None:
 @click.option("-c", "--concurrency", type=int, default=None, help="Poll worker processes.")
 def run(concurrency: int | None) -> None:
     """Start the beat scheduler, a poll worker and an archive worker together."""
+    from taskwarden.service import Service
+
     settings = _settings()
     with _redis(settings) as url:
-        env = {**os.environ, "TASKWARDEN_REDIS_URL": url}
-        me = [sys.executable, "-m", "taskwarden"]
-        poll_worker = [*me, "worker", "-Q", ",".join(keys.POLL_QUEUES), "-n", "poll@%h"]
-        if concurrency:
-            poll_worker += ["-c", str(concurrency)]
-        commands = [
-            [*me, "beat"],
-            poll_worker,
-            [*me, "worker", "-Q", keys.QUEUE_ARCHIVE, "-n", "archive@%h", "-c", "2"],
-        ]
-        children = [subprocess.Popen(cmd, env=env) for cmd in commands]
         stop = {"now": False}
 
         def _stop(*_: Any) -> None:
@@ -127,17 +124,12 @@ def run(concurrency: int | None) -> None:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        click.echo(f"taskwarden running (redis {url.split('@')[-1]}); Ctrl-C stops it", err=True)
-        while not stop["now"] and all(c.poll() is None for c in children):
-            time.sleep(0.2)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        with Service({"TASKWARDEN_REDIS_URL": url}, poll_concurrency=concurrency) as service:
+            click.echo(
+                f"taskwarden running (redis at {url.split('@')[-1]}); Ctrl-C stops it", err=True
+            )
+            while not stop["now"] and service.alive():
+                time.sleep(0.2)
 
 
 @main.command()
@@ -290,7 +282,9 @@ def show(ref: str, as_json: bool) -> None:
     for entry in history:
         note = f"  {entry['note']}" if entry.get("note") else ""
         raw = f" [{entry['raw']}]" if entry.get("raw") else ""
-        click.echo(f"  {_when(entry['at'])}  {entry.get('from') or '-'} -> {entry['to']}{raw}{note}")
+        click.echo(
+            f"  {_when(entry['at'])}  {entry.get('from') or '-'} -> {entry['to']}{raw}{note}"
+        )
 
 
 @main.command()

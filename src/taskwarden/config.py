@@ -94,10 +94,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(
-        default_factory=lambda: Path(
-            os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "taskwarden"
         )
-        / "taskwarden"
     )
     redis_url: str | None = None  # None: an embedded Redis under data_dir
     archive_url: str | None = None  # None: file://<data_dir>/archive

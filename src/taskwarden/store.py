@@ -83,8 +83,9 @@ _COMMIT = (
     "local final = "
     + _FINAL_LUA
     + """
-local id, fence, now, state, next_at, lease_until, entry, limit, state_prefix, due_prefix =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local state_prefix, due_prefix = ARGV[9], ARGV[10]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider')
 if w[1] ~= fence then return 0 end
 if final[w[2]] then return 0 end
@@ -253,7 +254,9 @@ class Store:
         offset: int = 0,
     ) -> list[Watch]:
         """Watches, newest first, filtered by state and provider."""
-        index = keys.by_state(state) if state else keys.by_provider(provider) if provider else keys.ALL
+        index = (
+            keys.by_state(state) if state else keys.by_provider(provider) if provider else keys.ALL
+        )
         ids: list[str] = []
         start = offset
         # Filtering by both state and provider walks the state index and skips other providers.
@@ -290,9 +293,7 @@ class Store:
 
     def reap_leases(self, now: float, limit: int = 10_000) -> int:
         """Put watches whose lease expired back on the schedule; return how many."""
-        return int(
-            self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE])
-        )
+        return int(self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE]))
 
     def renew_lease(self, claim: Claim, until: float) -> bool:
         return bool(

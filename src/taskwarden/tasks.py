@@ -82,9 +82,7 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         runtime(app)
 
     def send_polls(provider: str, claims: Sequence[Claim]) -> None:
-        app.send_task(
-            keys.TASK_POLL, args=[provider, [[c.watch_id, c.fence] for c in claims]]
-        )
+        app.send_task(keys.TASK_POLL, args=[provider, [[c.watch_id, c.fence] for c in claims]])
 
     def send_archive(claim: Claim) -> None:
         app.send_task(keys.TASK_ARCHIVE, args=[claim.watch_id, claim.fence])

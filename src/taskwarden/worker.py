@@ -195,8 +195,7 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
         )
         return decision.state
     outputs = [
-        {"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256}
-        for o in manifest.outputs
+        {"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256} for o in manifest.outputs
     ]
     total = sum(o.size for o in manifest.outputs)
     decision = replace(
