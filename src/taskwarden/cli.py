@@ -223,7 +223,7 @@ def list_watches(state: str | None, provider: str | None, limit: int, as_json: b
     """List watches, newest first."""
     settings = _settings()
     with _store(settings) as store:
-        watches = store.list(state=state, provider=provider, limit=limit)
+        watches = store.list_watches(state=state, provider=provider, limit=limit)
     if as_json:
         click.echo(json.dumps([w.to_dict() for w in watches], indent=2))
         return

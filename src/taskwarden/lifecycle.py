@@ -178,8 +178,8 @@ def decide(
         if not seen.retryable:
             return replace(failed, state=State.ERROR, note=seen.message)
         if retry.exhausted(attempt):
-            note = f"gave up after {attempt} failed checks: {seen.message}"
-            return replace(failed, state=State.ERROR, note=note)
+            gave_up = f"gave up after {attempt} failed checks: {seen.message}"
+            return replace(failed, state=State.ERROR, note=gave_up)
         if past_deadline:
             return replace(failed, state=State.TIMED_OUT, note=_timed_out(watch))
         delay = retry.delay(attempt, jitter, seen.retry_after)
@@ -200,6 +200,7 @@ def decide(
     if past_deadline:
         return replace(seen_now, state=State.TIMED_OUT, note=_timed_out(watch))
 
+    note: str | None
     if seen.remote is Remote.UNKNOWN:
         state = watch.state
         note = (

@@ -245,7 +245,7 @@ class Store:
         raw: list[str] = self.redis.lrange(keys.history(wid), 0, -1)  # type: ignore[assignment]
         return [json.loads(item) for item in reversed(raw)]
 
-    def list(
+    def list_watches(
         self,
         *,
         state: str | None = None,
@@ -305,7 +305,7 @@ class Store:
 
     def due_count(self, provider: str, now: float | None = None) -> int:
         high = "+inf" if now is None else now
-        return int(self.redis.zcount(keys.due(provider), "-inf", high))  # type: ignore[arg-type]
+        return int(self.redis.zcount(keys.due(provider), "-inf", high))
 
     # writing results
 
@@ -374,4 +374,4 @@ class Store:
 
     def last_heartbeat(self, component: str) -> float | None:
         value = self.redis.get(keys.HEARTBEAT + component)
-        return float(value) if value else None  # type: ignore[arg-type]
+        return float(value) if value else None
