@@ -193,9 +193,9 @@ def decide(
         state = State.ARCHIVING if watch.archive else State.SUCCEEDED
         return replace(seen_now, state=state, progress=1.0, note=f"remote {seen.raw_status}")
     if seen.remote in (Remote.FAILED, Remote.CANCELLED):
-        note = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
+        ended = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
         return replace(
-            seen_now, state=_REMOTE_TO_STATE[seen.remote], note=note, last_error=seen.message
+            seen_now, state=_REMOTE_TO_STATE[seen.remote], note=ended, last_error=seen.message
         )
     if past_deadline:
         return replace(seen_now, state=State.TIMED_OUT, note=_timed_out(watch))
