@@ -1,0 +1,184 @@
+"""The simulator's ASGI app: every platform under its own prefix, plus a control API.
+
+    /geobox/v1/…             Geobox (see :mod:`taskwarden.simulator.geobox`)
+    /_control/stats          GET: request counters (``?by_task=true`` adds per-task totals)
+    /_control/reset          POST: forget counters, faults and tasks (``?only=stats|faults|tasks``)
+    /_control/faults         GET: armed faults; POST: arm one or a list; DELETE: disarm all
+    /_control/faults/{id}    DELETE: disarm one
+    /_control/clock          GET; PUT {"speed": x, "advance": seconds}
+    /_control/<platform>/…   the platform's own controls (scripted tasks, auth settings)
+
+A :class:`Simulation` holds the state every platform shares (the clock, the fault book, the
+counters); tests reach it directly through :class:`~taskwarden.simulator.server.SimulatorServer`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+
+from taskwarden.simulator.faults import Fault, FaultBook, Stats
+from taskwarden.simulator.geobox import GeoboxSimulator
+
+
+class SimClock:
+    """Simulation time: seconds since the clock was made, run ``speed`` times faster than the
+    wall clock, and movable forward by :meth:`advance` (tests that must not sleep)."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self._lock = threading.Lock()
+        self._epoch = time.time()
+        self._mark = time.monotonic()
+        self._base = 0.0
+        self.speed = speed
+
+    def now(self) -> float:
+        return self._base + (time.monotonic() - self._mark) * self.speed
+
+    def epoch(self, sim_time: float) -> float:
+        """The wall-clock time a simulation time is shown as in timestamps."""
+        return self._epoch + sim_time
+
+    def set_speed(self, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        with self._lock:
+            self._base, self._mark = self.now(), time.monotonic()
+            self.speed = speed
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self._base += seconds
+
+
+class Platform(Protocol):
+    """What a platform simulator gives the app: API routes under ``prefix``, control routes
+    under ``/_control/<name>``, and a way to forget its tasks."""
+
+    name: str
+    prefix: str
+
+    def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]: ...
+
+    def control_routes(self) -> list[BaseRoute]: ...
+
+    def reset(self) -> None: ...
+
+
+class Simulation:
+    """The whole simulated world: shared clock, faults, counters, and each platform's state."""
+
+    def __init__(self, *, speed: float = 1.0) -> None:
+        self.clock = SimClock(speed)
+        self.faults = FaultBook()
+        self.stats = Stats()
+        self.geobox = GeoboxSimulator(self.clock)
+        self.platforms: dict[str, Platform] = {self.geobox.name: self.geobox}
+
+    def reset(self, *, stats: bool = True, faults: bool = True, tasks: bool = True) -> None:
+        """Forget counters, armed faults and scripted tasks (each unless told not to)."""
+        if stats:
+            self.stats.reset()
+        if faults:
+            self.faults.clear()
+        if tasks:
+            for platform in self.platforms.values():
+                platform.reset()
+
+    def stats_snapshot(self, by_task: bool = False) -> dict[str, Any]:
+        prefixes = {name: p.prefix + "/" for name, p in self.platforms.items()}
+        return self.stats.snapshot(prefixes, by_task=by_task)
+
+
+_FAULTS = TypeAdapter(list[Fault])
+
+
+def create_app(simulation: Simulation | None = None) -> Starlette:
+    """The ASGI app serving ``simulation`` (a fresh one when not given)."""
+    sim = simulation or Simulation()
+    routes: list[BaseRoute] = []
+    for name, platform in sim.platforms.items():
+        routes.append(Mount(platform.prefix, app=Router(platform.routes(sim.faults, sim.stats))))
+        routes.append(Mount(f"/_control/{name}", routes=platform.control_routes()))
+    routes.append(Mount("/_control", routes=_control_routes(sim)))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.simulation = sim
+    return app
+
+
+def _control_routes(sim: Simulation) -> list[BaseRoute]:
+    async def stats(request: Request) -> Response:
+        by_task = request.query_params.get("by_task", "").lower() in ("1", "true")
+        return JSONResponse(sim.stats_snapshot(by_task=by_task))
+
+    async def reset(request: Request) -> Response:
+        only = request.query_params.get("only")
+        if only not in (None, "stats", "faults", "tasks"):
+            return JSONResponse({"detail": "only must be stats, faults or tasks"}, 422)
+        if only is None:
+            sim.reset()
+        else:
+            sim.reset(stats=only == "stats", faults=only == "faults", tasks=only == "tasks")
+        return JSONResponse({"reset": only or "all"})
+
+    async def faults(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(sim.faults.armed())
+        if request.method == "DELETE":
+            sim.faults.clear()
+            return JSONResponse({"cleared": True})
+        try:
+            data = json.loads(await request.body())
+            armed = _FAULTS.validate_python(data if isinstance(data, list) else [data])
+        except ValidationError as exc:
+            return JSONResponse({"detail": json.loads(exc.json(include_url=False))}, 422)
+        except ValueError as exc:
+            return JSONResponse({"detail": f"invalid JSON: {exc}"}, 422)
+        unknown = {f.platform for f in armed if f.platform is not None} - set(sim.platforms)
+        if unknown:
+            return JSONResponse({"detail": f"unknown platform(s): {sorted(unknown)}"}, 422)
+        return JSONResponse({"ids": [sim.faults.add(f) for f in armed]}, 201)
+
+    async def fault(request: Request) -> Response:
+        if sim.faults.remove(int(request.path_params["id"])):
+            return JSONResponse({"removed": True})
+        return JSONResponse({"detail": "no such fault"}, 404)
+
+    async def clock(request: Request) -> Response:
+        if request.method == "PUT":
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                return JSONResponse({"detail": "expected a JSON object"}, 422)
+            try:
+                if "speed" in body:
+                    sim.clock.set_speed(float(body["speed"]))
+                if "advance" in body:
+                    sim.clock.advance(float(body["advance"]))
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"detail": str(exc)}, 422)
+        return JSONResponse({"now": sim.clock.now(), "speed": sim.clock.speed})
+
+    return [
+        Route("/stats", stats, methods=["GET"]),
+        Route("/reset", reset, methods=["POST"]),
+        Route("/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/faults/{id:int}", fault, methods=["DELETE"]),
+        Route("/clock", clock, methods=["GET", "PUT"]),
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # FastAPI's shape, which the platforms' clients expect even for a 404 on an unknown path
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
