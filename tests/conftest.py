@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
+from celery import Celery
 
+from taskwarden.models import Watch
 from taskwarden.redis_server import RedisServer
+from taskwarden.service import Service
+from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store import Store
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +52,107 @@ def store(redis_url: str) -> Iterator[Store]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+# --- a running warden: its own Redis, the simulator, and real beat + worker processes ---------
+
+SIM_TOKEN = "sim-token"
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0, every: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(every)
+
+
+@dataclass
+class Warden:
+    """A running taskwarden, as a user would see it from outside."""
+
+    redis_url: str
+    env: dict[str, str]
+    sim: SimulatorServer
+    store: Store
+    archive_dir: Path | None
+    service: Service
+
+    def send_track(self, **kwargs: Any) -> None:
+        """Register by queue message, as any Celery producer would: by task name only."""
+        producer = Celery(broker=self.redis_url, set_as_current=False)
+        with producer.connection_for_write() as conn:
+            producer.send_task("taskwarden.track", kwargs=kwargs, connection=conn)
+
+    def wait_final(self, wid: str, timeout: float = 30.0) -> Watch:
+        def final() -> Watch | None:
+            watch = self.store.get(wid)
+            return watch if watch is not None and watch.state.final else None
+
+        return wait_for(final, timeout)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "taskwarden", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def warden_env(redis_url: str, sim: SimulatorServer, data_dir: Path, **extra: str) -> dict[str, str]:
+    """Settings for fast tests: checks every few tenths of a second, short leases."""
+    return {
+        "TASKWARDEN_REDIS_URL": redis_url,
+        "TASKWARDEN_DATA_DIR": str(data_dir),
+        "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": sim.geobox_url,
+        "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": SIM_TOKEN,
+        "TASKWARDEN_DISPATCH_INTERVAL": "0.2",
+        "TASKWARDEN_POLL__INITIAL": "0.2",
+        "TASKWARDEN_POLL__BACKOFF": "1.2",
+        "TASKWARDEN_POLL__MAXIMUM": "0.5",
+        "TASKWARDEN_RETRY__INITIAL_INTERVAL": "0.1",
+        "TASKWARDEN_RETRY__MAXIMUM_INTERVAL": "0.3",
+        "TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "5",
+        "TASKWARDEN_LEASE_SECONDS": "5",
+        "TASKWARDEN_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[SimulatorServer]:
+    """The platform simulator on a free loopback port."""
+    with SimulatorServer() as server:
+        yield server
+
+
+@contextmanager
+def running_warden(
+    tmp: Path, sim: SimulatorServer, archive_url: str | None = None, **extra: str
+) -> Iterator[Warden]:
+    with RedisServer(tmp / "redis", persist=False) as server:
+        env = warden_env(server.url, sim, tmp / "data", **extra)
+        archive_dir = None
+        if archive_url is None:
+            archive_dir = tmp / "archive"
+            archive_url = archive_dir.as_uri()
+        env["TASKWARDEN_ARCHIVE_URL"] = archive_url
+        store = Store.from_url(server.url)
+        service = Service(env, poll_concurrency=2, log_dir=tmp / "logs")
+        with service:
+            yield Warden(server.url, env, sim, store, archive_dir, service)
+        store.redis.close()
+
+
+@pytest.fixture(scope="session")
+def warden(tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer) -> Iterator[Warden]:
+    """One warden for the session (file archive); tests keep apart by unique remote ids."""
+    with running_warden(tmp_path_factory.mktemp("warden"), sim) as w:
+        yield w

@@ -1,0 +1,280 @@
+"""taskwarden end to end: registration by queue message and CLI, real beat and worker processes,
+the Geobox simulator on loopback, outputs in a real archive. Assertions are on what a user sees."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+
+from taskwarden.lifecycle import State
+from taskwarden.models import watch_id
+from taskwarden.service import Service
+from taskwarden.simulator.server import SimulatorServer
+from taskwarden.store import Store
+
+from .conftest import Warden, running_warden, wait_for
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def status_gets(w: Warden, task: str) -> int:
+    return w.sim.stats.count(route="tasks/{uuid}/", task=task, method="GET")
+
+
+def test_message_registration_runs_to_success_and_archives(warden: Warden) -> None:
+    """A task registered by Celery message is followed through progress to an archived output
+    whose bytes and manifest match what the platform served."""
+    task = warden.sim.geobox.add_task(
+        pending_seconds=0.5, running_seconds=3, file_name="scene.tif", file_size=300_000
+    )
+    warden.send_track(provider="geobox", remote_id=task.uuid, labels={"team": "maps"})
+    wid = watch_id("geobox", task.uuid)
+    seen: set[float] = set()
+
+    def done() -> bool:
+        watch = warden.store.get(wid)
+        if watch is not None and watch.state is State.RUNNING and watch.progress is not None:
+            seen.add(watch.progress)
+        return watch is not None and watch.state.final
+
+    wait_for(done, timeout=30, every=0.02)
+    watch = warden.store.get(wid)
+    assert watch is not None
+    assert (watch.state, watch.raw_status, watch.labels) == (State.SUCCEEDED, "SUCCESS", {"team": "maps"})
+    assert len([p for p in seen if 0 < p < 1]) >= 2, f"progress seen along the way: {seen}"
+
+    folder = warden.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
+    assert sha256(folder / "scene.tif") == task.sha256
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (manifest["watch_id"], manifest["provider"], manifest["remote_id"]) == (wid, "geobox", task.uuid)
+    assert manifest["final_status"] == "SUCCESS"
+    by_name = {o["name"]: o for o in manifest["outputs"]}
+    assert by_name["scene.tif"]["sha256"] == task.sha256
+    assert by_name["scene.tif"]["size"] == 300_000
+    assert {o["sha256"] for o in watch.outputs} == {o["sha256"] for o in manifest["outputs"]}
+
+    # every status check committed once; progress was asked only while the task ran
+    assert status_gets(warden, task.uuid) == watch.polls
+    progress_gets = warden.sim.stats.count(route="tasks/{uuid}/status/", task=task.uuid)
+    assert 0 < progress_gets < watch.polls
+    assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
+    transitions = [(h["from"], h["to"]) for h in warden.store.history(wid)]
+    assert transitions == [
+        (None, "pending"), ("pending", "running"), ("running", "archiving"), ("archiving", "succeeded")
+    ]  # fmt: skip
+
+
+def test_duplicate_registrations_make_one_watch_and_one_archive(warden: Warden) -> None:
+    """The same task sent five times is one watch, downloaded and archived once."""
+    task = warden.sim.geobox.add_task(running_seconds=1, file_size=50_000)
+    for _ in range(5):
+        warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert watch.state is State.SUCCEEDED
+    assert warden.store.redis.zcount("taskwarden:watches", "-inf", "+inf") >= 1
+    assert [w.id for w in warden.store.list_watches(provider="geobox", limit=10_000)].count(watch.id) == 1
+    assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
+
+
+def test_remote_failure_records_platform_message(warden: Warden) -> None:
+    """A task the platform fails ends `failed` with the platform's own message."""
+    task = warden.sim.geobox.add_task(running_seconds=0.5, outcome="failure", failure_msg="bad band math")
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert (watch.state, watch.raw_status) == (State.FAILED, "FAILURE")
+    assert watch.last_error is not None and "bad band math" in watch.last_error
+
+
+def test_remote_abort_ends_cancelled(warden: Warden) -> None:
+    """A task aborted on the platform's side ends `cancelled` with status ABORTED."""
+    task = warden.sim.geobox.add_task(running_seconds=1, outcome="aborted")
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert (watch.state, watch.raw_status) == (State.CANCELLED, "ABORTED")
+
+
+def test_non_file_asset_is_archived_as_its_description(warden: Warden) -> None:
+    """A task whose result is a layer archives the task and layer documents as JSON."""
+    task = warden.sim.geobox.add_task(running_seconds=0.5, outcome="success_asset", asset_kind="layer")
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert watch.state is State.SUCCEEDED
+    folder = warden.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for out in manifest["outputs"]:
+        data = (folder / out["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == out["sha256"]
+        assert out["name"].endswith(".json")
+        json.loads(data)
+    assert len(manifest["outputs"]) >= 2
+
+
+def test_remote_404_ends_in_error_without_hammering(warden: Warden) -> None:
+    """A task the platform does not know ends in `error` after a single request."""
+    missing = str(uuid.uuid4())
+    warden.send_track(provider="geobox", remote_id=missing)
+    watch = warden.wait_final(watch_id("geobox", missing))
+    assert watch.state is State.ERROR
+    assert watch.last_error is not None and "not found" in watch.last_error.lower()
+    time.sleep(0.5)
+    assert status_gets(warden, missing) == 1
+
+
+def test_timeout_ends_timed_out(warden: Warden) -> None:
+    """A task still running at the watch's timeout ends `timed_out`, and polling stops."""
+    task = warden.sim.geobox.add_task(outcome="never")
+    warden.send_track(provider="geobox", remote_id=task.uuid, timeout=1.5)
+    started = time.monotonic()
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert (watch.state, watch.raw_status) == (State.TIMED_OUT, "PROGRESS")
+    assert time.monotonic() - started < 10
+    count = status_gets(warden, task.uuid)
+    time.sleep(1)
+    assert status_gets(warden, task.uuid) == count
+
+
+def test_unknown_status_word_keeps_polling(warden: Warden) -> None:
+    """An unknown status word is recorded raw and noted, and the watch still finishes."""
+    task = warden.sim.geobox.add_task(running_seconds=2, file_size=10)
+    warden.sim.inject(kind="unknown_status", task=task.uuid, word="REVOKED", count=2)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert watch.state is State.SUCCEEDED
+    notes = [h["note"] or "" for h in warden.store.history(watch.id)]
+    assert any("unknown status word 'REVOKED'" in n for n in notes)
+
+
+def test_transient_errors_are_retried(warden: Warden) -> None:
+    """A burst of 503s and a reset on the status route delay the watch but do not end it."""
+    task = warden.sim.geobox.add_task(running_seconds=1, file_size=10)
+    warden.sim.inject(kind="status", status=503, task=task.uuid, route="tasks/{uuid}/", count=3)
+    warden.sim.inject(kind="reset", task=task.uuid, route="tasks/{uuid}/", count=1)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert watch.state is State.SUCCEEDED
+    assert status_gets(warden, task.uuid) >= 5
+
+
+def test_invalid_message_is_refused_and_worker_keeps_serving(warden: Warden) -> None:
+    """Malformed registrations create nothing, and a good one sent after them still works."""
+    before = warden.store.redis.zcard("taskwarden:watches")
+    warden.send_track(provider="nope", remote_id="x")
+    warden.send_track(provider="geobox", remote_id="../../etc")
+    warden.send_track(provider="geobox")
+    warden.send_track(provider="geobox", remote_id="x", labels={"a": 1}, surprise=True)
+    task = warden.sim.geobox.add_task(file_size=10)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    assert warden.wait_final(watch_id("geobox", task.uuid)).state is State.SUCCEEDED
+    assert warden.store.redis.zcard("taskwarden:watches") == before + 1
+
+
+def test_lost_poll_is_dispatched_again(warden: Warden) -> None:
+    """A watch claimed by a poll that never runs is reclaimed when its lease expires."""
+    task = warden.sim.geobox.add_task(file_size=10, pending_seconds=1)
+    wid = watch_id("geobox", task.uuid)
+    rogue = Store.from_url(warden.redis_url)
+    # a registration with a due time in the future, claimed right away by a "poll" that dies
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    claimed = wait_for(lambda: rogue.redis.zscore("taskwarden:leases", wid) is not None, 10)
+    assert claimed
+    watch = warden.wait_final(wid, timeout=30)
+    assert watch.state is State.SUCCEEDED
+    rogue.redis.close()
+
+
+def test_two_beats_never_double_poll(warden: Warden, tmp_path: Path) -> None:
+    """With a second beat running, every status request still belongs to exactly one poll."""
+    extra = Service(warden.env, log_dir=tmp_path / "logs")
+    extra.argvs = {"beat": extra.argvs["beat"]}
+    extra.env["TASKWARDEN_DATA_DIR"] = str(tmp_path / "beat2")
+    tasks = warden.sim.geobox.add_tasks([{"running_seconds": 2, "file_size": 10} for _ in range(30)])
+    with extra:
+        for task in tasks:
+            warden.send_track(provider="geobox", remote_id=task.uuid)
+        for task in tasks:
+            watch = warden.wait_final(watch_id("geobox", task.uuid))
+            assert watch.state is State.SUCCEEDED
+            assert status_gets(warden, task.uuid) == watch.polls
+
+
+def test_cli_track_is_idempotent_and_readable(warden: Warden) -> None:
+    """`taskwarden track` twice is one watch; `ls` and `show` report it with its history."""
+    task = warden.sim.geobox.add_task(running_seconds=1, file_size=10)
+    first = warden.cli("track", "geobox", task.uuid, "--label", "k=v", "--timeout", "600", "--json")
+    second = warden.cli("track", "geobox", task.uuid, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["created"] is True
+    assert json.loads(second.stdout) == {"watch_id": json.loads(first.stdout)["watch_id"], "created": False}
+    wid = json.loads(first.stdout)["watch_id"]
+    warden.wait_final(wid)
+
+    shown = json.loads(warden.cli("show", wid, "--json").stdout)
+    assert (shown["state"], shown["raw_status"], shown["labels"]) == ("succeeded", "SUCCESS", {"k": "v"})
+    assert [h["to"] for h in shown["history"]][-1] == "succeeded"
+    by_ref = json.loads(warden.cli("show", f"geobox:{task.uuid}", "--json").stdout)
+    assert by_ref["id"] == wid
+
+    listed = json.loads(warden.cli("ls", "--state", "succeeded", "--provider", "geobox", "--json").stdout)
+    assert wid in [w["id"] for w in listed]
+    table = warden.cli("ls", "--provider", "geobox")
+    assert table.returncode == 0 and wid in table.stdout
+
+    text = warden.cli("show", wid)
+    assert "history:" in text.stdout and "succeeded" in text.stdout
+
+
+def test_cli_rejects_bad_input_clearly(warden: Warden) -> None:
+    """Bad registrations and unknown watches give a clear message and a non-zero exit."""
+    bad = warden.cli("track", "nowhere", "abc")
+    assert bad.returncode == 2 and "unknown provider 'nowhere'" in bad.stderr
+    worse = warden.cli("track", "geobox", "a/../b")
+    assert worse.returncode == 2 and "remote_id" in worse.stderr
+    missing = warden.cli("show", "w0000000000000000")
+    assert missing.returncode == 3 and "no watch" in missing.stderr
+
+
+def test_cli_cancel_with_abort_stops_watch_and_remote_task(warden: Warden) -> None:
+    """`taskwarden cancel --abort` ends the watch and aborts the task on the platform."""
+    task = warden.sim.geobox.add_task(outcome="never")
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    wid = watch_id("geobox", task.uuid)
+    wait_for(lambda: (w := warden.store.get(wid)) is not None and w.state is State.RUNNING)
+    out = warden.cli("cancel", wid, "--abort")
+    assert out.returncode == 0, out.stderr
+    watch = warden.store.get(wid)
+    assert watch is not None and watch.state is State.CANCELLED
+    wait_for(lambda: warden.sim.geobox.state(task.uuid) == "ABORTED", timeout=10)
+    count = status_gets(warden, task.uuid)
+    time.sleep(1)
+    assert status_gets(warden, task.uuid) == count  # no polling after cancel
+
+
+def test_s3_archive(tmp_path: Path, sim: SimulatorServer, moto_endpoint: str) -> None:
+    """With an s3:// archive, outputs and the manifest land in the bucket with right checksums."""
+    client = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")  # fmt: skip
+    client.create_bucket(Bucket="archive-e2e")
+    s3 = {
+        "TASKWARDEN_S3__ENDPOINT_URL": moto_endpoint,
+        "TASKWARDEN_S3__ALLOW_HTTP": "true",
+        "TASKWARDEN_S3__ACCESS_KEY_ID": "testing",
+        "TASKWARDEN_S3__SECRET_ACCESS_KEY": "testing",
+    }
+    with running_warden(tmp_path, sim, archive_url="s3://archive-e2e/runs", **s3) as w:
+        task = sim.geobox.add_task(running_seconds=0.5, file_name="dem.tif", file_size=200_000)
+        w.send_track(provider="geobox", remote_id=task.uuid)
+        watch = w.wait_final(watch_id("geobox", task.uuid))
+        assert watch.state is State.SUCCEEDED, watch.last_error
+    base = f"runs/geobox/{task.uuid}"
+    body = client.get_object(Bucket="archive-e2e", Key=f"{base}/dem.tif")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == task.sha256
+    manifest = json.loads(client.get_object(Bucket="archive-e2e", Key=f"{base}/manifest.json")["Body"].read())
+    assert {o["name"]: o["sha256"] for o in manifest["outputs"]}["dem.tif"] == task.sha256
+
