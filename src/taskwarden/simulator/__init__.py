@@ -9,7 +9,13 @@ CLI); drive it from Python or through its control API under ``/_control/``.
 from taskwarden.simulator.app import SimClock, Simulation, create_app
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.geobox import GeoboxSimulator, GeoboxTask, GeoboxTaskSpec
-from taskwarden.simulator.outputs import iter_output, output_bytes, output_sha256
+from taskwarden.simulator.script import (
+    Script,
+    ScriptedTask,
+    iter_output,
+    output_bytes,
+    output_sha256,
+)
 from taskwarden.simulator.server import SimulatorServer, serve
 
 __all__ = [
@@ -18,6 +24,8 @@ __all__ = [
     "GeoboxSimulator",
     "GeoboxTask",
     "GeoboxTaskSpec",
+    "Script",
+    "ScriptedTask",
     "SimClock",
     "Simulation",
     "SimulatorServer",

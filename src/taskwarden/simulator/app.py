@@ -6,7 +6,10 @@
     /_control/faults         GET: armed faults; POST: arm one or a list; DELETE: disarm all
     /_control/faults/{id}    DELETE: disarm one
     /_control/clock          GET; PUT {"speed": x, "advance": seconds}
-    /_control/<platform>/…   the platform's own controls (scripted tasks, auth settings)
+    /_control/<platform>/tasks        POST: add scripted tasks (one JSON spec or a list);
+                                      DELETE: forget them all
+    /_control/<platform>/tasks/{id}   GET: a task's script, its current document, checksum
+    /_control/<platform>/config       GET; PUT: the platform's settings (auth, tokens, keys)
 
 A :class:`Simulation` holds the state every platform shares (the clock, the fault book, the
 counters); tests reach it directly through :class:`~taskwarden.simulator.server.SimulatorServer`.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
@@ -63,17 +67,25 @@ class SimClock:
 
 
 class Platform(Protocol):
-    """What a platform simulator gives the app: API routes under ``prefix``, control routes
-    under ``/_control/<name>``, and a way to forget its tasks."""
+    """What a platform simulator gives the app: its API routes (served under ``prefix``) and
+    the hooks of its control API (``/_control/<name>/…``)."""
 
     name: str
     prefix: str
 
     def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]: ...
 
-    def control_routes(self) -> list[BaseRoute]: ...
+    def add_raw(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Add scripted tasks from JSON; raise pydantic's ``ValidationError`` when malformed."""
+        ...
 
-    def reset(self) -> None: ...
+    def describe(self, task_id: str) -> dict[str, Any] | None: ...
+
+    def clear(self) -> None: ...
+
+    def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def settings(self) -> dict[str, Any]: ...
 
 
 class Simulation:
@@ -94,7 +106,7 @@ class Simulation:
             self.faults.clear()
         if tasks:
             for platform in self.platforms.values():
-                platform.reset()
+                platform.clear()
 
     def stats_snapshot(self, by_task: bool = False) -> dict[str, Any]:
         prefixes = {name: p.prefix + "/" for name, p in self.platforms.items()}
@@ -110,7 +122,7 @@ def create_app(simulation: Simulation | None = None) -> Starlette:
     routes: list[BaseRoute] = []
     for name, platform in sim.platforms.items():
         routes.append(Mount(platform.prefix, app=Router(platform.routes(sim.faults, sim.stats))))
-        routes.append(Mount(f"/_control/{name}", routes=platform.control_routes()))
+        routes.append(Mount(f"/_control/{name}", routes=_platform_routes(platform)))
     routes.append(Mount("/_control", routes=_control_routes(sim)))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.simulation = sim
@@ -175,6 +187,43 @@ def _control_routes(sim: Simulation) -> list[BaseRoute]:
         Route("/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/faults/{id:int}", fault, methods=["DELETE"]),
         Route("/clock", clock, methods=["GET", "PUT"]),
+    ]
+
+
+def _platform_routes(platform: Platform) -> list[BaseRoute]:
+    async def add(request: Request) -> Response:
+        try:
+            data = json.loads(await request.body())
+            created = platform.add_raw(data if isinstance(data, list) else [data])
+        except ValidationError as exc:
+            return JSONResponse({"detail": json.loads(exc.json(include_url=False))}, 422)
+        except ValueError as exc:
+            return JSONResponse({"detail": f"invalid JSON: {exc}"}, 422)
+        return JSONResponse({"created": len(created), "tasks": created}, 201)
+
+    async def clear(request: Request) -> Response:
+        platform.clear()
+        return JSONResponse({"cleared": True})
+
+    async def show(request: Request) -> Response:
+        found = platform.describe(request.path_params["task_id"])
+        if found is None:
+            return JSONResponse({"detail": "no such task"}, 404)
+        return JSONResponse(found)
+
+    async def config(request: Request) -> Response:
+        if request.method == "PUT":
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                return JSONResponse({"detail": "expected a JSON object"}, 422)
+            return JSONResponse(platform.configure(body))
+        return JSONResponse(platform.settings())
+
+    return [
+        Route("/tasks", add, methods=["POST"]),
+        Route("/tasks", clear, methods=["DELETE"]),
+        Route("/tasks/{task_id}", show, methods=["GET"]),
+        Route("/config", config, methods=["GET", "PUT"]),
     ]
 
 
