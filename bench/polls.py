@@ -1,0 +1,149 @@
+"""Status checks per second, end to end, beside the ceiling of a plain async httpx loop.
+
+    python bench/polls.py [--watches 20000] [--concurrency 100] [--workers 2]
+
+Both sides hit the same simulator process (its own process, so it has its own interpreter) with
+the same status GETs against tasks that stay PENDING (one request per check). The ceiling is
+measured before and after the warden run and averaged, so a drift in the machine shows.
+
+The warden run: the watches are registered (all due at once) with the service stopped; then the
+beat scheduler and a poll worker start; the rate is counted from the first committed check to
+the last, so process start-up is not charged to polling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from taskwarden.models import Registration
+from taskwarden.redis_server import RedisServer, free_port
+from taskwarden.service import Service
+from taskwarden.store import Store
+
+TOKEN = "sim-token"
+FAR = 10**9  # far-future next check: each watch is checked exactly once in the run
+
+
+def start_simulator(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_control/stats", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("simulator did not start")
+
+
+def make_tasks(base: str, count: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    specs = [{"uuid": i, "pending_seconds": 10**7} for i in ids]
+    for start in range(0, count, 5000):
+        r = httpx.post(f"{base}/_control/geobox/tasks", json=specs[start : start + 5000], timeout=60)
+        r.raise_for_status()
+    return ids
+
+
+async def ceiling(geobox: str, ids: list[str], concurrency: int) -> float:
+    """Plain async httpx: the same GETs, as fast as one client process can send them."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as client:
+
+        async def one(task: str) -> None:
+            async with gate:
+                r = await client.get(f"{geobox}tasks/{task}/")
+                r.raise_for_status()
+                r.json()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(t) for t in ids))
+        return len(ids) / (time.perf_counter() - started)
+
+
+def warden(geobox: str, ids: list[str], workers: int, tmp: Path) -> tuple[float, float]:
+    """Register every watch due now, start the service, time first to last committed check."""
+    with RedisServer(tmp / "redis", persist=False) as server:
+        store = Store.from_url(server.url)
+        now = time.time()
+        for task in ids:
+            store.register(Registration(provider="geobox", remote_id=task), now)
+        env = {
+            "TASKWARDEN_REDIS_URL": server.url,
+            "TASKWARDEN_DATA_DIR": str(tmp / "data"),
+            "TASKWARDEN_ARCHIVE_URL": (tmp / "archive").as_uri(),
+            "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": geobox,
+            "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": TOKEN,
+            "TASKWARDEN_DISPATCH_INTERVAL": "0.2",
+            "TASKWARDEN_POLL__INITIAL": str(FAR),
+            "TASKWARDEN_POLL__MAXIMUM": str(FAR),
+            "TASKWARDEN_LEASE_SECONDS": "600",
+            "TASKWARDEN_LOG_FORMAT": "json",
+        }
+        with Service(env, poll_concurrency=workers, log_dir=tmp / "logs"):
+            first_seen = first_count = None
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                done = store.redis.zcount("taskwarden:due:geobox", now + FAR / 2, "+inf")
+                if done and first_seen is None:
+                    first_seen, first_count = time.perf_counter(), done
+                if done >= len(ids):
+                    break
+                time.sleep(0.01)
+            else:
+                raise SystemExit("the warden did not check every watch within 600 s")
+            elapsed = time.perf_counter() - first_seen
+            assert first_count is not None
+        errors = store.redis.zcard("taskwarden:state:error")
+        store.redis.close()
+    if errors:
+        raise SystemExit(f"{errors} watches ended in error; see {tmp / 'logs'}")
+    return (len(ids) - first_count) / elapsed, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--watches", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=100, help="ceiling client requests")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="poll processes")
+    args = parser.parse_args()
+
+    port = free_port()
+    sim = start_simulator(port)
+    base = f"http://127.0.0.1:{port}"
+    geobox = f"{base}/geobox/v1/"
+    try:
+        ids = make_tasks(base, args.watches)
+        before = asyncio.run(ceiling(geobox, ids, args.concurrency))
+        with tempfile.TemporaryDirectory(prefix="taskwarden-bench-") as tmp:
+            rate, elapsed = warden(geobox, ids, args.workers, Path(tmp))
+        after = asyncio.run(ceiling(geobox, ids, args.concurrency))
+    finally:
+        sim.terminate()
+        sim.wait()
+    ceil = (before + after) / 2
+    print(f"watches                 {args.watches}")
+    print(f"ceiling (httpx loop)    {before:8.0f} /s before, {after:8.0f} /s after, mean {ceil:8.0f} /s")
+    print(f"taskwarden end to end   {rate:8.0f} /s  ({elapsed:.1f} s, {args.workers} poll processes)")
+    print(f"ratio                   {rate / ceil:8.1%}")
+
+
+if __name__ == "__main__":
+    main()
