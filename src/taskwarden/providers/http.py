@@ -327,7 +327,8 @@ def content_disposition_filename(header: str | None) -> str | None:
         if plain:
             name = plain.group(1).strip()
             if name.startswith('"') and name.endswith('"') and len(name) >= 2:
-                name = re.sub(r"\\(.)", r"\1", name[1:-1])
+                # only \" and \\ are escapes; other backslashes are a Windows path's
+                name = re.sub(r'\\(["\\])', r"\1", name[1:-1])
     if name is None:
         return None
     name = re.split(r"[/\\]", name)[-1].strip()
