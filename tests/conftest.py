@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from celery import Celery
+from moto.server import ThreadedMotoServer
 
 from taskwarden.models import Watch
 from taskwarden.redis_server import RedisServer
@@ -49,9 +50,14 @@ def store(redis_url: str) -> Iterator[Store]:
     s.redis.close()
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto) on a free loopback port, for the whole session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 # --- a running warden: its own Redis, the simulator, and real beat + worker processes ---------
@@ -106,7 +112,9 @@ class Warden:
         )
 
 
-def warden_env(redis_url: str, sim: SimulatorServer, data_dir: Path, **extra: str) -> dict[str, str]:
+def warden_env(
+    redis_url: str, sim: SimulatorServer, data_dir: Path, **extra: str
+) -> dict[str, str]:
     """Settings for fast tests: checks every few tenths of a second, short leases."""
     return {
         "TASKWARDEN_REDIS_URL": redis_url,

@@ -31,14 +31,18 @@ def test_nested_provider_settings_from_environment(monkeypatch: pytest.MonkeyPat
         ("TASKWARDEN_LOG_FORMAT", "xml"),
     ],
 )
-def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     """A bad value is refused with a message naming the variable to set."""
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_settings()
 
 
-def test_default_archive_is_under_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+def test_default_archive_is_under_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
     """With no archive URL, outputs go to a folder under the data directory."""
     monkeypatch.setenv("TASKWARDEN_DATA_DIR", str(tmp_path))
     assert load_settings().resolved_archive_url == f"file://{tmp_path}/archive"

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 
 from taskwarden.lifecycle import State
-from taskwarden.models import watch_id
+from taskwarden.models import Registration, watch_id
 from taskwarden.service import Service
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store import Store
@@ -47,21 +47,30 @@ def test_message_registration_runs_to_success_and_archives(warden: Warden) -> No
     wait_for(done, timeout=30, every=0.02)
     watch = warden.store.get(wid)
     assert watch is not None
-    assert (watch.state, watch.raw_status, watch.labels) == (State.SUCCEEDED, "SUCCESS", {"team": "maps"})
+    assert (watch.state, watch.raw_status, watch.labels) == (
+        State.SUCCEEDED,
+        "SUCCESS",
+        {"team": "maps"},
+    )
     assert len([p for p in seen if 0 < p < 1]) >= 2, f"progress seen along the way: {seen}"
 
     folder = warden.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
     assert sha256(folder / "scene.tif") == task.sha256
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert (manifest["watch_id"], manifest["provider"], manifest["remote_id"]) == (wid, "geobox", task.uuid)
+    assert (manifest["watch_id"], manifest["provider"], manifest["remote_id"]) == (
+        wid,
+        "geobox",
+        task.uuid,
+    )
     assert manifest["final_status"] == "SUCCESS"
     by_name = {o["name"]: o for o in manifest["outputs"]}
     assert by_name["scene.tif"]["sha256"] == task.sha256
     assert by_name["scene.tif"]["size"] == 300_000
     assert {o["sha256"] for o in watch.outputs} == {o["sha256"] for o in manifest["outputs"]}
 
-    # every status check committed once; progress was asked only while the task ran
-    assert status_gets(warden, task.uuid) == watch.polls
+    # every status check committed once (plus the archive's read of the final document);
+    # progress was asked only while the task ran
+    assert status_gets(warden, task.uuid) == watch.polls + 1
     progress_gets = warden.sim.stats.count(route="tasks/{uuid}/status/", task=task.uuid)
     assert 0 < progress_gets < watch.polls
     assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
@@ -79,13 +88,17 @@ def test_duplicate_registrations_make_one_watch_and_one_archive(warden: Warden) 
     watch = warden.wait_final(watch_id("geobox", task.uuid))
     assert watch.state is State.SUCCEEDED
     assert warden.store.redis.zcount("taskwarden:watches", "-inf", "+inf") >= 1
-    assert [w.id for w in warden.store.list_watches(provider="geobox", limit=10_000)].count(watch.id) == 1
+    assert [w.id for w in warden.store.list_watches(provider="geobox", limit=10_000)].count(
+        watch.id
+    ) == 1
     assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
 
 
 def test_remote_failure_records_platform_message(warden: Warden) -> None:
     """A task the platform fails ends `failed` with the platform's own message."""
-    task = warden.sim.geobox.add_task(running_seconds=0.5, outcome="failure", failure_msg="bad band math")
+    task = warden.sim.geobox.add_task(
+        running_seconds=0.5, outcome="failure", failure_msg="bad band math"
+    )
     warden.send_track(provider="geobox", remote_id=task.uuid)
     watch = warden.wait_final(watch_id("geobox", task.uuid))
     assert (watch.state, watch.raw_status) == (State.FAILED, "FAILURE")
@@ -102,7 +115,9 @@ def test_remote_abort_ends_cancelled(warden: Warden) -> None:
 
 def test_non_file_asset_is_archived_as_its_description(warden: Warden) -> None:
     """A task whose result is a layer archives the task and layer documents as JSON."""
-    task = warden.sim.geobox.add_task(running_seconds=0.5, outcome="success_asset", asset_kind="layer")
+    task = warden.sim.geobox.add_task(
+        running_seconds=0.5, outcome="success_asset", asset_kind="layer"
+    )
     warden.send_track(provider="geobox", remote_id=task.uuid)
     watch = warden.wait_final(watch_id("geobox", task.uuid))
     assert watch.state is State.SUCCEEDED
@@ -176,16 +191,19 @@ def test_invalid_message_is_refused_and_worker_keeps_serving(warden: Warden) -> 
 
 
 def test_lost_poll_is_dispatched_again(warden: Warden) -> None:
-    """A watch claimed by a poll that never runs is reclaimed when its lease expires."""
-    task = warden.sim.geobox.add_task(file_size=10, pending_seconds=1)
+    """A watch claimed by a poll job that never runs is reclaimed when its lease expires."""
+    task = warden.sim.geobox.add_task(file_size=10)
     wid = watch_id("geobox", task.uuid)
     rogue = Store.from_url(warden.redis_url)
-    # a registration with a due time in the future, claimed right away by a "poll" that dies
-    warden.send_track(provider="geobox", remote_id=task.uuid)
-    claimed = wait_for(lambda: rogue.redis.zscore("taskwarden:leases", wid) is not None, 10)
-    assert claimed
+    # Registered due an hour from now so that the dispatcher cannot take it before we do...
+    later = time.time() + 3600
+    rogue.register(Registration(provider="geobox", remote_id=task.uuid), later)
+    # ...then claimed as a dispatch would, by a job that is lost: nobody ever polls under it.
+    lost = rogue.claim_due("geobox", later, 10, lease_until=time.time() + 1)
+    assert [c.watch_id for c in lost] == [wid]
     watch = warden.wait_final(wid, timeout=30)
     assert watch.state is State.SUCCEEDED
+    assert watch.fence > lost[0].fence + 1  # reaped (fence bumped), then claimed anew
     rogue.redis.close()
 
 
@@ -194,14 +212,16 @@ def test_two_beats_never_double_poll(warden: Warden, tmp_path: Path) -> None:
     extra = Service(warden.env, log_dir=tmp_path / "logs")
     extra.argvs = {"beat": extra.argvs["beat"]}
     extra.env["TASKWARDEN_DATA_DIR"] = str(tmp_path / "beat2")
-    tasks = warden.sim.geobox.add_tasks([{"running_seconds": 2, "file_size": 10} for _ in range(30)])
+    tasks = warden.sim.geobox.add_tasks(
+        [{"running_seconds": 2, "file_size": 10} for _ in range(30)]
+    )
     with extra:
         for task in tasks:
             warden.send_track(provider="geobox", remote_id=task.uuid)
         for task in tasks:
             watch = warden.wait_final(watch_id("geobox", task.uuid))
             assert watch.state is State.SUCCEEDED
-            assert status_gets(warden, task.uuid) == watch.polls
+            assert status_gets(warden, task.uuid) == watch.polls + 1  # + the archive's read
 
 
 def test_cli_track_is_idempotent_and_readable(warden: Warden) -> None:
@@ -211,17 +231,26 @@ def test_cli_track_is_idempotent_and_readable(warden: Warden) -> None:
     second = warden.cli("track", "geobox", task.uuid, "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["created"] is True
-    assert json.loads(second.stdout) == {"watch_id": json.loads(first.stdout)["watch_id"], "created": False}
+    assert json.loads(second.stdout) == {
+        "watch_id": json.loads(first.stdout)["watch_id"],
+        "created": False,
+    }
     wid = json.loads(first.stdout)["watch_id"]
     warden.wait_final(wid)
 
     shown = json.loads(warden.cli("show", wid, "--json").stdout)
-    assert (shown["state"], shown["raw_status"], shown["labels"]) == ("succeeded", "SUCCESS", {"k": "v"})
+    assert (shown["state"], shown["raw_status"], shown["labels"]) == (
+        "succeeded",
+        "SUCCESS",
+        {"k": "v"},
+    )
     assert [h["to"] for h in shown["history"]][-1] == "succeeded"
     by_ref = json.loads(warden.cli("show", f"geobox:{task.uuid}", "--json").stdout)
     assert by_ref["id"] == wid
 
-    listed = json.loads(warden.cli("ls", "--state", "succeeded", "--provider", "geobox", "--json").stdout)
+    listed = json.loads(
+        warden.cli("ls", "--state", "succeeded", "--provider", "geobox", "--json").stdout
+    )
     assert wid in [w["id"] for w in listed]
     table = warden.cli("ls", "--provider", "geobox")
     assert table.returncode == 0 and wid in table.stdout
@@ -275,6 +304,7 @@ def test_s3_archive(tmp_path: Path, sim: SimulatorServer, moto_endpoint: str) ->
     base = f"runs/geobox/{task.uuid}"
     body = client.get_object(Bucket="archive-e2e", Key=f"{base}/dem.tif")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == task.sha256
-    manifest = json.loads(client.get_object(Bucket="archive-e2e", Key=f"{base}/manifest.json")["Body"].read())
+    manifest = json.loads(
+        client.get_object(Bucket="archive-e2e", Key=f"{base}/manifest.json")["Body"].read()
+    )
     assert {o["name"]: o["sha256"] for o in manifest["outputs"]}["dem.tif"] == task.sha256
-

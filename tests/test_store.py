@@ -145,7 +145,9 @@ def test_counts_and_list_filters(store: Store) -> None:
         store.register(reg(f"t{i}"), NOW + i)
     assert store.counts()["pending"] == 3
     assert [w.remote_id for w in store.list_watches(provider="geobox")] == ["t2", "t1", "t0"]
-    assert [w.remote_id for w in store.list_watches(state="pending", provider="geobox", limit=2)] == [
+    assert [
+        w.remote_id for w in store.list_watches(state="pending", provider="geobox", limit=2)
+    ] == [
         "t2",
         "t1",
     ]

@@ -236,7 +236,8 @@ def list_watches(state: str | None, provider: str | None, limit: int, as_json: b
             w.id, w.provider, w.remote_id, str(w.state), w.raw_status or "-",
             _progress(w.progress), _when(w.updated_at),
         )  # fmt: skip
-    Console().print(table)
+    # off a terminal rich would wrap ids to 80 columns; pipes and scripts want whole lines
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _find(store: Store, ref: str) -> Watch | None:

@@ -60,6 +60,15 @@ SCENARIOS = [
 ]  # fmt: skip
 
 
+COLOURS = {
+    State.SUCCEEDED: "green",
+    State.FAILED: "red",
+    State.ERROR: "red",
+    State.TIMED_OUT: "yellow",
+    State.CANCELLED: "magenta",
+}
+
+
 def run_demo(data_dir: str | None = None) -> int:
     """Run the demo; return the process exit code."""
     console = Console()
@@ -128,8 +137,7 @@ def _table(rows: list[tuple[Scenario, GeoboxTask, Watch | None]]) -> Table:
             continue
         pct = watch.progress or 0.0
         bar = "█" * round(pct * 20) + "·" * (20 - round(pct * 20))
-        colour = {State.SUCCEEDED: "green", State.FAILED: "red", State.ERROR: "red",
-                  State.TIMED_OUT: "yellow", State.CANCELLED: "magenta"}.get(watch.state, "cyan")  # fmt: skip
+        colour = COLOURS.get(watch.state, "cyan")
         table.add_row(
             scenario.label,
             task.uuid[:8],

@@ -197,11 +197,12 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
     outputs = [
         {"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256} for o in manifest.outputs
     ]
-    total = sum(o.size for o in manifest.outputs)
+    total = manifest.total_bytes
     decision = replace(
         base, state=State.SUCCEEDED, errors=0, note=f"archived {len(outputs)} outputs"
     )
-    extra: dict[str, object] = {"outputs": outputs, "manifest": manifest.key}
+    manifest_at = archive.manifest_key(rt.archive, watch.provider, watch.remote_id)
+    extra: dict[str, object] = {"outputs": outputs, "manifest": manifest_at}
     committed = rt.store.commit(
         Commit(claim, decision, time.time(), previous=watch.state, extra=extra)
     )
@@ -248,6 +249,7 @@ async def _archive_with_lease(
             watch_id=watch.id,
             provider_name=watch.provider,
             final_status=watch.raw_status or "",
+            now=time.time(),
             chunk_size=rt.settings.archive_chunk_size,
         )
     finally:
