@@ -179,9 +179,7 @@ class GeoboxProvider:
         if key == "file_uuid":
             info = _document(response)
             announced = info.get("name")
-            name = http.content_disposition_filename(
-                f'attachment; filename="{announced}"' if isinstance(announced, str) else None
-            )
+            name = http.safe_filename(announced) if isinstance(announced, str) else None
             refs.append(
                 OutputRef(
                     name=name or asset,

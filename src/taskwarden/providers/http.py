@@ -329,8 +329,12 @@ def content_disposition_filename(header: str | None) -> str | None:
             if name.startswith('"') and name.endswith('"') and len(name) >= 2:
                 # only \" and \\ are escapes; other backslashes are a Windows path's
                 name = re.sub(r'\\(["\\])', r"\1", name[1:-1])
-    if name is None:
-        return None
+    return None if name is None else safe_filename(name)
+
+
+def safe_filename(name: str) -> str | None:
+    """``name`` reduced to its last path segment, or None when nothing usable is left
+    (empty, ``.``/``..``, over 255 characters, or with control characters)."""
     name = re.split(r"[/\\]", name)[-1].strip()
     if name in ("", ".", "..") or len(name) > 255:
         return None
