@@ -14,6 +14,10 @@ warden run, so a drift in the machine shows.
 The warden run: the watches are registered (all due at once) with the service stopped; then the
 beat scheduler and a poll worker start; the rate is counted from the first committed check to
 the last, so process start-up is not charged to polling.
+
+``--latency S`` makes the simulator wait S seconds before every status answer, as a remote
+platform would; ``--compare-pools`` runs the warden a second time with one plain httpx pool
+(``TASKWARDEN_HTTP__CONNECTIONS_PER_POOL=100``) beside the default of many small pools.
 """
 
 from __future__ import annotations
@@ -90,11 +94,13 @@ def _loop_in_process(args: tuple[str, list[str], int]) -> float:
     return asyncio.run(loop(*args))
 
 
-def ceiling(geobox: str, ids: list[str], processes: int) -> tuple[float, int]:
+def ceiling(geobox: str, ids: list[str], processes: int, latency: float) -> tuple[float, int]:
     """The best total rate of ``processes`` plain loops over a sweep of concurrencies."""
     best, best_conc = 0.0, 0
-    sample = ids[: min(len(ids), 4000 * processes)]
-    for conc in (1, 2, 4, 8, 16, 64):
+    for conc in (1, 2, 4, 8, 16, 64, 256):
+        # enough requests for a steady rate, few enough that slow settings finish in seconds
+        per_process = 4000 if not latency else min(4000, conc * 40)
+        sample = ids[: min(len(ids), per_process * processes)]
         share = [sample[i::processes] for i in range(processes)]
         with multiprocessing.Pool(processes) as pool:
             started = time.perf_counter()
@@ -105,7 +111,9 @@ def ceiling(geobox: str, ids: list[str], processes: int) -> tuple[float, int]:
     return best, best_conc
 
 
-def warden(geobox: str, ids: list[str], workers: int, tmp: Path) -> tuple[float, float]:
+def warden(
+    geobox: str, ids: list[str], workers: int, tmp: Path, per_pool: int
+) -> tuple[float, float]:
     """Register every watch due now, start the service, time first to last committed check."""
     with RedisServer(tmp / "redis", persist=False) as server:
         store = Store.from_url(server.url)
@@ -123,6 +131,8 @@ def warden(geobox: str, ids: list[str], workers: int, tmp: Path) -> tuple[float,
             "TASKWARDEN_POLL__MAXIMUM": str(FAR),
             "TASKWARDEN_LEASE_SECONDS": "600",
             "TASKWARDEN_LOG_FORMAT": "json",
+            "TASKWARDEN_HTTP__MAX_CONNECTIONS": "100",
+            "TASKWARDEN_HTTP__CONNECTIONS_PER_POOL": str(per_pool),
         }
         with Service(env, poll_concurrency=workers, log_dir=tmp / "logs"):
             first_seen = first_count = None
@@ -149,40 +159,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--watches", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="poll processes")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per status answer")
+    parser.add_argument("--compare-pools", action="store_true", help="also run one httpx pool")
     args = parser.parse_args()
 
     port = free_port()
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
     geobox = f"{base}/geobox/v1/"
+    runs: dict[str, tuple[float, float]] = {}
     try:
         ids = make_tasks(base, args.watches)
-        one_before = ceiling(geobox, ids, 1)
-        many_before = ceiling(geobox, ids, args.workers)
-        with tempfile.TemporaryDirectory(prefix="taskwarden-bench-") as tmp:
-            rate, elapsed = warden(geobox, ids, args.workers, Path(tmp))
-        one_after = ceiling(geobox, ids, 1)
-        many_after = ceiling(geobox, ids, args.workers)
+        if args.latency:
+            fault = {"kind": "delay", "delay": args.latency, "count": None, "platform": "geobox"}
+            httpx.post(f"{base}/_control/faults", json=fault, timeout=10).raise_for_status()
+        one_before = ceiling(geobox, ids, 1, args.latency)
+        many_before = ceiling(geobox, ids, args.workers, args.latency)
+        pools = {"many small pools (default)": 2}
+        if args.compare_pools:
+            pools["one httpx pool"] = 100
+        for label, per_pool in pools.items():
+            with tempfile.TemporaryDirectory(prefix="taskwarden-bench-") as tmp:
+                runs[label] = warden(geobox, ids, args.workers, Path(tmp), per_pool)
+        one_after = ceiling(geobox, ids, 1, args.latency)
+        many_after = ceiling(geobox, ids, args.workers, args.latency)
     finally:
         sim.terminate()
         sim.wait()
     one = (one_before[0] + one_after[0]) / 2
     many = (many_before[0] + many_after[0]) / 2
-    print(f"watches                        {args.watches}")
+    latency_ms = args.latency * 1000
+    print(f"watches {args.watches}, latency {latency_ms:.0f} ms, {args.workers} poll processes")
     print(
-        f"ceiling, httpx loop, 1 process {one:8.0f} /s  (before {one_before[0]:.0f} at "
+        f"ceiling, httpx loop, 1 process   {one:8.0f} /s  (before {one_before[0]:.0f} at "
         f"concurrency {one_before[1]}, after {one_after[0]:.0f} at {one_after[1]})"
     )
     print(
-        f"ceiling, httpx loop, {args.workers} procs  {many:8.0f} /s  (before {many_before[0]:.0f} "
-        f"at concurrency {many_before[1]}, after {many_after[0]:.0f} at {many_after[1]})"
+        f"ceiling, httpx loop, {args.workers} processes {many:8.0f} /s  (before "
+        f"{many_before[0]:.0f} at concurrency {many_before[1]}, after {many_after[0]:.0f} "
+        f"at {many_after[1]})"
     )
-    print(
-        f"taskwarden end to end          {rate:8.0f} /s  "
-        f"({elapsed:.1f} s, {args.workers} poll processes)"
-    )
-    print(f"ratio to the {args.workers}-process ceiling   {rate / many:8.1%}")
-    print(f"ratio to the 1-process ceiling   {rate / one:8.1%}")
+    for label, (rate, elapsed) in runs.items():
+        print(
+            f"taskwarden, {label:<27} {rate:8.0f} /s  ({elapsed:.1f} s)  "
+            f"= {rate / many:.0%} of the {args.workers}-process ceiling, {rate / one:.0%} of 1"
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class HttpSettings(BaseModel):
     write_timeout: float = Field(30.0, gt=0)
     pool_timeout: float = Field(10.0, gt=0)
     max_connections: int = Field(100, ge=1)
+    # connections per httpx pool; requests are spread over max_connections / this many pools
+    # (see providers/transport.py). Set it to max_connections for one plain httpx pool.
+    connections_per_pool: int = Field(2, ge=1)
 
 
 class PollSettings(BaseModel):

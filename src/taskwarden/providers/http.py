@@ -50,6 +50,7 @@ from taskwarden.errors import (
     RequestRejected,
     TaskwardenError,
 )
+from taskwarden.providers.transport import ShardedTransport
 
 MAX_MESSAGE = 300  # platform messages are quoted into watch histories; keep them a line long
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any error document; a huge one is not worth reading
@@ -63,13 +64,10 @@ def build_client(settings: HttpSettings) -> httpx.AsyncClient:
         write=settings.write_timeout,
         pool=settings.pool_timeout,
     )
-    limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections,
-    )
     return httpx.AsyncClient(
         timeout=timeout,
-        limits=limits,
+        # many small pools: one big httpx pool slows down as requests in flight grow
+        transport=ShardedTransport(settings.max_connections, settings.connections_per_pool),
         # platforms hand downloads to storage behind a redirect; httpx drops the Authorization
         # header when a redirect leaves the origin
         follow_redirects=True,
