@@ -155,6 +155,8 @@ def running_warden(
         store = Store.from_url(server.url)
         service = Service(env, poll_concurrency=2, log_dir=tmp / "logs")
         with service:
+            # ready when a worker has run a dispatch that beat sent: both are up and connected
+            wait_for(lambda: store.last_heartbeat("dispatch"), timeout=60)
             yield Warden(server.url, env, sim, store, archive_dir, service)
         store.redis.close()
 

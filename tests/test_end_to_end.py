@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -22,6 +23,19 @@ from .conftest import Warden, running_warden, wait_for
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def log_events(w: Warden, role: str) -> list[dict[str, Any]]:
+    """The JSON log lines of one process (Celery's own plain lines are skipped)."""
+    events = []
+    for line in (w.service.log_dir / f"{role}.log").read_text().splitlines():  # type: ignore[operator]
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+def watch_bytes(watch: Any) -> int:
+    return sum(o["size"] for o in watch.outputs)
 
 
 def status_gets(w: Warden, task: str) -> int:
@@ -74,6 +88,13 @@ def test_message_registration_runs_to_success_and_archives(warden: Warden) -> No
     progress_gets = warden.sim.stats.count(route="tasks/{uuid}/status/", task=task.uuid)
     assert 0 < progress_gets < watch.polls
     assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
+    # one structured summary line per poll, and one for the archive
+    polls = [e for e in log_events(warden, "poll") if e.get("watch_id") == wid]
+    assert [e["event"] for e in polls] == ["poll.done"] * watch.polls
+    assert {"duration_ms", "raw_status", "state", "outcome"} <= polls[-1].keys()
+    archived = [e for e in log_events(warden, "archive") if e.get("watch_id") == wid]
+    assert [(e["event"], e["bytes"]) for e in archived] == [("archive.done", watch_bytes(watch))]
+
     transitions = [(h["from"], h["to"]) for h in warden.store.history(wid)]
     assert transitions == [
         (None, "pending"), ("pending", "running"), ("running", "archiving"), ("archiving", "succeeded")
