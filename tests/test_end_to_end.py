@@ -89,7 +89,9 @@ def test_message_registration_runs_to_success_and_archives(warden: Warden) -> No
     assert 0 < progress_gets < watch.polls
     assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
     # one structured summary line per poll, and one for the archive
-    polls = [e for e in log_events(warden, "poll") if e.get("watch_id") == wid]
+    mine = [e for e in log_events(warden, "poll") if e.get("watch_id") == wid]
+    assert [e["event"] for e in mine].count("track.done") == 1
+    polls = [e for e in mine if e["event"].startswith("poll.")]
     assert [e["event"] for e in polls] == ["poll.done"] * watch.polls
     assert {"duration_ms", "raw_status", "state", "outcome"} <= polls[-1].keys()
     archived = [e for e in log_events(warden, "archive") if e.get("watch_id") == wid]
