@@ -141,6 +141,22 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def _module_sim() -> Iterator[SimulatorServer]:
+    with SimulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(_module_sim: SimulatorServer) -> SimulatorServer:
+    """A simulator of the test module's own (not the session's, which a warden polls), back to
+    its defaults before each test: no tasks, faults or counts, auth on, real-time clock."""
+    _module_sim.reset()
+    _module_sim.geobox.configure({"auth_required": True, "token_ttl": None})
+    _module_sim.clock.set_speed(1.0)
+    return _module_sim
+
+
 @contextmanager
 def running_warden(
     tmp: Path, sim: SimulatorServer, archive_url: str | None = None, **extra: str

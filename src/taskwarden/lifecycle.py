@@ -141,6 +141,18 @@ class Decision:
     def archive(self) -> bool:
         return self.state is State.ARCHIVING
 
+    @classmethod
+    def unchanged(cls, watch: WatchView) -> Decision:
+        """Record nothing new and schedule no check: the starting point of every decision."""
+        return cls(
+            state=watch.state,
+            raw_status=watch.raw_status,
+            progress=watch.progress,
+            interval=watch.interval,
+            errors=watch.errors,
+            next_poll_at=None,
+        )
+
 
 _REMOTE_TO_STATE = {
     Remote.PENDING: State.PENDING,
@@ -159,14 +171,7 @@ def decide(
     jitter: float,
 ) -> Decision:
     """Given a watch, what its last check saw and the time, say what happens next."""
-    base = Decision(
-        state=watch.state,
-        raw_status=watch.raw_status,
-        progress=watch.progress,
-        interval=watch.interval,
-        errors=watch.errors,
-        next_poll_at=None,
-    )
+    base = Decision.unchanged(watch)
     if watch.state.final or watch.state is State.ARCHIVING:
         return base  # nothing a status check says can move a watch back
 

@@ -170,24 +170,15 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
         return None
     started = time.perf_counter()
     provider = rt.providers[watch.provider]
-    base = Decision(
-        state=State.ARCHIVING,
-        raw_status=watch.raw_status,
-        progress=watch.progress,
-        interval=watch.interval,
-        errors=watch.errors,
-        next_poll_at=None,
-    )
+    wlog = log.bind(watch_id=watch.id, provider=watch.provider, remote_id=watch.remote_id)
+    base = Decision.unchanged(watch.view())
     try:
         manifest = rt.run(_archive_with_lease(rt, provider, watch, claim))
     except TaskwardenError as exc:
         decision = _archive_failed(rt, watch, base, exc)
         rt.store.commit(Commit(claim, decision, time.time(), previous=watch.state))
-        log.warning(
+        wlog.warning(
             "archive.failed",
-            watch_id=watch.id,
-            provider=watch.provider,
-            remote_id=watch.remote_id,
             error=str(exc),
             retryable=isinstance(exc, RetryableError),
             state=str(decision.state),
@@ -206,11 +197,8 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
     committed = rt.store.commit(
         Commit(claim, decision, time.time(), previous=watch.state, extra=extra)
     )
-    log.info(
+    wlog.info(
         "archive.done",
-        watch_id=watch.id,
-        provider=watch.provider,
-        remote_id=watch.remote_id,
         outputs=len(outputs),
         bytes=total,
         committed=committed,

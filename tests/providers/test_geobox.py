@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -29,18 +29,6 @@ TOKEN = "sim-token"  # the simulator's default accepted token
 STATUS = "tasks/{uuid}/status/"
 DOCUMENT = "tasks/{uuid}/"
 DOWNLOAD = "files/{uuid}/download/"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as sim:
-        yield sim
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: SimulatorServer) -> None:
-    server.reset()
-    server.geobox.configure({"auth_required": True})
 
 
 def call(

@@ -22,19 +22,6 @@ TOKEN = "sim-token"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")  # the SDK's first format
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as sim:
-        yield sim
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: SimulatorServer) -> None:
-    server.reset()
-    server.geobox.configure({"auth_required": True, "token_ttl": None})
-    server.clock.set_speed(1.0)
-
-
 @pytest.fixture
 def api(server: SimulatorServer) -> Iterator[httpx.Client]:
     """A plain HTTP client on the Geobox base URL, with the default token."""
