@@ -108,3 +108,38 @@ def test_simulate_serves_on_the_given_port() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_providers_lists_builtins_with_settings_and_hides_secrets() -> None:
+    """`taskwarden providers` names each provider with its variables; secret values never show."""
+    env = {**os.environ, "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "very-secret-value"}
+    out = cli(env, "providers")
+    assert out.returncode == 0, out.stderr
+    assert "geobox  (built in: taskwarden.providers.geobox:build)" in out.stdout
+    assert "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL" in out.stdout
+    assert "very-secret-value" not in out.stdout
+    listed = json.loads(cli(env, "providers", "--json").stdout)
+    assert "very-secret-value" not in json.dumps(listed)
+    assert {p["name"] for p in listed} >= {"geobox"}
+
+
+def test_plugin_provider_from_entry_point(tmp_path: Path) -> None:
+    """A provider shipped by another package through the entry-point group is listed and used."""
+    dist = tmp_path / "acme_provider-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-provider\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[taskwarden.providers]\nacme = acme_provider:build\ngeobox = acme_provider:build\n"
+    )
+    (tmp_path / "acme_provider.py").write_text("def build(settings, client):\n    return 'acme'\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TASKWARDEN_DATA_DIR": str(tmp_path / "data")}
+    listed = {p["name"]: p for p in json.loads(cli(env, "providers", "--json").stdout)}
+    assert listed["acme"] == {
+        "name": "acme",
+        "factory": "acme_provider:build",
+        "builtin": False,
+        "settings": {},
+    }
+    assert listed["geobox"]["builtin"] is True  # a plugin cannot take over a built-in name
+    registered = cli(env, "track", "acme", "job-1", "--json", "--no-archive")
+    assert registered.returncode != 2, registered.stderr  # the plugin's name is accepted

@@ -143,6 +143,35 @@ def simulate(host: str, port: int) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+def providers(as_json: bool) -> None:
+    """List the installed providers and the settings each one reads."""
+    from taskwarden.providers import installed
+
+    settings = _settings()
+    configured = settings.providers.model_dump(mode="json")
+    rows: list[dict[str, Any]] = []
+    for name, info in sorted(installed().items()):
+        own = configured.get(name, {})
+        shown = {key: ("***" if value and _secret(key) else value) for key, value in own.items()}
+        rows.append({"name": name, "factory": info.target, "builtin": info.builtin,
+                     "settings": shown})  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        kind = "built in" if row["builtin"] else "plugin"
+        click.echo(f"{row['name']}  ({kind}: {row['factory']})")
+        prefix = f"TASKWARDEN_PROVIDERS__{row['name'].upper()}__"
+        for key, value in row["settings"].items():
+            click.echo(f"  {prefix}{key.upper()} = {value if value is not None else '(unset)'}")
+
+
+def _secret(key: str) -> bool:
+    return any(word in key for word in ("token", "key", "secret", "password"))
+
+
+@main.command()
 @click.option("--data-dir", type=click.Path(), default=None, help="Where the demo keeps state.")
 def demo(data_dir: str | None) -> None:
     """Run everything against the simulator and check every task ends as scripted."""

@@ -103,6 +103,7 @@ def run_demo(data_dir: str | None = None) -> int:
                 store = Store.from_url(redis_url)
                 tasks = _register(sim, redis_url)
                 ok = _watch(console, store, service, tasks)
+                console.print()  # the live table leaves the cursor on its last line
                 ok = _verify(console, store, tasks, archive_dir) and ok
                 store.redis.close()
     finally:

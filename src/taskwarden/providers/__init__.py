@@ -1,17 +1,67 @@
 """Platform adapters, by name. Core code looks providers up here and talks to them only through
-the :class:`~taskwarden.providers.base.Provider` protocol."""
+the :class:`~taskwarden.providers.base.Provider` protocol.
+
+Built-in providers are listed in :data:`BUILTIN`. A third party ships one in its own package by
+declaring an entry point in the group ``taskwarden.providers``, named after the provider, that
+points to its factory (a callable ``(settings, client) -> Provider``)::
+
+    [project.entry-points."taskwarden.providers"]
+    acme = "acme_taskwarden:build"
+
+A plugin cannot replace a built-in provider of the same name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.metadata import entry_points
+
 from taskwarden.providers.base import ProviderFactory
+
+GROUP = "taskwarden.providers"
+
+# name -> "module:factory"; imported only when asked for
+BUILTIN: dict[str, str] = {
+    "geobox": "taskwarden.providers.geobox:build",
+}
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """An installed provider: its name, where its factory lives, and whether it is built in."""
+
+    name: str
+    target: str
+    builtin: bool
+    load: Callable[[], ProviderFactory]
+
+
+def _loader(target: str) -> Callable[[], ProviderFactory]:
+    def load() -> ProviderFactory:
+        module, _, attr = target.partition(":")
+        factory: ProviderFactory = getattr(import_module(module), attr)
+        return factory
+
+    return load
+
+
+def installed() -> dict[str, ProviderInfo]:
+    """Every provider this process can use: the built-ins and the entry-point plugins."""
+    found = {
+        name: ProviderInfo(name, target, True, _loader(target)) for name, target in BUILTIN.items()
+    }
+    for ep in entry_points(group=GROUP):
+        if ep.name not in found:
+            found[ep.name] = ProviderInfo(ep.name, ep.value, False, ep.load)
+    return found
 
 
 def factories() -> dict[str, ProviderFactory]:
-    """Every built-in provider's factory, by the name users register tasks under."""
-    from taskwarden.providers import geobox
-
-    return {"geobox": geobox.build}
+    """Every installed provider's factory, by the name users register tasks under."""
+    return {name: info.load() for name, info in installed().items()}
 
 
 def names() -> list[str]:
-    return sorted(factories())
+    return sorted(installed())
