@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from celery import Celery
 
 from taskwarden.lifecycle import State
 from taskwarden.models import Registration, watch_id
@@ -207,10 +208,25 @@ def test_invalid_message_is_refused_and_worker_keeps_serving(warden: Warden) -> 
     warden.send_track(provider="geobox", remote_id="../../etc")
     warden.send_track(provider="geobox")
     warden.send_track(provider="geobox", remote_id="x", labels={"a": 1}, surprise=True)
+    producer = Celery(broker=warden.redis_url, set_as_current=False)
+    producer.send_task("taskwarden.track", args=["geobox", "positional-id"])
     task = warden.sim.geobox.add_task(file_size=10)
     warden.send_track(provider="geobox", remote_id=task.uuid)
     assert warden.wait_final(watch_id("geobox", task.uuid)).state is State.SUCCEEDED
     assert warden.store.redis.zcard("taskwarden:watches") == before + 1
+
+    # each refusal is kept, newest first, with its reason, for `taskwarden deadletters`
+    listed = json.loads(warden.cli("deadletters", "--json", "--limit", "5").stdout)
+    reasons = [entry["reason"] for entry in listed]
+    assert "keyword arguments" in reasons[0]
+    assert "surprise" in reasons[1] and "labels.a" in reasons[1]
+    assert "remote_id: Field required" in reasons[2]
+    assert "remote_id" in reasons[3] and "'/'" in reasons[3]
+    assert "unknown provider 'nope'" in reasons[4]
+    assert all(entry["source"] == "queue" for entry in listed)
+    assert '"surprise": true' in listed[1]["body"]
+    text = warden.cli("deadletters", "--limit", "1").stdout
+    assert "keyword arguments" in text
 
 
 def test_lost_poll_is_dispatched_again(warden: Warden) -> None:

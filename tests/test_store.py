@@ -152,3 +152,16 @@ def test_counts_and_list_filters(store: Store) -> None:
         "t1",
     ]
     assert store.list_watches(state="pending", provider="other") == []
+
+
+def test_dead_letters_keep_reason_and_a_bounded_body(store: Store) -> None:
+    """Refused input is kept newest first with its reason; a huge body is cut, not stored whole."""
+    store.dead_letter(NOW, "queue", "first", {"provider": "x"})
+    store.dead_letter(NOW + 1, "cli", "second", {"blob": "y" * 100_000})
+    store.dead_letter(NOW + 2, "queue", "third", object())
+    got = store.dead_letters(10)
+    assert [(e["reason"], e["source"], e["at"]) for e in got] == [
+        ("third", "queue", NOW + 2), ("second", "cli", NOW + 1), ("first", "queue", NOW)
+    ]  # fmt: skip
+    assert len(got[1]["body"]) == 4096
+    assert got[2]["body"] == '{"provider": "x"}'

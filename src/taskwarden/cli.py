@@ -318,6 +318,22 @@ def show(ref: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def deadletters(limit: int, as_json: bool) -> None:
+    """List refused registrations, newest first, with the reason each was refused."""
+    settings = _settings()
+    with _store(settings) as store:
+        entries = store.dead_letters(limit)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        click.echo(f"{_when(entry['at'])}  [{entry['source']}] {entry['reason']}")
+        click.echo(f"    {entry['body'][:300]}")
+
+
+@main.command()
 @click.argument("ref")
 @click.option("--abort", is_flag=True, help="Also abort the remote task on the platform.")
 def cancel(ref: str, abort: bool) -> None:

@@ -26,6 +26,9 @@ from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import Registration, Watch, encode, watch_id
 
+MAX_DEADLETTERS = 10_000
+MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was wrong
+
 _FINAL_LUA = "{" + ", ".join(f"['{s}'] = true" for s in sorted(FINAL_STATES)) + "}"
 
 _REGISTER = """
@@ -366,6 +369,30 @@ class Store:
             args=[wid, now, entry, self.history_limit, keys.BY_STATE, keys.DUE],
         )
         return None if result == -1 else bool(result)
+
+    # refused input
+
+    def dead_letter(self, now: float, source: str, reason: str, body: object) -> None:
+        """Keep a refused registration for `taskwarden deadletters` (capped, oldest go first)."""
+        try:
+            text = json.dumps(body, default=repr)
+        except (TypeError, ValueError):
+            text = repr(body)
+        self.redis.xadd(
+            keys.DEADLETTERS,
+            {"at": now, "source": source, "reason": reason[:2000], "body": text[:MAX_DEAD_BODY]},
+            maxlen=MAX_DEADLETTERS,
+            approximate=True,
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Refused registrations, newest first."""
+        entries: list[tuple[str, dict[str, str]]] = self.redis.xrevrange(  # type: ignore[assignment]
+            keys.DEADLETTERS, count=limit
+        )
+        return [
+            {"id": entry_id, **fields, "at": float(fields["at"])} for entry_id, fields in entries
+        ]
 
     # liveness
 

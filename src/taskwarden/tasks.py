@@ -88,13 +88,17 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         app.send_task(keys.TASK_ARCHIVE, args=[claim.watch_id, claim.fence])
 
     @app.task(name=keys.TASK_TRACK)
-    def track(**kwargs: Any) -> dict[str, Any]:
+    def track(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        store = runtime(app).store
         try:
+            if args:
+                raise InvalidRegistration("send the registration as keyword arguments (kwargs)")
             reg = Registration.parse(kwargs, provider_names())
         except InvalidRegistration as exc:
             log.warning("track.invalid", error=str(exc))
+            store.dead_letter(time.time(), "queue", str(exc), {"args": args, "kwargs": kwargs})
             return {"error": str(exc)}
-        watch, created = runtime(app).store.register(reg, time.time(), settings.default_timeout)
+        watch, created = store.register(reg, time.time(), settings.default_timeout)
         log.info(
             "track.done",
             watch_id=watch.id,
