@@ -143,3 +143,35 @@ def test_plugin_provider_from_entry_point(tmp_path: Path) -> None:
     assert listed["geobox"]["builtin"] is True  # a plugin cannot take over a built-in name
     registered = cli(env, "track", "acme", "job-1", "--json", "--no-archive")
     assert registered.returncode != 2, registered.stderr  # the plugin's name is accepted
+
+
+def test_worker_refuses_an_evicting_redis(tmp_path: Path) -> None:
+    """A Redis that may evict keys is refused at start-up with the setting to change."""
+    import redis
+
+    from taskwarden.redis_server import RedisServer
+
+    with RedisServer(tmp_path / "redis", persist=False) as server:
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.close()
+        env = {
+            **os.environ,
+            "TASKWARDEN_REDIS_URL": server.url,
+            "TASKWARDEN_DATA_DIR": str(tmp_path),
+        }
+        for command in (["worker"], ["beat"], ["run"]):
+            out = cli(env, *command)
+            assert out.returncode == 1, (command, out.stderr[-500:])
+            assert "maxmemory-policy allkeys-lru" in out.stderr
+            assert "noeviction" in out.stderr
+
+
+def test_redis_check_warns_when_nothing_persists(tmp_path: Path) -> None:
+    """A Redis with no persistence is allowed, with a warning that says what a restart loses."""
+    from taskwarden.redis_server import RedisServer, check_redis
+
+    with RedisServer(tmp_path / "volatile", persist=False) as volatile:
+        assert any("persists nothing" in w for w in check_redis(volatile.url))
+    with RedisServer(tmp_path / "durable", persist=True) as durable:
+        assert check_redis(durable.url) == []

@@ -19,7 +19,7 @@ from taskwarden.config import Settings, load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
 from taskwarden.models import Registration, Watch, watch_id
 from taskwarden.providers import names as provider_names
-from taskwarden.redis_server import ensure_redis
+from taskwarden.redis_server import check_redis, ensure_redis
 from taskwarden.store import Store
 
 EXIT_INVALID = 2
@@ -36,13 +36,22 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _redis(settings: Settings) -> Iterator[str]:
-    """The Redis URL to use; an embedded server started here is stopped on the way out."""
+def _redis(settings: Settings, *, checked: bool = False) -> Iterator[str]:
+    """The Redis URL to use; an embedded server started here is stopped on the way out.
+
+    ``checked``: refuse a Redis whose settings would lose watches (for the long-running commands).
+    """
     try:
         url, server = ensure_redis(settings.redis_url, settings.data_dir)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     try:
+        if checked:
+            try:
+                for warning in check_redis(url):
+                    logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
         yield url
     finally:
         if server is not None:
@@ -79,7 +88,7 @@ def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
 
     settings = _settings()
     archive.open_store(settings)  # refuse to start on a bad archive URL, before forking
-    with _redis(settings) as url:
+    with _redis(settings, checked=True) as url:
         app = create_app(settings, url)
         argv = [
             "worker",
@@ -104,7 +113,7 @@ def beat() -> None:
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with _redis(settings) as url:
+    with _redis(settings, checked=True) as url:
         app = create_app(settings, url)
         app.start(["beat", "--loglevel", settings.log_level.upper()])
 
@@ -116,7 +125,7 @@ def run(concurrency: int | None) -> None:
     from taskwarden.service import Service
 
     settings = _settings()
-    with _redis(settings) as url:
+    with _redis(settings, checked=True) as url:
         stop = {"now": False}
 
         def _stop(*_: Any) -> None:

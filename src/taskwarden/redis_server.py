@@ -160,3 +160,36 @@ def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, RedisServe
     with os.fdopen(fd, "w") as fh:
         fh.write(server.url)
     return server.url, server
+
+
+def check_redis(url: str) -> list[str]:
+    """Refuse a Redis that would lose watches; return warnings about weaker settings.
+
+    An evicting ``maxmemory-policy`` silently drops keys (watches, leases, the schedule) under
+    memory pressure, so it is refused. No persistence at all (no AOF, no RDB snapshots) loses
+    everything on a restart; that is allowed (tests, throwaway demos) but warned about.
+    """
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        config = {}
+        for name in ("maxmemory-policy", "appendonly", "save"):
+            config.update(client.config_get(name))
+    except redis.ResponseError:
+        return [
+            "cannot read the Redis configuration (CONFIG GET is disabled); make sure it "
+            "persists (appendonly yes) and never evicts (maxmemory-policy noeviction)"
+        ]
+    finally:
+        client.close()
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        raise ConfigError(
+            f"Redis uses maxmemory-policy {policy}, which evicts keys and would silently drop "
+            "watches; set maxmemory-policy noeviction on the server TASKWARDEN_REDIS_URL names"
+        )
+    if config.get("appendonly") != "yes" and not config.get("save"):
+        return [
+            "Redis persists nothing (appendonly no, no save points): a restart loses every "
+            "watch; set appendonly yes for anything that matters"
+        ]
+    return []
