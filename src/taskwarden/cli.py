@@ -88,6 +88,11 @@ def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
 
     settings = _settings()
     archive.open_store(settings)  # refuse to start on a bad archive URL, before forking
+    unknown = sorted(set(settings.rate_limits) - set(provider_names()))
+    if unknown:
+        raise click.ClickException(
+            f"TASKWARDEN_RATE_LIMITS names unknown providers: {', '.join(unknown)}"
+        )
     with _redis(settings, checked=True) as url:
         app = create_app(settings, url)
         argv = [

@@ -89,6 +89,13 @@ class S3Settings(BaseModel):
     allow_http: bool = False
 
 
+class RateLimitSettings(BaseModel):
+    """A provider's request rate across the whole cluster."""
+
+    rate: float = Field(gt=0, le=100_000)  # requests per second
+    burst: int = Field(1, ge=1, le=100_000)  # requests allowed at once ahead of the rate
+
+
 class Settings(BaseSettings):
     """Everything taskwarden can be told, validated once."""
 
@@ -108,6 +115,9 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     poll: PollSettings = PollSettings()
     retry: RetrySettings = RetrySettings()
+
+    # per provider, e.g. TASKWARDEN_RATE_LIMITS__GEOBOX__RATE=20, ..._BURST=5; absent: unlimited
+    rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
 
     dispatch_interval: float = Field(1.0, gt=0, le=3600)
     dispatch_batch_size: int = Field(100, ge=1, le=10_000)  # polls per Celery message

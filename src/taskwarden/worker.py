@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+import httpx
+import redis.asyncio as aioredis
 
 from taskwarden import archive, logs
 from taskwarden.config import Settings
@@ -22,6 +25,8 @@ from taskwarden.models import Watch
 from taskwarden.providers import factories
 from taskwarden.providers.base import Provider, Target
 from taskwarden.providers.http import build_client
+from taskwarden.providers.transport import ShardedTransport
+from taskwarden.ratelimit import Limit, RateLimiter
 from taskwarden.store import Claim, Commit, Store
 
 T = TypeVar("T")
@@ -37,20 +42,39 @@ class Runtime:
         self.settings = settings
         self.store = Store.from_url(redis_url, history_limit=settings.history_limit)
         self.loop = asyncio.new_event_loop()
-        self.http = build_client(settings.http)
-        self.providers: dict[str, Provider] = {
-            name: factory(settings, self.http) for name, factory in factories().items()
-        }
+        # one set of connection pools; a client per provider, so each has its own rate limit
+        transport = ShardedTransport(
+            settings.http.max_connections, settings.http.connections_per_pool
+        )
+        self.limiter = RateLimiter(
+            aioredis.Redis.from_url(redis_url),
+            {name: Limit(lim.rate, lim.burst) for name, lim in settings.rate_limits.items()},
+        )
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.providers: dict[str, Provider] = {}
+        for name, factory in factories().items():
+            hook = self._rate_limited(name) if self.limiter.limited(name) else None
+            client = build_client(settings.http, transport=transport, before_request=hook)
+            self.clients[name] = client
+            self.providers[name] = factory(settings, client)
         self.archive = archive.open_store(settings)
         self.poll_policy = settings.poll_policy()
         self.retry_policy = settings.retry_policy()
         self.rng = random.Random()
 
+    def _rate_limited(self, provider: str) -> Callable[[httpx.Request], Awaitable[None]]:
+        async def wait_for_slot(request: httpx.Request) -> None:
+            await self.limiter.acquire(provider)
+
+        return wait_for_slot
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
-        self.run(self.http.aclose())
+        for client in self.clients.values():
+            self.run(client.aclose())
+        self.run(self.limiter.aclose())
         self.run(archive.settle())  # obstore needs the loop to breathe before it closes
         self.loop.close()
         self.store.redis.close()

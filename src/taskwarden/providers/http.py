@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -56,8 +56,18 @@ MAX_MESSAGE = 300  # platform messages are quoted into watch histories; keep the
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any error document; a huge one is not worth reading
 
 
-def build_client(settings: HttpSettings) -> httpx.AsyncClient:
-    """The process's one HTTP client, shared by every provider (so no ``base_url``)."""
+def build_client(
+    settings: HttpSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    before_request: Callable[[httpx.Request], Awaitable[None]] | None = None,
+) -> httpx.AsyncClient:
+    """An HTTP client for providers (no ``base_url``: each adapter builds absolute URLs).
+
+    ``transport`` lets several clients share one set of connection pools (a worker gives each
+    provider its own client over one transport); ``before_request`` runs before every request,
+    redirects included (the worker's cluster-wide rate limit).
+    """
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
         read=settings.read_timeout,
@@ -67,7 +77,9 @@ def build_client(settings: HttpSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=timeout,
         # many small pools: one big httpx pool slows down as requests in flight grow
-        transport=ShardedTransport(settings.max_connections, settings.connections_per_pool),
+        transport=transport
+        or ShardedTransport(settings.max_connections, settings.connections_per_pool),
+        event_hooks={"request": [before_request]} if before_request else None,
         # platforms hand downloads to storage behind a redirect; httpx drops the Authorization
         # header when a redirect leaves the origin
         follow_redirects=True,

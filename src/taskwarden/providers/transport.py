@@ -70,5 +70,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        for shard in self._shards:
+        # every provider's client shares this transport, and each closes it on its way out
+        shards, self._shards = self._shards, []
+        for shard in shards:
             await shard.aclose()
