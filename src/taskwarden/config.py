@@ -7,10 +7,19 @@ Nothing below the entry points reads the environment; they receive a ``Settings`
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskwarden.errors import ConfigError
@@ -75,8 +84,146 @@ class GeoboxSettings(BaseModel):
         return value if value.endswith("/") else value + "/"
 
 
+class DescartesLabsSettings(BaseModel):
+    """Descartes Labs: a client id and refresh token that buy short-lived JWTs (refreshed
+    before they expire), or one fixed JWT; and the URLs of the three services used."""
+
+    vector_url: str = "https://platform.descarteslabs.com/vector/v2"
+    storage_url: str = "https://platform.descarteslabs.com/storage/v1"
+    accounts_url: str = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
+    client_id: str | None = None
+    refresh_token: SecretStr | None = None
+    token: SecretStr | None = None  # a fixed JWT, used when there is no refresh token
+    # refresh this many seconds before the JWT's exp (at most half its lifetime)
+    refresh_leeway: float = Field(300.0, ge=0)
+
+    @field_validator("vector_url", "storage_url", "accounts_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _pair(self) -> DescartesLabsSettings:
+        if (self.client_id is None) != (self.refresh_token is None):
+            raise ValueError(
+                "set both TASKWARDEN_PROVIDERS__DESCARTESLABS__CLIENT_ID and"
+                " TASKWARDEN_PROVIDERS__DESCARTESLABS__REFRESH_TOKEN, or neither"
+            )
+        return self
+
+
+def _generic_path(value: str | None) -> str | None:
+    # imported here, not at the top: taskwarden.providers imports this module
+    from taskwarden.providers.jsonpath import compile_path
+
+    if value is not None:
+        compile_path(value)
+    return value
+
+
+def _generic_url(value: str | None) -> str | None:
+    from taskwarden.providers.jsonpath import template_fields
+
+    if value is not None:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        template_fields(value)
+    return value
+
+
+class GenericToken(BaseModel):
+    """Where the generic provider gets a bearer token: a POST to ``url`` with ``form`` (a form,
+    or JSON with ``json_body``) and optional HTTP Basic auth; see docs/providers/http.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    form: dict[str, SecretStr] = {}
+    json_body: bool = False
+    basic_username: str | None = None
+    basic_password: SecretStr | None = None
+    token_path: str = "access_token"  # noqa: S105 a JSON path, not a secret
+    expires_in_path: str | None = "expires_in"
+
+    _url = field_validator("url")(_generic_url)
+    _paths = field_validator("token_path", "expires_in_path")(_generic_path)
+
+
+class GenericProfile(BaseModel):
+    """One platform for the generic ``http`` provider: its status URL, where each value sits
+    in the status JSON, what its words mean, and its credentials (docs/providers/http.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status_url: str
+    status_path: str
+    states: dict[Literal["pending", "running", "succeeded", "failed", "cancelled"], list[str]]
+    name_path: str | None = None
+    progress_path: str | None = None
+    progress_total_path: str | None = None
+    progress_max: float = Field(100.0, gt=0)  # the progress value that means done
+    error_path: str | None = None
+    fail_on_error: bool = False  # an error at error_path fails even a "succeeded" word
+    outputs_path: str | None = None
+    output_url_path: str = "url"
+    output_name_path: str | None = "name"
+    output_hosts: list[str] = []  # allowed output hosts ("*.example.com" too); empty: any
+    output_auth: Literal["same_origin", "always", "never"] = "same_origin"
+    abort_url: str | None = None
+    abort_method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    abort_json: Any = None
+    headers: dict[str, SecretStr] = {}
+    query: dict[str, SecretStr] = {}
+    token: GenericToken | None = None
+
+    _urls = field_validator("status_url", "abort_url")(_generic_url)
+    _paths = field_validator(
+        "status_path", "name_path", "progress_path", "progress_total_path", "error_path",
+        "outputs_path", "output_url_path", "output_name_path",
+    )(_generic_path)  # fmt: skip
+
+    @field_validator("status_url")
+    @classmethod
+    def _has_id(cls, value: str) -> str:
+        if "{id}" not in value:
+            raise ValueError("must have an {id} placeholder, where the task id goes")
+        return value
+
+    @field_validator("states")
+    @classmethod
+    def _words(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for state, words in value.items():
+            for word in words:
+                if seen.setdefault(word.casefold(), state) != state:
+                    raise ValueError(f"{word!r} is both {seen[word.casefold()]} and {state}")
+        if not any(value.get(s) for s in ("succeeded", "failed", "cancelled")):
+            raise ValueError("name at least one succeeded, failed or cancelled word")
+        return value
+
+
+class GenericHttpSettings(BaseModel):
+    """The generic ``http`` provider: platform profiles by name, and whether a registration
+    may bring its own profile in ``params.spec`` (off: any sender could make us fetch any URL)."""
+
+    profiles: dict[str, GenericProfile] = {}
+    allow_inline_specs: bool = False
+
+    @field_validator("profiles")
+    @classmethod
+    def _names(cls, value: dict[str, GenericProfile]) -> dict[str, GenericProfile]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"profile name {name!r}: letters, digits, '_', '.', '-' only")
+        return value
+
+
 class ProvidersSettings(BaseModel):
     geobox: GeoboxSettings = GeoboxSettings()
+    descarteslabs: DescartesLabsSettings = DescartesLabsSettings()
+    http: GenericHttpSettings = GenericHttpSettings()
 
 
 class S3Settings(BaseModel):
