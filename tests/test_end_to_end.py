@@ -177,6 +177,19 @@ def test_timeout_ends_timed_out(warden: Warden) -> None:
     count = status_gets(warden, task.uuid)
     time.sleep(1)
     assert status_gets(warden, task.uuid) == count
+    assert warden.sim.geobox.state(task.uuid) == "PROGRESS"  # not aborted unless asked
+
+
+def test_abort_on_timeout_aborts_the_remote_task(warden: Warden) -> None:
+    """With abort_on_timeout, a watch that times out also aborts the task on the platform."""
+    task = warden.sim.geobox.add_task(outcome="never")
+    warden.send_track(provider="geobox", remote_id=task.uuid, timeout=1.0, abort_on_timeout=True)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert watch.state is State.TIMED_OUT
+    wait_for(lambda: warden.sim.geobox.state(task.uuid) == "ABORTED", timeout=15)
+    wait_for(
+        lambda: "abort sent to the platform" in [h["note"] for h in warden.store.history(watch.id)]
+    )
 
 
 def test_unknown_status_word_keeps_polling(warden: Warden) -> None:

@@ -214,6 +214,7 @@ def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--param", "params", multiple=True, help="k=v provider option, repeatable.")
 @click.option("--timeout", type=float, default=None, help="Seconds until the watch gives up.")
 @click.option("--no-archive", is_flag=True, help="Do not archive outputs.")
+@click.option("--abort-on-timeout", is_flag=True, help="Abort the remote task at the timeout.")
 @click.option("--json", "as_json", is_flag=True)
 def track(
     provider: str,
@@ -222,6 +223,7 @@ def track(
     params: tuple[str, ...],
     timeout: float | None,
     no_archive: bool,
+    abort_on_timeout: bool,
     as_json: bool,
 ) -> None:
     """Watch a remote task (idempotent: the same task is one watch)."""
@@ -233,6 +235,7 @@ def track(
         "params": _parse_pairs(params, "--param"),
         "timeout": timeout,
         "archive": not no_archive,
+        "abort_on_timeout": abort_on_timeout,
     }
     try:
         reg = Registration.parse(data, provider_names())

@@ -36,6 +36,7 @@ class Registration(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
     archive: bool = True
+    abort_on_timeout: bool = False  # past the timeout, also abort the remote task
 
     @field_validator("remote_id")
     @classmethod
@@ -106,6 +107,7 @@ class Watch:
     params: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     archive: bool = True
+    abort_on_timeout: bool = False
     timeout: float | None = None
     deadline: float | None = None
     raw_status: str | None = None
@@ -153,6 +155,7 @@ class Watch:
             params=json.loads(raw.get("params") or "{}"),
             labels=json.loads(raw.get("labels") or "{}"),
             archive=raw.get("archive", "1") == "1",
+            abort_on_timeout=raw.get("abort_on_timeout") == "1",
             timeout=num("timeout"),
             deadline=num("deadline"),
             raw_status=raw.get("raw_status") or None,

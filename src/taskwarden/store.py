@@ -206,6 +206,7 @@ class Store:
             "params": reg.params,
             "labels": reg.labels,
             "archive": reg.archive,
+            "abort_on_timeout": reg.abort_on_timeout,
             "timeout": timeout,
             "deadline": now + timeout if timeout is not None else None,
             "next_poll_at": now,
@@ -369,6 +370,15 @@ class Store:
             args=[wid, now, entry, self.history_limit, keys.BY_STATE, keys.DUE],
         )
         return None if result == -1 else bool(result)
+
+    def note(self, wid: str, now: float, text: str) -> None:
+        """Add a line to a watch's history without changing the watch."""
+        state = self.redis.hget(keys.watch(wid), "state")
+        entry = history_entry(now, state, state, None, text)  # type: ignore[arg-type]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(keys.history(wid), entry)
+        pipe.ltrim(keys.history(wid), 0, self.history_limit - 1)
+        pipe.execute()
 
     # refused input
 

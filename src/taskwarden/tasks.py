@@ -87,6 +87,9 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
     def send_archive(claim: Claim) -> None:
         app.send_task(keys.TASK_ARCHIVE, args=[claim.watch_id, claim.fence])
 
+    def send_abort(watch_id: str) -> None:
+        app.send_task(keys.TASK_ABORT, args=[watch_id])
+
     @app.task(name=keys.TASK_TRACK)
     def track(*args: Any, **kwargs: Any) -> dict[str, Any]:
         store = runtime(app).store
@@ -130,7 +133,7 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
     @app.task(name=keys.TASK_POLL)
     def poll(provider: str, items: list[list[Any]]) -> dict[str, int]:
         claims = [Claim(str(wid), int(fence)) for wid, fence in items]
-        result = poll_batch(runtime(app), provider, claims, send_archive)
+        result = poll_batch(runtime(app), provider, claims, send_archive, send_abort)
         return vars(result)
 
     @app.task(name=keys.TASK_ARCHIVE)

@@ -31,6 +31,7 @@ from taskwarden.store import Claim, Commit, Store
 
 T = TypeVar("T")
 SendArchive = Callable[[Claim], None]
+SendAbort = Callable[[str], None]
 
 log = logs.get("taskwarden.worker")
 
@@ -105,7 +106,11 @@ async def _check(provider: Provider, watch: Watch) -> Observation | Failure:
 
 
 def poll_batch(
-    rt: Runtime, provider_name: str, claims: Sequence[Claim], send_archive: SendArchive
+    rt: Runtime,
+    provider_name: str,
+    claims: Sequence[Claim],
+    send_archive: SendArchive,
+    send_abort: SendAbort,
 ) -> PollResult:
     """Check each claimed watch once, record what was seen, schedule the next check."""
     result = PollResult()
@@ -127,7 +132,10 @@ def poll_batch(
     provider = rt.providers[provider_name]
     seen = rt.run(_check_all(provider, [w for _, w in live], rt.settings.poll_concurrency))
     commits: list[Commit] = []
+    abort_if_timed_out: set[str] = set()
     for (claim, watch), (observed, duration) in zip(live, seen, strict=True):
+        if watch.abort_on_timeout:
+            abort_if_timed_out.add(watch.id)
         now = time.time()
         decision = decide(
             watch.view(), observed, now, rt.poll_policy, rt.retry_policy, rt.rng.random()
@@ -149,6 +157,10 @@ def poll_batch(
         if commit.decision.archive:
             send_archive(commit.claim)
             result.archives += 1
+        elif (
+            commit.decision.state is State.TIMED_OUT and commit.claim.watch_id in abort_if_timed_out
+        ):
+            send_abort(commit.claim.watch_id)
     return result
 
 
@@ -273,5 +285,12 @@ def abort_remote(rt: Runtime, watch_id: str) -> None:
     watch = rt.store.get(watch_id)
     if watch is None:
         return
-    rt.run(rt.providers[watch.provider].abort(target_of(watch)))
-    log.info("abort.sent", watch_id=watch.id, provider=watch.provider, remote_id=watch.remote_id)
+    wlog = log.bind(watch_id=watch.id, provider=watch.provider, remote_id=watch.remote_id)
+    try:
+        rt.run(rt.providers[watch.provider].abort(target_of(watch)))
+    except TaskwardenError as exc:
+        rt.store.note(watch.id, time.time(), f"abort failed: {exc}")
+        wlog.warning("abort.failed", error=str(exc))
+        return
+    rt.store.note(watch.id, time.time(), "abort sent to the platform")
+    wlog.info("abort.sent")
