@@ -708,3 +708,25 @@ def test_streaming_memory_stays_bounded(tmp_path: Path) -> None:
     assert figures["size"] == 64 * MiB and figures["sha_ok"]
     assert (root / "testplat" / "r1" / "big.bin").stat().st_size == 64 * MiB
     assert figures["after"] - figures["before"] < 32, figures  # MiB: half the object
+
+
+@pytest.mark.parametrize(
+    ("out", "fetched"),
+    [
+        # announced too big: refused before a byte is read
+        (Out("huge.bin", pattern(5000, seed=9)), 0),
+        # announced nothing, but streams too much: stopped as soon as it passes the limit
+        (Out("sneaky.bin", pattern(50_000, seed=10), announced=None, piece=1000), 5000),
+        # inline content over the limit
+        (Out("fat.json", pattern(5000, seed=11), inline=True), 0),
+    ],
+)
+def test_outputs_over_the_size_limit_are_refused(tmp_path: Path, out: Out, fetched: int) -> None:
+    """An output larger than max_bytes fails with a message naming the setting, stores nothing,
+    and is not downloaded past the limit."""
+    store = archive.open_store(Settings(data_dir=tmp_path, archive_url=(tmp_path / "a").as_uri()))
+    platform = Platform([out])
+    with pytest.raises(OutputInvalid, match="TASKWARDEN_MAX_OUTPUT_BYTES"):
+        run_archive(store, platform, max_bytes=4096)
+    assert platform.sent.get(out.name, 0) <= fetched
+    assert archive.list_objects(store) == []

@@ -195,6 +195,7 @@ async def archive_outputs(
     final_status: str,
     now: datetime | float,
     chunk_size: int,
+    max_bytes: int | None = None,
 ) -> Manifest:
     """Stream every output of a finished remote task into the archive and write its manifest.
 
@@ -215,7 +216,7 @@ async def archive_outputs(
     used = {MANIFEST_NAME}
     under = archive.key(provider_name, remote_id)
     outputs = [
-        await _archive_one(archive, provider, target, ref, under, used, chunk_size)
+        await _archive_one(archive, provider, target, ref, under, used, chunk_size, max_bytes)
         for ref in await provider.list_outputs(target)
     ]
 
@@ -253,9 +254,11 @@ async def _archive_one(
     under: str,
     used: set[str],
     chunk_size: int,
+    max_bytes: int | None,
 ) -> ManifestOutput:
     """Archive one output as ``<under>/<name>``; ``used`` holds the names taken so far."""
     if ref.content is not None:
+        _check_size(ref.name, len(ref.content), max_bytes)
         name = unique_name(safe_name(ref.name), used)
         key = f"{under}/{name}"
         attributes = _attributes(archive, ref.content_type)
@@ -267,7 +270,9 @@ async def _archive_one(
             name = unique_name(safe_name(stream.filename or ref.name), used)
             key = f"{under}/{name}"
             content_type = stream.content_type or ref.content_type
-            body = _CheckedStream(stream.chunks, expected=stream.length, key=key)
+            if stream.length is not None:
+                _check_size(name, stream.length, max_bytes)  # refuse before a byte is fetched
+            body = _CheckedStream(stream.chunks, expected=stream.length, key=key, limit=max_bytes)
             with _storage_errors("write", key):
                 # Multipart, never mode="create": see the module docstring.
                 await obstore.put_async(
@@ -299,8 +304,10 @@ class _CheckedStream:
     so feeding it whole parts would only hold one more part in memory.
     """
 
-    def __init__(self, chunks: AsyncIterator[bytes], *, expected: int | None, key: str) -> None:
-        self.chunks, self.expected, self.key = chunks, expected, key
+    def __init__(
+        self, chunks: AsyncIterator[bytes], *, expected: int | None, key: str, limit: int | None
+    ) -> None:
+        self.chunks, self.expected, self.key, self.limit = chunks, expected, key, limit
         self.size = 0
         self.sha256 = hashlib.sha256()
 
@@ -310,6 +317,7 @@ class _CheckedStream:
             self.size += len(chunk)
             if self.expected is not None and self.size > self.expected:
                 raise OutputInvalid(f"{self.key}: more than the announced {self.expected} bytes")
+            _check_size(self.key, self.size, self.limit)
             self.sha256.update(chunk)
             buffer += chunk
             if len(buffer) >= FEED_SIZE:
@@ -321,6 +329,13 @@ class _CheckedStream:
             )
         if buffer:
             yield bytes(buffer)
+
+
+def _check_size(name: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise OutputInvalid(
+            f"{name}: {size} bytes is more than the {limit} allowed (TASKWARDEN_MAX_OUTPUT_BYTES)"
+        )
 
 
 def manifest_key(archive: ArchiveStore, provider: str, remote_id: str) -> str:

@@ -17,8 +17,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -92,7 +92,8 @@ class DescartesLabsSettings(BaseModel):
     storage_url: str = "https://platform.descarteslabs.com/storage/v1"
     accounts_url: str = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
     client_id: str | None = None
-    refresh_token: SecretStr | None = None
+    # checked even when unset, so that a client id without it is refused
+    refresh_token: SecretStr | None = Field(None, validate_default=True)
     token: SecretStr | None = None  # a fixed JWT, used when there is no refresh token
     # refresh this many seconds before the JWT's exp (at most half its lifetime)
     refresh_leeway: float = Field(300.0, ge=0)
@@ -104,14 +105,16 @@ class DescartesLabsSettings(BaseModel):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _pair(self) -> DescartesLabsSettings:
-        if (self.client_id is None) != (self.refresh_token is None):
+    @field_validator("refresh_token")
+    @classmethod
+    def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # reported under REFRESH_TOKEN, whose value load_settings never echoes
+        if (info.data.get("client_id") is None) != (value is None):
             raise ValueError(
                 "set both TASKWARDEN_PROVIDERS__DESCARTESLABS__CLIENT_ID and"
                 " TASKWARDEN_PROVIDERS__DESCARTESLABS__REFRESH_TOKEN, or neither"
             )
-        return self
+        return value
 
 
 def _generic_path(value: str | None) -> str | None:
@@ -220,7 +223,36 @@ class GenericHttpSettings(BaseModel):
         return value
 
 
+class IsahitSettings(BaseModel):
+    """isahit lab: the API access id and secret key the SDK logs in with, and the project a
+    registration without ``params.project_id`` is in."""
+
+    base_url: str = "https://hub-api.isahit.com/"
+    access_id: str | None = None
+    # checked even when unset, so that an access id without it is refused
+    secret_key: SecretStr | None = Field(None, validate_default=True)
+    project_id: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("secret_key")
+    @classmethod
+    def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (info.data.get("access_id") is None) != (value is None):
+            raise ValueError(
+                "set both TASKWARDEN_PROVIDERS__ISAHIT__ACCESS_ID and"
+                " TASKWARDEN_PROVIDERS__ISAHIT__SECRET_KEY, or neither"
+            )
+        return value
+
+
 class ProvidersSettings(BaseModel):
+    isahit: IsahitSettings = IsahitSettings()
     geobox: GeoboxSettings = GeoboxSettings()
     descarteslabs: DescartesLabsSettings = DescartesLabsSettings()
     http: GenericHttpSettings = GenericHttpSettings()
@@ -276,6 +308,7 @@ class Settings(BaseSettings):
     history_limit: int = Field(100, ge=1, le=100_000)
     default_timeout: float | None = Field(None, gt=0)  # seconds; None: watch until final
     visibility_timeout: int = Field(3600, ge=60)  # Redis broker redelivery of unacked messages
+    max_output_bytes: int | None = Field(64 * 1024**3, ge=1)  # per output; None: no limit
     archive_chunk_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

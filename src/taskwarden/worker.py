@@ -275,6 +275,7 @@ async def _archive_with_lease(
             final_status=watch.raw_status or "",
             now=time.time(),
             chunk_size=rt.settings.archive_chunk_size,
+            max_bytes=rt.settings.max_output_bytes,
         )
     finally:
         renewer.cancel()
