@@ -159,8 +159,14 @@ def server(_module_sim: SimulatorServer) -> SimulatorServer:
 
 @contextmanager
 def running_warden(
-    tmp: Path, sim: SimulatorServer, archive_url: str | None = None, **extra: str
+    tmp: Path,
+    sim: SimulatorServer,
+    archive_url: str | None = None,
+    *,
+    processes: int = 2,
+    **extra: str,
 ) -> Iterator[Warden]:
+    """A warden of its own: Redis, beat, and poll and archive workers of ``processes`` each."""
     with RedisServer(tmp / "redis", persist=False) as server:
         env = warden_env(server.url, sim, tmp / "data", **extra)
         archive_dir = None
@@ -169,7 +175,9 @@ def running_warden(
             archive_url = archive_dir.as_uri()
         env["TASKWARDEN_ARCHIVE_URL"] = archive_url
         store = Store.from_url(server.url)
-        service = Service(env, poll_concurrency=2, log_dir=tmp / "logs")
+        service = Service(
+            env, poll_concurrency=processes, archive_concurrency=processes, log_dir=tmp / "logs"
+        )
         with service:
             # ready when a worker has run a dispatch that beat sent: both are up and connected
             wait_for(lambda: store.last_heartbeat("dispatch"), timeout=60)

@@ -1,0 +1,81 @@
+"""Crash safety on real processes: a worker killed with SIGKILL mid-job loses nothing, and no
+partial object ever appears under an output's final key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+from taskwarden.lifecycle import State
+from taskwarden.models import watch_id
+from taskwarden.simulator.server import SimulatorServer
+
+from .conftest import Warden, running_warden, wait_for
+
+FAST_LEASES = {"TASKWARDEN_ARCHIVE_LEASE_SECONDS": "5", "TASKWARDEN_LEASE_SECONDS": "3"}
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def kill_busy_child(w: Warden, role: str) -> int:
+    """SIGKILL the prefork child of the ``role`` worker (the one running the job)."""
+    main = w.service.processes[list(w.service.argvs).index(role)].pid
+    kids = wait_for(lambda: children(main), timeout=10)
+    # with one child per worker (concurrency 1 in these tests) the busy one is the only one
+    os.kill(kids[0], signal.SIGKILL)
+    return kids[0]
+
+
+def test_worker_killed_mid_download_archives_exactly_once(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """The archive job of a worker killed while downloading is redelivered and completes; the
+    archive holds the output once, with the platform's checksum, and nothing else."""
+    task = sim.geobox.add_task(running_seconds=0.3, file_name="scene.tif", file_size=400_000)
+    # the first download waits long enough for us to kill the worker in the middle of it
+    sim.inject(kind="delay", delay=4, task=task.uuid, route="files/{uuid}/download/", count=1)
+    with running_warden(tmp_path, sim, processes=1, **FAST_LEASES) as w:
+        w.send_track(provider="geobox", remote_id=task.uuid)
+        wid = watch_id("geobox", task.uuid)
+        wait_for(
+            lambda: sim.stats.count(route="files/{uuid}/download/", task=task.uuid) >= 1, 30, 0.02
+        )
+        kill_busy_child(w, "archive")
+        watch = w.wait_final(wid, timeout=60)
+        assert watch.state is State.SUCCEEDED, watch.last_error
+        folder = w.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
+        assert hashlib.sha256((folder / "scene.tif").read_bytes()).hexdigest() == task.sha256
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert {o["name"] for o in manifest["outputs"]} == {
+            "task.json",
+            "file_info.json",
+            "scene.tif",
+        }
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["task.json", "file_info.json", "scene.tif", "manifest.json"]
+        )  # no staging leftovers, no duplicate under another name
+        assert sim.stats.count(route="files/{uuid}/download/", task=task.uuid) >= 2
+    assert "WorkerLostError" in (tmp_path / "logs" / "archive.log").read_text()  # killed mid-job
+
+
+def test_worker_killed_mid_poll_batch_loses_no_watch(tmp_path: Path, sim: SimulatorServer) -> None:
+    """Watches whose poll batch died with its worker are checked again and all finish."""
+    tasks = sim.geobox.add_tasks([{"running_seconds": 1, "file_size": 10} for _ in range(20)])
+    # every status answer is slow for a while, so the kill lands inside a batch
+    fault = sim.inject(kind="delay", delay=2, route="tasks/{uuid}/", count=20)
+    with running_warden(tmp_path, sim, processes=1, **FAST_LEASES) as w:
+        for task in tasks:
+            w.send_track(provider="geobox", remote_id=task.uuid)
+        wait_for(lambda: sum(sim.stats.count(task=t.uuid) for t in tasks) >= 1, 30, 0.02)
+        kill_busy_child(w, "poll")
+        for task in tasks:
+            watch = w.wait_final(watch_id("geobox", task.uuid), timeout=90)
+            assert watch.state is State.SUCCEEDED, watch.last_error
+    sim.faults.remove(fault)
+    assert "WorkerLostError" in (tmp_path / "logs" / "poll.log").read_text()  # killed mid-batch
