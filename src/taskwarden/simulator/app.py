@@ -1,6 +1,7 @@
 """The simulator's ASGI app: every platform under its own prefix, plus a control API.
 
     /geobox/v1/…             Geobox (see :mod:`taskwarden.simulator.geobox`)
+    /generic/…               any platform, for the http provider (:mod:`~.simulator.generic`)
     /_control/stats          GET: request counters (``?by_task=true`` adds per-task totals)
     /_control/reset          POST: forget counters, faults and tasks (``?only=stats|faults|tasks``)
     /_control/faults         GET: armed faults; POST: arm one or a list; DELETE: disarm all
@@ -31,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
+from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
 
 
@@ -97,6 +99,8 @@ class Simulation:
         self.stats = Stats()
         self.geobox = GeoboxSimulator(self.clock)
         self.platforms: dict[str, Platform] = {self.geobox.name: self.geobox}
+        self.generic = GenericSimulator(self.clock)
+        self.platforms[self.generic.name] = self.generic
 
     def reset(self, *, stats: bool = True, faults: bool = True, tasks: bool = True) -> None:
         """Forget counters, armed faults and scripted tasks (each unless told not to)."""

@@ -19,6 +19,7 @@ import uvicorn
 
 from taskwarden.simulator.app import SimClock, Simulation, create_app
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
+from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
 
 DEFAULT_PORT = 8765
@@ -81,6 +82,15 @@ class SimulatorServer:
     @property
     def geobox(self) -> GeoboxSimulator:
         return self.simulation.geobox
+
+    @property
+    def generic_url(self) -> str:
+        """The generic platform's root (``…/generic/``), for ``http`` profile URLs."""
+        return f"{self.url}{self.simulation.generic.prefix}/"
+
+    @property
+    def generic(self) -> GenericSimulator:
+        return self.simulation.generic
 
     @property
     def faults(self) -> FaultBook:
