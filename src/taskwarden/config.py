@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -26,6 +27,14 @@ from taskwarden.errors import ConfigError
 from taskwarden.lifecycle import PollPolicy, RetryPolicy
 
 ENV_PREFIX = "TASKWARDEN_"
+
+
+def _empty_is_unset(value: object) -> object:
+    # `FOO=` (as compose writes `${FOO:-}`) means "not set", never "an empty credential"
+    return None if value == "" else value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
 
 
 class HttpSettings(BaseModel):
@@ -73,8 +82,8 @@ class GeoboxSettings(BaseModel):
     """Geobox: bearer token or API key (one is needed for the real service)."""
 
     base_url: str = "https://api.geobox.ir/v1/"
-    token: SecretStr | None = None
-    apikey: SecretStr | None = None
+    token: OptionalSecret = None
+    apikey: OptionalSecret = None
 
     @field_validator("base_url")
     @classmethod
@@ -82,6 +91,44 @@ class GeoboxSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
+
+
+class Up42Settings(BaseModel):
+    """UP42: a password grant (username, password), project client credentials (project_id,
+    api_key) or one fixed token; and the limits on unpacking results tarballs."""
+
+    base_url: str = "https://api.up42.com"
+    token_url: str | None = None  # None: {base_url}/oauth/token
+    username: str | None = None
+    # checked even when unset, so that a username (project id) without it is refused
+    password: SecretStr | None = Field(None, validate_default=True)
+    project_id: str | None = None
+    api_key: SecretStr | None = Field(None, validate_default=True)
+    token: SecretStr | None = None  # a fixed bearer token, used when no credentials are set
+    token_lifetime: float = Field(299.0, gt=0)  # when the token response has no expires_in
+    # v2: wait for credits to settle (captured/released) instead of ending at successful/failed
+    settle_credits: bool = False
+    results_max_bytes: int = Field(20 * 1024**3, ge=1)  # unpacked bytes of one results tarball
+    results_max_members: int = Field(10_000, ge=1)
+    spool_dir: Path | None = None  # where results tarballs wait while archived; None: $TMPDIR
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("password", "api_key")
+    @classmethod
+    def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        partner = "username" if info.field_name == "password" else "project_id"
+        if (info.data.get(partner) is None) != (value is None):
+            raise ValueError(
+                f"set both TASKWARDEN_PROVIDERS__UP42__{partner.upper()} and"
+                f" TASKWARDEN_PROVIDERS__UP42__{str(info.field_name).upper()}, or neither"
+            )
+        return value
 
 
 class DescartesLabsSettings(BaseModel):
@@ -256,6 +303,7 @@ class ProvidersSettings(BaseModel):
     geobox: GeoboxSettings = GeoboxSettings()
     descarteslabs: DescartesLabsSettings = DescartesLabsSettings()
     http: GenericHttpSettings = GenericHttpSettings()
+    up42: Up42Settings = Up42Settings()
 
 
 class S3Settings(BaseModel):
@@ -263,8 +311,8 @@ class S3Settings(BaseModel):
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
+    access_key_id: OptionalSecret = None
+    secret_access_key: OptionalSecret = None
     allow_http: bool = False
 
 
