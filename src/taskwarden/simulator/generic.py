@@ -58,6 +58,7 @@ class GenericAuth(BaseModel):
 
     auth_required: bool = True
     api_key_header: str = "X-Api-Key"
+    api_key_query: str | None = "api_key"  # the key may come as ?api_key= too
     api_keys: list[str] = ["sim-key"]
     tokens: list[str] = ["sim-token"]
     clients: dict[str, str] = {"sim-client": "sim-secret"}
@@ -189,6 +190,8 @@ class GenericSimulator:
         if not auth.auth_required:
             return None
         key = request.headers.get(auth.api_key_header)
+        if key is None and auth.api_key_query:
+            key = request.query_params.get(auth.api_key_query)
         if key is not None:
             if key in auth.api_keys:
                 return None
@@ -276,8 +279,11 @@ class GenericSimulator:
         return download_response(seed, out.size, out.name, out.content_type)
 
     async def _storage(self, request: Request) -> Response:
-        job_id, name = request.path_params["job_id"], request.path_params["name"]
-        if "authorization" in request.headers or self.auth.api_key_header in request.headers:
+        job_id, name, auth = request.path_params["job_id"], request.path_params["name"], self.auth
+        carried = [request.headers.get("authorization"), request.headers.get(auth.api_key_header)]
+        if auth.api_key_query:
+            carried.append(request.query_params.get(auth.api_key_query))
+        if any(value is not None for value in carried):
             return self._refuse(
                 "credentials_on_signed_url", job_id, 400, "Only one auth mechanism allowed"
             )

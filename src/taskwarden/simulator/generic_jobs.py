@@ -75,8 +75,8 @@ class GenericTaskSpec(Script):
     @field_validator("id", "project")
     @classmethod
     def _path_safe(cls, value: str) -> str:
-        if not value or any(ch in value for ch in "/?#%:") or len(value) > 128:
-            raise ValueError("must be 1-128 characters without '/', '?', '#', '%' or ':'")
+        if not value or any(ch in value for ch in "/?#%") or len(value) > 128:
+            raise ValueError("must be 1-128 characters without '/', '?', '#' or '%'")
         return value
 
 
