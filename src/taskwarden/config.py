@@ -99,12 +99,12 @@ class Up42Settings(BaseModel):
 
     base_url: str = "https://api.up42.com"
     token_url: str | None = None  # None: {base_url}/oauth/token
-    username: str | None = None
+    username: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     # checked even when unset, so that a username (project id) without it is refused
-    password: SecretStr | None = Field(None, validate_default=True)
-    project_id: str | None = None
-    api_key: SecretStr | None = Field(None, validate_default=True)
-    token: SecretStr | None = None  # a fixed bearer token, used when no credentials are set
+    password: OptionalSecret = Field(None, validate_default=True)
+    project_id: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    api_key: OptionalSecret = Field(None, validate_default=True)
+    token: OptionalSecret = None  # a fixed bearer token, used when no credentials are set
     token_lifetime: float = Field(299.0, gt=0)  # when the token response has no expires_in
     # v2: wait for credits to settle (captured/released) instead of ending at successful/failed
     settle_credits: bool = False

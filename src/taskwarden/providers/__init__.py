@@ -25,6 +25,7 @@ GROUP = "taskwarden.providers"
 # name -> "module:factory"; imported only when asked for
 BUILTIN: dict[str, str] = {
     "geobox": "taskwarden.providers.geobox:build",
+    "up42": "taskwarden.providers.up42:build",
     "http": "taskwarden.providers.generic:build",
 }
 

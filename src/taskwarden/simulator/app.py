@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
+from taskwarden.simulator.up42 import Up42Simulator
 
 
 class SimClock:
@@ -101,6 +102,8 @@ class Simulation:
         self.platforms: dict[str, Platform] = {self.geobox.name: self.geobox}
         self.generic = GenericSimulator(self.clock)
         self.platforms[self.generic.name] = self.generic
+        self.up42 = Up42Simulator(self.clock)
+        self.platforms[self.up42.name] = self.up42
 
     def reset(self, *, stats: bool = True, faults: bool = True, tasks: bool = True) -> None:
         """Forget counters, armed faults and scripted tasks (each unless told not to)."""

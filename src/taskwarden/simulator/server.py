@@ -21,6 +21,7 @@ from taskwarden.simulator.app import SimClock, Simulation, create_app
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
+from taskwarden.simulator.up42 import Up42Simulator
 
 DEFAULT_PORT = 8765
 
@@ -91,6 +92,15 @@ class SimulatorServer:
     @property
     def generic(self) -> GenericSimulator:
         return self.simulation.generic
+
+    @property
+    def up42_url(self) -> str:
+        """The UP42 API base (``…/up42``, no trailing slash): ``Up42Settings.base_url``."""
+        return f"{self.url}{self.simulation.up42.prefix}"
+
+    @property
+    def up42(self) -> Up42Simulator:
+        return self.simulation.up42
 
     @property
     def faults(self) -> FaultBook:
