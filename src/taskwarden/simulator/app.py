@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
+from taskwarden.simulator.isahit import IsahitSimulator
 from taskwarden.simulator.up42 import Up42Simulator
 
 
@@ -102,6 +103,8 @@ class Simulation:
         self.platforms: dict[str, Platform] = {self.geobox.name: self.geobox}
         self.generic = GenericSimulator(self.clock)
         self.platforms[self.generic.name] = self.generic
+        self.isahit = IsahitSimulator(self.clock)
+        self.platforms[self.isahit.name] = self.isahit
         self.up42 = Up42Simulator(self.clock)
         self.platforms[self.up42.name] = self.up42
 

@@ -21,6 +21,7 @@ from taskwarden.simulator.app import SimClock, Simulation, create_app
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
+from taskwarden.simulator.isahit import IsahitSimulator
 from taskwarden.simulator.up42 import Up42Simulator
 
 DEFAULT_PORT = 8765
@@ -92,6 +93,16 @@ class SimulatorServer:
     @property
     def generic(self) -> GenericSimulator:
         return self.simulation.generic
+
+    @property
+    def isahit_url(self) -> str:
+        """The isahit lab API base (``…/isahit/``): ``IsahitSettings.base_url``, the SDK's
+        ``endpoint``."""
+        return f"{self.url}{self.simulation.isahit.prefix}/"
+
+    @property
+    def isahit(self) -> IsahitSimulator:
+        return self.simulation.isahit
 
     @property
     def up42_url(self) -> str:

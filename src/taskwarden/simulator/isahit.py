@@ -1,0 +1,397 @@
+"""The isahit lab simulator: annotation tasks behind isahit's own paths, pages, auth and errors.
+
+Served under ``/isahit/`` (so the SDK's ``endpoint`` is ``http://127.0.0.1:<port>/isahit/``):
+
+    POST  api/user-manager/auth/login          form access_id, secret_key → 201 {access_token,
+                                               expires_in}
+    GET   api/task-manager/tasks               the paged task list (below)
+    PATCH api/task-manager/tasks/{id}/reset    redo: a final task goes back to pending
+    PATCH api/task-manager/tasks/{id}/to-review  a final task goes back to to-review
+    GET   api/task-manager/batches/{id}        a batch
+    GET   api/project-configuration-manager/projects/{id}/project-configuration
+
+The task list takes ``projectId`` (required), ``pagination`` (default true), ``page``, ``limit``
+(default 10) and the filters the SDK sends, each repeatable: ``batchIds``, ``statuses``,
+``taskIds``, ``taskNames``, ``nameLike`` (a regular expression), ``optionalFields`` (``data``,
+``jobs``, ``metrics``, ``data.mask``, ``jobs.history``), ``createdAt`` and ``updatedAt`` with an
+operator prefix (``>2022-09-19 08:30:00``, ``>=…``, ``<…``, ``<=…``, UTC), and ``properties.<k>``.
+Pages are mongoose-paginate-v2's envelope: ``{docs, totalDocs, limit, totalPages, page,
+pagingCounter, hasPrevPage, hasNextPage, prevPage, nextPage}``.
+
+Errors are NestJS bodies, ``{"statusCode", "message", "error"}``, plus a numeric ``errorCode`` on
+a 400. A list request is counted as (and faults can target) the task it names, when it names
+exactly one in ``taskIds``, else the batch, when it names exactly one in ``batchIds``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
+from taskwarden.simulator.isahit_query import BAD_QUERY, QueryError, TaskQuery
+from taskwarden.simulator.isahit_tasks import (
+    DEFAULT_PROJECT,
+    FINAL_WORDS,
+    PROJECT_TYPE,
+    IsahitTask,
+    IsahitTaskSpec,
+    Reopened,
+    iso,
+    object_id,
+)
+
+if TYPE_CHECKING:
+    from taskwarden.simulator.app import SimClock
+
+NAME = "isahit"
+PREFIX = "/isahit"
+LOGIN = "api/user-manager/auth/login"
+TASKS = "api/task-manager/tasks"
+NO_CREDENTIALS = 1001  # errorCode of a login without credentials (the simulator's numbering)
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+REASONS |= {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_SPECS = TypeAdapter(list[IsahitTaskSpec])
+
+
+class IsahitAuth(BaseModel):
+    """Who may log in (access id → secret key), and the ``expires_in`` (simulation seconds) of
+    the tokens the login hands out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_required: bool = True
+    credentials: dict[str, str] = {"sim-access-id": "sim-secret-key"}
+    token_ttl: float = Field(3600.0, gt=0)
+
+
+@dataclass(frozen=True)
+class IsahitBatch:
+    """A batch of simulated tasks, as :meth:`IsahitSimulator.add_batch` made it."""
+
+    batch_id: str
+    project_id: str
+    tasks: list[IsahitTask]
+
+
+class IsahitSimulator:
+    """isahit's state: scripted tasks (batches are the tasks sharing a ``batch_id``), hand
+    reopenings, issued tokens, and who may log in (``auth``)."""
+
+    name = NAME
+    prefix = PREFIX
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.tasks: dict[str, IsahitTask] = {}
+        self.batches: dict[str, str] = {}  # batch id → its project, empty batches included
+        self.reopened: dict[str, Reopened] = {}
+        self.auth = IsahitAuth()
+        self.issued: dict[str, float] = {}  # token → expiry (simulation time)
+        self.refused = 0  # requests answered 401 for a missing, unknown or expired token
+
+    # -- scripting ---------------------------------------------------------------------------
+    def add_task(self, spec: IsahitTaskSpec | None = None, **fields: Any) -> IsahitTask:
+        """Add one scripted task, from a spec or from its fields; its clock starts now."""
+        return self.add_tasks([spec if spec is not None else IsahitTaskSpec(**fields)])[0]
+
+    def add_tasks(self, specs: Iterable[IsahitTaskSpec | Mapping[str, Any]]) -> list[IsahitTask]:
+        """Add many scripted tasks at once (all validated before any is added)."""
+        items = [s if isinstance(s, IsahitTaskSpec) else IsahitTaskSpec(**s) for s in specs]
+        now = self.clock.now()
+        epoch = self.clock.epoch(now)
+        added = [IsahitTask(spec, spec.seed or spec.task_id, now, epoch) for spec in items]
+        for task in added:
+            self.tasks[task.task_id] = task
+            self.batches.setdefault(task.script.batch_id, task.script.project_id)
+        return added
+
+    def add_batch(
+        self,
+        count: int,
+        *,
+        batch_id: str | None = None,
+        project_id: str = DEFAULT_PROJECT,
+        stagger: float = 0.0,
+        **fields: Any,
+    ) -> IsahitBatch:
+        """Add ``count`` tasks (none: an empty batch) in one batch, named ``image-0001.jpg``…;
+        task ``i`` runs ``i * stagger`` seconds longer than the first, so the batch finishes bit
+        by bit."""
+        batch = batch_id or object_id()
+        self.batches.setdefault(batch, project_id)
+        running = float(fields.pop("running_seconds", 0.0))
+        specs = [
+            IsahitTaskSpec(
+                name=f"image-{index + 1:04d}.jpg",
+                batch_id=batch,
+                project_id=project_id,
+                running_seconds=running + index * stagger,
+                **fields,
+            )
+            for index in range(count)
+        ]
+        return IsahitBatch(batch, project_id, self.add_tasks(specs))
+
+    def task(self, task_id: str) -> IsahitTask:
+        return self.tasks[task_id]
+
+    def status(self, task_id: str) -> str:
+        """The status word the task shows now."""
+        return self.tasks[task_id].status(self.clock.now(), self.reopened.get(task_id))[0]
+
+    def document(self, task_id: str, fields: Iterable[str] = ()) -> dict[str, Any]:
+        """The task's document now, with the optional fields named."""
+        task = self.tasks[task_id]
+        return task.document(self.clock.now(), frozenset(fields), self.reopened.get(task_id))
+
+    def archive_sha256(self, task_id: str, fields: Iterable[str]) -> str:
+        """SHA-256 of the task's document now, as taskwarden archives it."""
+        task = self.tasks[task_id]
+        return task.archive_sha256(self.clock.now(), frozenset(fields), self.reopened.get(task_id))
+
+    def reopen(self, task_id: str, to: str = "pending") -> bool:
+        """Send a final task back to ``to`` (``pending``: redo; ``to-review``) for its script's
+        ``reopen_seconds``; False (and nothing changes) when the task is not final."""
+        if self.status(task_id) not in FINAL_WORDS:
+            return False
+        self.reopened[task_id] = Reopened(self.clock.now(), to)
+        return True
+
+    def expire_tokens(self) -> int:
+        """Expire every token issued so far, as a server restart would; returns how many."""
+        now = self.clock.now()
+        live = [token for token, expiry in self.issued.items() if expiry > now]
+        for token in live:
+            self.issued[token] = now
+        return len(live)
+
+    def projects(self) -> set[str]:
+        return {DEFAULT_PROJECT} | set(self.batches.values())
+
+    # -- the control API ---------------------------------------------------------------------
+    def add_raw(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Add tasks from JSON specs (the control API); raises ``ValidationError``."""
+        tasks = self.add_tasks(_SPECS.validate_python(items))
+        return [{"task_id": t.task_id, "batch_id": t.script.batch_id} for t in tasks]
+
+    def describe(self, task_id: str) -> dict[str, Any] | None:
+        """A task's script, its full document now, and that document's archive checksum."""
+        if task_id not in self.tasks:
+            return None
+        every = ("data", "jobs", "metrics")
+        return {
+            "spec": self.tasks[task_id].script.model_dump(),
+            "document": self.document(task_id, every),
+            "archive_sha256": self.archive_sha256(task_id, every),
+        }
+
+    def clear(self) -> None:
+        """Forget every task, batch, reopening and issued token."""
+        self.tasks, self.batches, self.reopened, self.issued = {}, {}, {}, {}
+        self.refused = 0
+
+    def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Change some of the :class:`IsahitAuth` settings; raises ``ValidationError``."""
+        self.auth = IsahitAuth.model_validate({**self.auth.model_dump(), **settings})
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        return self.auth.model_dump()
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]:
+        """The platform's API routes, counted and fault-injectable, relative to ``prefix``."""
+
+        def endpoint(method: str, path: str, handler: Any, **kw: Any) -> Endpoint:
+            return Endpoint(NAME, method, path, handler, faults, stats, error_response, **kw)
+
+        def by(name: str) -> Any:
+            return lambda params: params.get(name)
+
+        listing = endpoint(
+            "GET", TASKS, self._list, task_of=by("subject"), kinds=frozenset({"unknown_status"})
+        )
+        return [
+            Route("/" + LOGIN, endpoint("POST", LOGIN, self._login), methods=["POST"]),
+            Route("/" + TASKS, _SubjectFromQuery(listing), methods=["GET"]),
+            Route(
+                f"/{TASKS}/{{task_id}}/reset",
+                endpoint("PATCH", f"{TASKS}/{{task_id}}/reset", self._reset, task_of=by("task_id")),
+                methods=["PATCH"],
+            ),
+            Route(
+                f"/{TASKS}/{{task_id}}/to-review",
+                endpoint(
+                    "PATCH",
+                    f"{TASKS}/{{task_id}}/to-review",
+                    self._to_review,
+                    task_of=by("task_id"),
+                ),
+                methods=["PATCH"],
+            ),
+            Route(
+                "/api/task-manager/batches/{batch_id}",
+                endpoint(
+                    "GET",
+                    "api/task-manager/batches/{batch_id}",
+                    self._batch,
+                    task_of=by("batch_id"),
+                ),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/project-configuration-manager/projects/{project_id}/project-configuration",
+                endpoint(
+                    "GET",
+                    "api/project-configuration-manager/projects/{project_id}/project-configuration",
+                    self._configuration,
+                ),
+                methods=["GET"],
+            ),
+        ]
+
+    def _denied(self, request: Request) -> Response | None:
+        if not self.auth.auth_required:
+            return None
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        expiry = self.issued.get(token or "")
+        if expiry is not None and expiry > self.clock.now():
+            return None
+        self.refused += 1
+        return error(401, "Unauthorized")
+
+    async def _login(self, request: Request) -> Response:
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        access_id, secret_key = form.get("access_id"), form.get("secret_key")
+        if not access_id or not secret_key:
+            return error(400, "access_id and secret_key are required", NO_CREDENTIALS)
+        if self.auth.credentials.get(access_id) != secret_key:
+            return error(401, "Unauthorized")
+        token = "sim-" + secrets.token_urlsafe(24)
+        ttl = self.auth.token_ttl
+        self.issued[token] = self.clock.now() + ttl
+        # a whole number, as a JWT library's expiresIn is, unless the test asked for less
+        expires_in: float = int(ttl) if ttl >= 1 and ttl == int(ttl) else ttl
+        return JSONResponse({"access_token": token, "expires_in": expires_in}, 201)
+
+    async def _list(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        try:
+            query = TaskQuery.parse(request.query_params)
+        except QueryError as exc:
+            return error(400, exc.message, exc.code)
+        if query.project not in self.projects():
+            return error(403, "Forbidden resource")
+        now = self.clock.now()
+        found = [
+            task
+            for task in list(self.tasks.values())
+            if query.matches(task, task.status(now, self.reopened.get(task.task_id)))
+        ]
+        fault = request.scope.get(FAULT_SCOPE_KEY)
+        word = fault.word if fault is not None and fault.kind == "unknown_status" else None
+        shown, envelope = query.paginate(found)
+        docs = [
+            task.document(now, query.fields, self.reopened.get(task.task_id), word)
+            for task in shown
+        ]
+        return JSONResponse({"docs": docs, **envelope})
+
+    async def _reset(self, request: Request) -> Response:
+        return self._send_back(request, "pending")
+
+    async def _to_review(self, request: Request) -> Response:
+        return self._send_back(request, "to-review")
+
+    def _send_back(self, request: Request, word: str) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        task_id = request.path_params["task_id"]
+        if task_id not in self.tasks:
+            return error(404, "Task not found")
+        self.reopen(task_id, word)
+        return JSONResponse(self.document(task_id))
+
+    async def _batch(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        batch_id = request.path_params["batch_id"]
+        if batch_id not in self.batches:
+            return error(404, "Batch not found")
+        members = [t for t in list(self.tasks.values()) if t.script.batch_id == batch_id]
+        now = self.clock.now()
+        words = [t.status(now, self.reopened.get(t.task_id)) for t in members]
+        final = bool(members) and all(word in FINAL_WORDS for word, _ in words)
+        times = [t.epoch for t in members] or [self.clock.epoch(now)]
+        changes = [t.wall(since) for t, (_, since) in zip(members, words, strict=True)]
+        return JSONResponse(
+            {
+                "_id": batch_id,
+                "name": f"batch {batch_id}",
+                "projectId": self.batches[batch_id],
+                "status": "complete" if final else "pending",
+                "createdAt": iso(min(times)),
+                "updatedAt": iso(max(changes or times)),
+            }
+        )
+
+    async def _configuration(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        project = request.path_params["project_id"]
+        if project not in self.projects():
+            return error(404, "Project not found")
+        labels = [{"id": name, "name": name, "color": "#3366ff"} for name in ("car", "truck")]
+        return JSONResponse(
+            {
+                "_id": f"{project}-configuration",
+                "projectId": project,
+                "projectType": PROJECT_TYPE,
+                "metadata": {"labels": {"main": {"labels": labels}}, "toolOptions": {}},
+            }
+        )
+
+
+class _SubjectFromQuery:
+    """Names the task (one ``taskIds``) or batch (one ``batchIds``) a list request is about, as
+    a path parameter, so per-task counters and faults work on the list route too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+        ids = [v for k, v in pairs if k == "taskIds"]
+        batches = [v for k, v in pairs if k == "batchIds"]
+        subject = ids[0] if len(ids) == 1 else batches[0] if len(batches) == 1 else None
+        scope["path_params"] = {**scope.get("path_params", {}), "subject": subject}
+        await self.app(scope, receive, send)
+
+
+def error(status: int, message: Any, code: int | None = None) -> Response:
+    """An isahit (NestJS) error: ``{"statusCode", "message", "error"}``, ``errorCode`` on 400."""
+    body: dict[str, Any] = {"statusCode": status, "message": message}
+    if status != 401:  # Nest's bare UnauthorizedException says only the message
+        body["error"] = REASONS.get(status, "Error")
+    if code is not None:
+        body["errorCode"] = code
+    return JSONResponse(body, status)
+
+
+def error_response(status: int, message: str) -> Response:
+    """The body of an injected fault, in the platform's shape."""
+    if status == 429:
+        return error(429, "ThrottlerException: Too Many Requests")
+    return error(status, message, BAD_QUERY if status == 400 else None)
