@@ -138,10 +138,10 @@ class DescartesLabsSettings(BaseModel):
     vector_url: str = "https://platform.descarteslabs.com/vector/v2"
     storage_url: str = "https://platform.descarteslabs.com/storage/v1"
     accounts_url: str = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
-    client_id: str | None = None
+    client_id: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
     # checked even when unset, so that a client id without it is refused
-    refresh_token: SecretStr | None = Field(None, validate_default=True)
-    token: SecretStr | None = None  # a fixed JWT, used when there is no refresh token
+    refresh_token: OptionalSecret = Field(None, validate_default=True)
+    token: OptionalSecret = None  # a fixed JWT, used when there is no refresh token
     # refresh this many seconds before the JWT's exp (at most half its lifetime)
     refresh_leeway: float = Field(300.0, ge=0)
 

@@ -26,6 +26,7 @@ GROUP = "taskwarden.providers"
 BUILTIN: dict[str, str] = {
     "geobox": "taskwarden.providers.geobox:build",
     "up42": "taskwarden.providers.up42:build",
+    "descarteslabs": "taskwarden.providers.descarteslabs:build",
     "isahit": "taskwarden.providers.isahit:build",
     "http": "taskwarden.providers.generic:build",
 }

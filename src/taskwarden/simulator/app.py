@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
+from taskwarden.simulator.descarteslabs import DescartesLabsSimulator
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
@@ -101,6 +102,8 @@ class Simulation:
         self.stats = Stats()
         self.geobox = GeoboxSimulator(self.clock)
         self.platforms: dict[str, Platform] = {self.geobox.name: self.geobox}
+        self.descarteslabs = DescartesLabsSimulator(self.clock)
+        self.platforms[self.descarteslabs.name] = self.descarteslabs
         self.generic = GenericSimulator(self.clock)
         self.platforms[self.generic.name] = self.generic
         self.isahit = IsahitSimulator(self.clock)

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from taskwarden.simulator.app import SimClock, Simulation, create_app
+from taskwarden.simulator.descarteslabs import DescartesLabsSimulator
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
@@ -84,6 +85,11 @@ class SimulatorServer:
     @property
     def geobox(self) -> GeoboxSimulator:
         return self.simulation.geobox
+
+    @property
+    def descarteslabs(self) -> DescartesLabsSimulator:
+        """Descartes Labs; ``descarteslabs.env(url)`` gives the settings that point at it."""
+        return self.simulation.descarteslabs
 
     @property
     def generic_url(self) -> str:

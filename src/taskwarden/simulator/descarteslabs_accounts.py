@@ -1,0 +1,152 @@
+"""The simulated Descartes Labs accounts service: refresh tokens buy short-lived JWTs.
+
+    POST /descarteslabs/accounts/token   JSON {client_id, grant_type: "refresh_token",
+                                         refresh_token} → {"access_token" | "id_token", ...}
+
+Tokens are real JWTs (HS256, signed with a secret of this simulator) whose claims the SDK reads
+unverified: ``sub``, ``aud`` (the client id), ``iat`` and ``exp`` in epoch seconds of the
+simulation clock, so a test that advances the clock expires them. :meth:`Accounts.revoke`
+makes every token issued so far fail, as a key rotation would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+if TYPE_CHECKING:
+    from taskwarden.simulator.app import SimClock
+
+ISSUER = "https://accounts.descarteslabs.com/"
+
+
+class AccountsConfig(BaseModel):
+    """Who may buy tokens (client id → refresh token), how long tokens live (simulation
+    seconds), under which field the token is returned, and whether the APIs check them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_required: bool = True
+    clients: dict[str, str] = {"sim-client": "sim-refresh-token"}
+    token_ttl: float = Field(3600.0, gt=0)
+    token_field: Literal["access_token", "id_token"] = "access_token"  # noqa: S105 a name
+
+
+class Accounts:
+    """Issues and checks the JWTs of the simulated platform."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.config = AccountsConfig()
+        self.counters: Counter[str] = Counter()  # issued, refused, unauthorized (401s served)
+        self._secret = secrets.token_bytes(32)
+        self._generation = 0
+
+    def mint(self, client_id: str = "sim-client", ttl: float | None = None) -> str:
+        """A signed JWT for ``client_id`` living ``ttl`` simulation seconds (config default)."""
+        now = self.clock.epoch(self.clock.now())
+        lifetime = self.config.token_ttl if ttl is None else ttl
+        claims = {
+            "iss": ISSUER,
+            "sub": f"sim|{client_id}",
+            "aud": client_id,
+            "iat": int(now),
+            "exp": now + lifetime,
+            "name": "Simulated User",
+            "groups": ["public"],
+            "gen": self._generation,
+        }
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        return f"{header}.{body}.{self._sign(f'{header}.{body}')}"
+
+    def revoke(self) -> None:
+        """Make every token issued so far fail with 401 (new ones work)."""
+        self._generation += 1
+
+    def namespace(self, request: Request) -> str:
+        """The user namespace the real service prefixes to new product ids: sha1 of ``sub``."""
+        claims = self.claims(request)
+        sub = str(claims.get("sub", "anonymous")) if claims else "anonymous"
+        return hashlib.sha1(sub.encode(), usedforsecurity=False).hexdigest()
+
+    def claims(self, request: Request) -> dict[str, Any] | None:
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() != "bearer ":
+            return None
+        return self._verify(header[7:].strip())
+
+    def refusal(self, request: Request) -> str | None:
+        """Why the request's bearer token is refused, or None when it is good (or not needed)."""
+        if not self.config.auth_required:
+            return None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() != "bearer ":
+            return "Missing bearer token"
+        claims = self._verify(header[7:].strip())
+        if claims is None:
+            return "Invalid token"
+        if claims.get("gen") != self._generation:
+            return "Token has been revoked"
+        if self.clock.epoch(self.clock.now()) >= float(claims.get("exp", 0)):
+            return "Token has expired"
+        return None
+
+    async def token(self, request: Request) -> Response:
+        """``POST accounts/token``: trade a client id and refresh token for a JWT."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, Mapping):
+            return self._refuse(400, "invalid_request", "The body must be a JSON object.")
+        if body.get("grant_type") != "refresh_token":
+            return self._refuse(400, "unsupported_grant_type", "grant_type must be refresh_token.")
+        client_id, refresh = body.get("client_id"), body.get("refresh_token")
+        if not isinstance(client_id, str) or not isinstance(refresh, str):
+            return self._refuse(400, "invalid_request", "client_id and refresh_token required.")
+        known = self.config.clients.get(client_id)
+        if known is None or not hmac.compare_digest(known, refresh):
+            return self._refuse(401, "invalid_grant", "Unknown or invalid refresh token.")
+        self.counters["issued"] += 1
+        token = self.mint(client_id)
+        return JSONResponse(
+            {
+                self.config.token_field: token,
+                "token_type": "Bearer",
+                "expires_in": int(self.config.token_ttl),
+            }
+        )
+
+    def _refuse(self, status: int, error: str, description: str) -> Response:
+        self.counters["refused"] += 1
+        return JSONResponse({"error": error, "error_description": description}, status)
+
+    def _verify(self, token: str) -> dict[str, Any] | None:
+        parts = token.split(".")
+        if len(parts) != 3 or not hmac.compare_digest(
+            parts[2], self._sign(f"{parts[0]}.{parts[1]}")
+        ):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return None
+        return claims if isinstance(claims, dict) else None
+
+    def _sign(self, signing_input: str) -> str:
+        return _b64(hmac.new(self._secret, signing_input.encode(), hashlib.sha256).digest())
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
