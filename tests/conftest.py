@@ -87,6 +87,7 @@ class Warden:
     store: Store
     archive_dir: Path | None
     service: Service
+    redis_server: RedisServer
 
     def send_track(self, **kwargs: Any) -> None:
         """Register by queue message, as any Celery producer would: by task name only."""
@@ -164,10 +165,12 @@ def running_warden(
     archive_url: str | None = None,
     *,
     processes: int = 2,
+    persist: bool = False,
     **extra: str,
 ) -> Iterator[Warden]:
-    """A warden of its own: Redis, beat, and poll and archive workers of ``processes`` each."""
-    with RedisServer(tmp / "redis", persist=False) as server:
+    """A warden of its own: Redis (append-only if ``persist``), beat, and poll and archive
+    workers of ``processes`` each."""
+    with RedisServer(tmp / "redis", persist=persist) as server:
         env = warden_env(server.url, sim, tmp / "data", **extra)
         archive_dir = None
         if archive_url is None:
@@ -181,7 +184,7 @@ def running_warden(
         with service:
             # ready when a worker has run a dispatch that beat sent: both are up and connected
             wait_for(lambda: store.last_heartbeat("dispatch"), timeout=60)
-            yield Warden(server.url, env, sim, store, archive_dir, service)
+            yield Warden(server.url, env, sim, store, archive_dir, service, server)
         store.redis.close()
 
 

@@ -79,3 +79,38 @@ def test_worker_killed_mid_poll_batch_loses_no_watch(tmp_path: Path, sim: Simula
             assert watch.state is State.SUCCEEDED, watch.last_error
     sim.faults.remove(fault)
     assert "WorkerLostError" in (tmp_path / "logs" / "poll.log").read_text()  # killed mid-batch
+
+
+def test_redis_restart_under_load_loses_no_watch(tmp_path: Path, sim: SimulatorServer) -> None:
+    """Redis (append-only) restarted while 40 watches are being polled and archived: every
+    watch is still there afterwards and reaches its final state, archived once."""
+    tasks = sim.geobox.add_tasks([{"running_seconds": 3, "file_size": 2000} for _ in range(40)])
+    with running_warden(tmp_path, sim, persist=True, **FAST_LEASES) as w:
+        for task in tasks[:20]:
+            w.send_track(provider="geobox", remote_id=task.uuid)
+        wait_for(lambda: sum(sim.stats.count(task=t.uuid) for t in tasks[:20]) >= 20, 30, 0.02)
+        w.redis_server.stop()  # SIGTERM: Redis flushes its append-only file and exits
+        w.redis_server.start()  # same port, password and directory: it reloads the file
+        for task in tasks[20:]:  # and registrations keep coming
+            w.send_track(provider="geobox", remote_id=task.uuid)
+        for task in tasks:
+            watch = w.wait_final(watch_id("geobox", task.uuid), timeout=120)
+            assert watch.state is State.SUCCEEDED, (task.uuid, watch.last_error)
+        assert w.store.redis.zcard("taskwarden:watches") == 40
+    for task in tasks:
+        assert sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
+        manifest = tmp_path / "archive" / "geobox" / task.uuid / "manifest.json"
+        assert json.loads(manifest.read_text())["remote_id"] == task.uuid
+
+
+def test_a_dead_process_is_started_again(tmp_path: Path, sim: SimulatorServer) -> None:
+    """The beat scheduler and the poll worker, killed outright, are restarted by the supervisor
+    and watches registered afterwards still finish."""
+    task = sim.geobox.add_task(running_seconds=0.5, file_size=10)
+    with running_warden(tmp_path, sim, processes=1) as w:
+        for role in ("beat", "poll"):
+            os.kill(w.service.processes[list(w.service.argvs).index(role)].pid, signal.SIGKILL)
+        wait_for(lambda: w.service.restarts == {"beat": 1, "poll": 1}, timeout=10)
+        assert w.service.alive()
+        w.send_track(provider="geobox", remote_id=task.uuid)
+        assert w.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +34,17 @@ def commands(
 
 
 class Service:
-    """The running processes; a context manager that stops them (SIGTERM, then SIGKILL)."""
+    """The running processes, kept running: one that exits on its own is started again.
+
+    Celery's Redis transport can turn a broker outage into an "unrecoverable" worker exit (a
+    long-standing class of kombu bugs); a supervisor is what brings the worker back, as a
+    container's restart policy does in a deployment. A process that keeps dying within
+    ``MIN_UPTIME`` of its start is given up after ``MAX_QUICK_DEATHS`` tries, and ``alive()``
+    turns false. A context manager: leaving it stops everything (SIGTERM, then SIGKILL).
+    """
+
+    MIN_UPTIME = 10.0
+    MAX_QUICK_DEATHS = 5
 
     def __init__(
         self,
@@ -47,26 +58,57 @@ class Service:
         self.argvs = commands(poll_concurrency, archive_concurrency)
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.restarts: dict[str, int] = {}
+        self._started: dict[str, float] = {}
+        self._quick_deaths: dict[str, int] = {}
         self._logs: list[IO[bytes]] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def _spawn(self, role: str) -> subprocess.Popen[bytes]:
+        out: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{role}.log", "ab")  # noqa: SIM115 closed in stop()
+            self._logs.append(out)
+        self._started[role] = time.monotonic()
+        return subprocess.Popen(
+            self.argvs[role], env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
 
     def start(self) -> Service:
-        for role, argv in self.argvs.items():
-            out: IO[bytes] | None = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{role}.log", "ab")  # noqa: SIM115 closed in stop()
-                self._logs.append(out)
-            self.processes.append(
-                subprocess.Popen(
-                    argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-                )
-            )
+        self.processes = [self._spawn(role) for role in self.argvs]
+        self._watcher = threading.Thread(
+            target=self._watch, name="taskwarden-supervisor", daemon=True
+        )
+        self._watcher.start()
         return self
 
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for index, role in enumerate(self.argvs):
+                    if self._stopping.is_set() or self.processes[index].poll() is None:
+                        continue
+                    lived = time.monotonic() - self._started[role]
+                    deaths = self._quick_deaths.get(role, 0) + 1 if lived < self.MIN_UPTIME else 0
+                    self._quick_deaths[role] = deaths
+                    if deaths >= self.MAX_QUICK_DEATHS:
+                        continue  # crash-looping: leave it dead, alive() tells
+                    self.restarts[role] = self.restarts.get(role, 0) + 1
+                    self.processes[index] = self._spawn(role)
+
     def alive(self) -> bool:
-        return all(p.poll() is None for p in self.processes)
+        """False once a process was given up on (crash-looping); a death about to be restarted
+        does not count."""
+        with self._lock:
+            return all(n < self.MAX_QUICK_DEATHS for n in self._quick_deaths.values())
 
     def stop(self, timeout: float = 20.0) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
         for proc in self.processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
