@@ -99,6 +99,24 @@ def test_a_task_runs_to_complete_and_its_document_is_archived(warden: Warden) ->
     assert lists(warden, task.task_id) == watch.polls + 1
 
 
+def test_the_cli_registers_with_params_as_strings(warden: Warden) -> None:
+    """`taskwarden track isahit <id> --param …` works, optional_fields as a comma list."""
+    task = warden.sim.isahit.add_task(running_seconds=0.5)
+    result = warden.cli(
+        "track", "isahit", task.task_id, "--param", f"project_id={PROJECT}",
+        "--param", "optional_fields=jobs,jobs.history",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    watch = warden.wait_final(watch_id("isahit", task.task_id))
+    assert watch.state is State.SUCCEEDED
+    doc = json.loads((folder(warden, task.task_id) / "task.json").read_text())
+    assert "data" not in doc and "history" in doc["jobs"][0]
+    fields = ("jobs", "jobs.history")
+    assert sha256(folder(warden, task.task_id) / "task.json") == warden.sim.isahit.archive_sha256(
+        task.task_id, fields
+    )
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="lifecycle.decide drops Observation.message on success; asked of the core owner",

@@ -224,11 +224,12 @@ def test_a_task_is_archived_with_its_data_jobs_and_metrics(lab: SimulatorServer)
     )
 
 
-def test_optional_fields_choose_what_is_archived(lab: SimulatorServer) -> None:
-    """params.optional_fields replaces the default set (here: jobs with their history only)."""
+@pytest.mark.parametrize("fields", [["jobs", "jobs.history"], "jobs, jobs.history"])
+def test_optional_fields_choose_what_is_archived(lab: SimulatorServer, fields: Any) -> None:
+    """params.optional_fields (a list, or the CLI's comma-separated string) replaces the
+    default set: here jobs with their history, and no data."""
     task = lab.isahit.add_task()
-    target = task_target(task.task_id, optional_fields=["jobs", "jobs.history"])
-    doc = json.loads(archive(lab, target)["task.json"])
+    doc = json.loads(archive(lab, task_target(task.task_id, optional_fields=fields))["task.json"])
     assert "data" not in doc and "history" in doc["jobs"][0]
 
 
@@ -444,7 +445,10 @@ def test_a_page_that_is_not_an_envelope_is_unavailable() -> None:
         ({"project_id": PROJECT, "kind": "project"}, "'task' or 'batch'"),
         ({"projectId": PROJECT}, r"\['projectId'\] are unknown"),
         ({"project_id": PROJECT, "optional_fields": ["everything"]}, "optional_fields"),
-        ({"project_id": PROJECT, "optional_fields": "data"}, "optional_fields"),
+        ({"project_id": PROJECT, "optional_fields": "data,everything"}, "optional_fields"),
+        ({"project_id": PROJECT, "optional_fields": {"data": True}}, "optional_fields"),
+        ({"project_id": PROJECT, "optional_fields": [{"data": True}]}, "optional_fields"),
+        ({"project_id": ["a", "b"]}, "need params.project_id"),
     ],
 )
 def test_malformed_params_are_rejected_before_any_request(

@@ -12,7 +12,7 @@ everything from the paged list, relative to ``settings.providers.isahit.base_url
 
 Registrations (``params``): ``project_id`` (or the setting), ``kind`` (``task``, the default:
 ``remote_id`` is a task id; ``batch``: it is a batch id), ``optional_fields`` (what the archive
-asks for; ``data``, ``jobs``, ``metrics`` by default).
+asks for, a list or a comma-separated string; ``data``, ``jobs``, ``metrics`` by default).
 
 One status check of a task is one request (``taskIds``, ``limit=1``); of a batch, two counts
 whatever its size (``limit=1``: every task, then those ``complete`` or ``reviewed``), and the
@@ -103,9 +103,13 @@ def watched(target: Target, default_project: str | None = None) -> Watched:
             provider=NAME,
         )
     fields = params.get("optional_fields", DEFAULT_FIELDS)
-    if not isinstance(fields, list | tuple) or not set(fields) <= set(OPTIONAL_FIELDS):
+    if isinstance(fields, str):  # the CLI's --param optional_fields=data,jobs
+        fields = [field.strip() for field in fields.split(",") if field.strip()]
+    if not isinstance(fields, list | tuple) or not all(f in OPTIONAL_FIELDS for f in fields):
         raise RequestRejected(
-            f"isahit params.optional_fields is a list among {list(OPTIONAL_FIELDS)}", provider=NAME
+            f"isahit params.optional_fields is a list (or a comma-separated string) among"
+            f" {list(OPTIONAL_FIELDS)}",
+            provider=NAME,
         )
     return Watched(kind, target.remote_id, project, tuple(dict.fromkeys(fields)))
 
@@ -167,7 +171,7 @@ class IsahitProvider:
     async def abort(self, target: Target) -> None:
         """isahit lab cannot stop an annotation task: refuse, so that nobody thinks it did."""
         raise RequestRejected(
-            "isahit lab has no way to stop an annotation task; only the watch was cancelled",
+            "isahit lab has no way to stop an annotation task; nothing was sent to the platform",
             provider=NAME,
         )
 
