@@ -201,7 +201,9 @@ def test_a_failed_job_task_quotes_its_log(sim: SimulatorServer) -> None:
     job = sim.up42.add_job(outcome="failure", failure_log="ERROR: out of memory")
     seen = status(sim, task_target(job))
     assert seen.remote is Remote.FAILED
-    assert seen.message is not None and seen.message.endswith("processing 2 outputs / ERROR: out of memory")
+    assert seen.message is not None and seen.message.endswith(
+        "processing 2 outputs / ERROR: out of memory"
+    )
 
 
 def test_an_unknown_status_word_is_recorded_raw(sim: SimulatorServer) -> None:
@@ -433,6 +435,18 @@ def test_unpacking_limits_refuse_oversized_tarballs(
     job = sim.up42.add_job(tasks=[{"members": members}])
     with pytest.raises(OutputInvalid, match=error):
         archive(sim, job_target(job), spool_dir=tmp_path, **limits)
+
+
+def test_a_tarball_announced_over_the_limit_is_not_downloaded(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A results download whose Content-Length exceeds what the limits allow is refused before
+    a byte is spooled (the SDK filled the temp dir first)."""
+    job = sim.up42.add_job(tasks=[{"members": [{"name": "big.bin", "size": 300_000}]}])
+    with pytest.raises(OutputInvalid, match="over the limit"):
+        archive(sim, job_target(job), spool_dir=tmp_path, results_max_bytes=100_000,
+                results_max_members=10)  # fmt: skip
+    assert list(tmp_path.rglob("*.tgz")) == []
 
 
 def test_a_truncated_download_is_retryable_and_cleans_up(

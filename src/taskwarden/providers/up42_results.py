@@ -43,6 +43,7 @@ from taskwarden.errors import OutputInvalid, StorageUnavailable
 
 CHUNK = 1024 * 1024
 TAR_OVERHEAD = 1536  # a header block and padding per member, roughly
+GZIP_SLACK = 64 * 1024  # incompressible data grows a little under gzip
 SEPARATOR = "__"
 
 
@@ -134,7 +135,7 @@ async def write_spool(chunks: AsyncIterator[bytes], file: BinaryIO, limit: int, 
 
 def spool_limit(max_bytes: int, max_members: int) -> int:
     """The largest compressed tarball worth downloading for these unpacking limits."""
-    return max_bytes + TAR_OVERHEAD * (max_members + 2) + CHUNK
+    return max_bytes + TAR_OVERHEAD * (max_members + 2) + GZIP_SLACK
 
 
 def scan(path: Path, max_bytes: int, max_members: int, what: str) -> list[Member]:

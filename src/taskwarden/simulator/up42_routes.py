@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from taskwarden.simulator.up42 import Up42Simulator
 
 RouteMaker = Callable[..., Route]
-FINISHED = ("SUCCEEDED",)
 
 
 def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
@@ -60,8 +59,8 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
             return v1_error(404, f"JobTask {request.path_params['task']} not found")
         return task
 
-    def finished(request: Request, task: Up42Task, word: str) -> Response | None:
-        if word in FINISHED:
+    def finished(task: Up42Task, word: str) -> Response | None:
+        if word == "SUCCEEDED":
             return None
         return v1_error(404, f"No outputs: {task.id} is {word}")
 
@@ -100,7 +99,7 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
             if isinstance(job, Response):
                 return job
             task, word = job.results, job.word(sim.clock.now())
-        return finished(request, task, word) or task
+        return finished(task, word) or task
 
     async def data_json(request: Request) -> Response:
         task = owner(request)
