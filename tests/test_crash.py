@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from taskwarden.lifecycle import State
@@ -114,3 +115,59 @@ def test_a_dead_process_is_started_again(tmp_path: Path, sim: SimulatorServer) -
         assert w.service.alive()
         w.send_track(provider="geobox", remote_id=task.uuid)
         assert w.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
+
+
+def test_duplicate_archive_delivery_makes_one_archive(tmp_path: Path, sim: SimulatorServer) -> None:
+    """Two archive jobs for the same watch running at once (an at-least-once redelivery) leave
+    one manifest, one set of outputs, and one 'archived' step in the history."""
+    from celery import Celery
+
+    task = sim.geobox.add_task(running_seconds=0.3, file_name="a.bin", file_size=50_000)
+    sim.inject(kind="delay", delay=2, task=task.uuid, route="files/{uuid}/download/", count=2)
+    with running_warden(tmp_path, sim) as w:
+        wid = watch_id("geobox", task.uuid)
+        w.send_track(provider="geobox", remote_id=task.uuid)
+        archiving = wait_for(
+            lambda: (x := w.store.get(wid)) is not None and x.state is State.ARCHIVING and x,
+            30,
+            0.02,
+        )
+        producer = Celery(broker=w.redis_url, set_as_current=False)
+        producer.send_task(
+            "taskwarden.archive", args=[wid, archiving.fence], queue="taskwarden.archive"
+        )
+        watch = w.wait_final(wid, timeout=60)
+        wait_for(lambda: sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 2, 30)
+        time.sleep(3)  # the slower of the two finishes, and must change nothing
+        history = w.store.history(wid)
+        final = w.store.get(wid)
+    assert watch.state is State.SUCCEEDED and final is not None and final.state is State.SUCCEEDED
+    assert [h["note"] for h in history].count("archived 3 outputs") == 1
+    folder = tmp_path / "archive" / "geobox" / task.uuid
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "a.bin",
+        "file_info.json",
+        "manifest.json",
+        "task.json",
+    ]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {o["name"]: o["sha256"] for o in manifest["outputs"]}["a.bin"] == task.sha256
+
+
+def test_sigterm_mid_batch_leaves_nothing_claimed(tmp_path: Path, sim: SimulatorServer) -> None:
+    """A poll worker told to stop while a slow batch runs finishes or hands it back: every watch
+    still ends, and no lease outlives the run."""
+    tasks = sim.geobox.add_tasks([{"running_seconds": 1, "file_size": 10} for _ in range(10)])
+    fault = sim.inject(kind="delay", delay=1.5, route="tasks/{uuid}/", count=10)
+    with running_warden(tmp_path, sim, processes=1, **FAST_LEASES) as w:
+        for task in tasks:
+            w.send_track(provider="geobox", remote_id=task.uuid)
+        wait_for(lambda: sum(sim.stats.count(task=t.uuid) for t in tasks) >= 1, 30, 0.02)
+        poll = w.service.processes[list(w.service.argvs).index("poll")]
+        poll.send_signal(signal.SIGTERM)
+        assert poll.wait(30) == 0  # a warm shutdown: the running batch was finished first
+        for task in tasks:
+            assert w.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
+        assert w.store.redis.zcard("taskwarden:leases") == 0
+    sim.faults.remove(fault)
+    assert "Warm shutdown" in (tmp_path / "logs" / "poll.log").read_text()
