@@ -15,6 +15,7 @@ import pytest
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
 from taskwarden.simulator.generic import GenericAuth
+from taskwarden.simulator.generic import profile as generic_profile
 from taskwarden.simulator.server import SimulatorServer
 
 from .conftest import Warden, running_warden, wait_for
@@ -39,19 +40,7 @@ FLAT_SHAPE = {  # another platform: flat fields, fractions, bare signed URLs on 
 
 def profiles(sim: SimulatorServer) -> dict[str, Any]:
     root = sim.generic_url
-    acme = {
-        "status_url": root + "api/projects/{project}/jobs/{id}",
-        "status_path": "/data/attributes/phase",
-        "states": WORDS,
-        "name_path": "/data/attributes/title",
-        "progress_path": "/data/attributes/percent",
-        "error_path": "/data/attributes/error/message",
-        "outputs_path": "/data/attributes/outputs",
-        "output_url_path": "href",
-        "output_name_path": "filename",
-        "abort_url": root + "api/jobs/{id}/cancel",
-        "headers": {"X-Api-Key": "sim-key"},
-    }
+    acme = generic_profile(root)  # the default shape, read by JSON pointers
     flat = {
         "status_url": root + "api/jobs/{id}",
         "status_path": "state",

@@ -152,16 +152,10 @@ class GenericHttpProvider:
             )
         params = dict(target.params)
         inline = params.pop("spec", None)
-        spec = self._inline_spec(profile_name, inline) if inline is not None else None
-        if spec is None:
-            spec = self._specs.get(profile_name)
-            if spec is None:
-                known = ", ".join(sorted(self._specs)) or "none"
-                raise PermanentError(
-                    f"no http profile {profile_name!r} (configured: {known});"
-                    " profiles are set in TASKWARDEN_PROVIDERS__HTTP__PROFILES",
-                    provider=NAME,
-                )
+        if inline is not None:
+            spec = self._inline_spec(profile_name, inline)
+        else:
+            spec = self._profile(profile_name)
         values = {
             key: str(value)
             for key, value in params.items()
@@ -170,6 +164,17 @@ class GenericHttpProvider:
         values["id"] = task_id  # the platform's id wins over a param of that name
         status_url = self._render(spec, spec.profile.status_url, values, "status_url")
         return Job(spec, task_id, values, status_url)
+
+    def _profile(self, name: str) -> Spec:
+        spec = self._specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._specs)) or "none"
+            raise PermanentError(
+                f"no http profile {name!r} (configured: {known}); profiles are set in"
+                " TASKWARDEN_PROVIDERS__HTTP__PROFILES",
+                provider=NAME,
+            )
+        return spec
 
     def _inline_spec(self, label: str, raw: Any) -> Spec:
         if not self._inline_allowed:
@@ -223,9 +228,7 @@ class GenericHttpProvider:
         auth = job.spec.profile.output_auth
         credentials = auth == "always" or (auth == "same_origin" and origin(url) == job.origin)
         try:
-            response = await self._response(
-                job, "GET", url, credentials=credentials, accept_identity=True
-            )
+            response = await self._response(job, "GET", url, credentials=credentials, download=True)
         except CredentialsRejected as exc:
             # the status request that listed this URL just passed with these credentials, so a
             # refusal here is the URL's own: most often a signed URL that expired. Retrying the
@@ -270,7 +273,7 @@ class GenericHttpProvider:
         *,
         credentials: bool,
         json_body: Any = None,
-        accept_identity: bool = False,
+        download: bool = False,
     ) -> httpx.Response:
         """An open 2xx response (the caller closes it), or an error from the tree.
 
@@ -280,7 +283,9 @@ class GenericHttpProvider:
         profile = job.spec.profile
         refused: str | None = None
         while True:
-            headers = {"Accept": JSON}
+            # a download asks for the bytes as they are (Content-Length must count what we are
+            # handed); some APIs answer "Accept: application/json" with metadata instead
+            headers = {"Accept-Encoding": "identity"} if download else {"Accept": JSON}
             params: dict[str, str] = {}
             token = None
             if credentials:
@@ -289,8 +294,6 @@ class GenericHttpProvider:
                 if profile.token is not None:
                     token = await self._tokens.bearer(profile.token, refused=refused)
                     headers["Authorization"] = f"Bearer {token}"
-            if accept_identity:  # Content-Length must count the bytes we are handed
-                headers["Accept-Encoding"] = "identity"
             try:
                 request = self._client.build_request(
                     method,

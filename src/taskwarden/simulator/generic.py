@@ -40,7 +40,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
-from taskwarden.simulator.generic_jobs import SPECS, GenericOutput, GenericTask, GenericTaskSpec
+from taskwarden.simulator.generic_jobs import (
+    SPECS,
+    GenericOutput,
+    GenericShape,
+    GenericTask,
+    GenericTaskSpec,
+)
 from taskwarden.simulator.script import download_response
 
 if TYPE_CHECKING:
@@ -299,6 +305,25 @@ class GenericSimulator:
             return error(404, "no such object", code="NoSuchKey")
         out, seed = found
         return download_response(seed, out.size, out.name, out.content_type)
+
+
+def profile(root: str, key: str = "sim-key") -> dict[str, Any]:
+    """An ``http`` provider profile for jobs in the default shape, the simulator at ``root``
+    (``SimulatorServer.generic_url``): register them as ``<name>:<job id>`` with
+    ``params={"project": <the job's project>}``."""
+    return {
+        "status_url": root + "api/projects/{project}/jobs/{id}",
+        "status_path": "/data/attributes/phase",
+        "states": {state: [word] for state, word in GenericShape().words.items()},
+        "name_path": "/data/attributes/title",
+        "progress_path": "/data/attributes/percent",
+        "error_path": "/data/attributes/error/message",
+        "outputs_path": "/data/attributes/outputs",
+        "output_url_path": "href",
+        "output_name_path": "filename",
+        "abort_url": root + "api/jobs/{id}/cancel",
+        "headers": {"X-Api-Key": key},
+    }
 
 
 def error(status: int, message: str, *, code: str = "error") -> Response:
