@@ -191,6 +191,7 @@ def test_output_links(fields: dict[str, Any], outputs: Any, links: list[Link]) -
         ({}, ["https://s.test/x", 5], "output 1 at 'outputs' is neither"),
         ({}, ["file:///etc/passwd"], "not an http"),
         ({}, ["ftp://s.test/x"], "not an http"),
+        ({}, ["http://[::1/x"], "malformed URL"),
         ({"output_hosts": ["cdn.test"]}, ["https://169.254.169.254/latest"], "not in output_hosts"),
         ({"output_hosts": ["*.cdn.test"]}, ["https://cdn.test.evil/x"], "not in output_hosts"),
     ],

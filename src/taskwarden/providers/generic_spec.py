@@ -170,8 +170,14 @@ def output_links(spec: Spec, document: Any, base: str) -> list[Link]:
                 f" {spec.profile.output_url_path!r}",
                 provider=NAME,
             )
-        absolute = urljoin(base, url.strip())
-        _check_output_url(spec, absolute, index)
+        try:
+            absolute = urljoin(base, url.strip())
+            _check_output_url(spec, absolute, index)
+        except ValueError as exc:  # urllib's verdict on, say, an unclosed IPv6 bracket
+            raise OutputInvalid(
+                f"http profile {spec.name!r}: output {index} has a malformed URL ({exc})",
+                provider=NAME,
+            ) from None
         named = http.safe_filename(name) if isinstance(name, str) else None
         links.append(Link(absolute, named))
     return links
