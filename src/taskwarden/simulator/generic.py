@@ -105,6 +105,7 @@ class GenericSimulator:
         return task.script.shape.words[task.phase(self.clock.now())[0]]
 
     def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not ended; False when it had."""
         return self.tasks[job_id].abort(self.clock.now())
 
     def rejected(self, reason: str | None = None, task: str | None = None) -> int:
@@ -112,7 +113,7 @@ class GenericSimulator:
         ``no_credentials``, ``credentials_on_signed_url``, ``expired_url``) and job."""
         return sum(
             n
-            for (r, t), n in self.refusals.items()
+            for (r, t), n in self.refusals.copy().items()  # the server thread may be adding
             if reason in (None, r) and (task is None or t == task)
         )
 
