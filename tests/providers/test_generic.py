@@ -535,3 +535,25 @@ def test_a_slow_platform_times_out(sim: SimulatorServer) -> None:
     sim.inject(kind="delay", delay=1.0, task=job.id)
     with pytest.raises(ProviderUnavailable, match="Timeout"):
         call(sim, lambda p: p.fetch_status(target(job.id)), read_timeout=0.2)
+
+
+def test_a_profile_reads_a_real_platforms_shape(sim: SimulatorServer) -> None:
+    """A profile for Geobox's real task document (the simulator the real Geobox SDK is
+    tested against) follows a Geobox task, its failure message included."""
+    profile = {
+        "status_url": sim.geobox_url + "tasks/{id}/",
+        "status_path": "state",
+        "states": {"pending": ["PENDING"], "running": ["PROGRESS"], "succeeded": ["SUCCESS"],
+                   "failed": ["FAILURE"], "cancelled": ["ABORTED"]},
+        "name_path": "name",
+        "error_path": "result.detail.msg",
+        "headers": {"Authorization": "Bearer sim-token"},
+    }  # fmt: skip
+    task = sim.geobox.add_task(
+        name="dem", running_seconds=10, outcome="failure", failure_msg="bad CRS"
+    )
+    seen = status(sim, Target(f"geobox:{task.uuid}"), {"geobox": profile})
+    assert (seen.remote, seen.raw_status, seen.name) == (Remote.RUNNING, "PROGRESS", "dem")
+    sim.clock.advance(11)
+    seen = status(sim, Target(f"geobox:{task.uuid}"), {"geobox": profile})
+    assert (seen.remote, seen.message) == (Remote.FAILED, "bad CRS")
