@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -356,3 +360,26 @@ def test_the_sdk_waits_for_credits_to_be_released_after_a_failure(
     tracked.track(wait=0.05, retries=200)
     assert tracked.status == sdk.JobStatus.RELEASED
     assert [(e.name, e.message) for e in tracked.errors] == [("BandError", "band 4 missing")]
+
+
+LEGACY_PYTHON = os.environ.get("TASKWARDEN_UP42_LEGACY_PYTHON")
+
+
+@pytest.mark.skipif(
+    not LEGACY_PYTHON,
+    reason="set TASKWARDEN_UP42_LEGACY_PYTHON to a Python with up42-py==0.34.1 installed",
+)
+def test_the_legacy_sdk_tracks_downloads_and_cancels_v1_jobs(sim: SimulatorServer) -> None:
+    """up42-py 0.34.1 (its own environment): both grants, Job.track_status, results unpacked
+    byte for byte, JobTask info/results/quicklooks, logs, cancel_job, failure and cancellation
+    (tests/simulator/up42_legacy_sdk.py)."""
+    assert LEGACY_PYTHON is not None
+    script = Path(__file__).with_name("up42_legacy_sdk.py")
+    env = {**os.environ, "OAUTHLIB_INSECURE_TRANSPORT": "1"}  # the simulator is plain http
+    done = subprocess.run(
+        [LEGACY_PYTHON, str(script), sim.up42_url],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "agrees with the simulator" in done.stdout
+    assert sys.executable != LEGACY_PYTHON

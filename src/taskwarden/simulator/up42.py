@@ -6,6 +6,7 @@ Served under ``/up42`` (what ``Up42Settings.base_url`` wants is ``http://127.0.0
                                                        (HTTP Basic project_id:api_key)
     POST realms/public/protocol/openid-connect/token   the same, where SDK 4.x asks
     GET  realms/public/protocol/openid-connect/userinfo {"sub": ...}
+    GET  users/me                                      {"data": {"id": workspace}} (old SDKs)
     GET  projects/{p}/jobs/{j}                         {"data": job, "error": null}
     POST projects/{p}/jobs/{j}/cancel/                 204; the job goes CANCELLING, CANCELLED
     GET  projects/{p}/jobs/{j}/tasks/                  {"data": [task, ...]}
@@ -243,7 +244,8 @@ class Up42Simulator:
             if announced:
                 answer["expires_in"] = int(announced)
         if self.auth.token_shape in ("old", "both"):
-            answer |= {"data": {"accessToken": token, "sub": who}, "error": None}
+            # no "error" key, not even null: OAuth clients (oauthlib) read any as a failure
+            answer |= {"data": {"accessToken": token}}
         return JSONResponse(answer)
 
     def sign(self, base_url: str, owner: str, ttl: float) -> str:

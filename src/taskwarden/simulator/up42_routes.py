@@ -201,12 +201,18 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
             return denied
         return JSONResponse({"sub": "sim-account", "email_verified": True})
 
+    async def me(request: Request) -> Response:
+        if (denied := sim.denied(request)) is not None:
+            return denied
+        return JSONResponse({"data": {"id": "sim-workspace", "email": "sim@up42"}, "error": None})
+
     quiet = {"json": False}
     status = frozenset({"unknown_status"})
     return [
         route("POST", "oauth/token", sim.grant),
         route("POST", f"{KEYCLOAK}/token", sim.grant),
         route("GET", f"{KEYCLOAK}/userinfo", userinfo),
+        route("GET", "users/me", me),
         route("GET", JOB, get_job, task_of=job_of, kinds=status),
         route("POST", f"{JOB}/cancel/", cancel, task_of=job_of),
         route("GET", f"{JOB}/tasks/", tasks, task_of=job_of, kinds=status),
