@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -470,6 +472,23 @@ def test_listing_again_replaces_the_previous_spool(sim: SimulatorServer, tmp_pat
 
     call(sim, list_twice, spool_dir=tmp_path)
     assert len(list(tmp_path.rglob("*.tgz"))) == 1
+
+
+def test_a_dead_workers_stale_spool_is_swept_and_a_live_one_kept(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Spools nobody touched for six hours (a killed worker's) go at the next listing; a recent
+    one in another process's directory stays."""
+    dead, alive = tmp_path / "taskwarden-up42-dead", tmp_path / "taskwarden-up42-alive"
+    dead.mkdir(), alive.mkdir()
+    (dead / "old.tgz").write_bytes(b"x" * 100)
+    (alive / "new.tgz").write_bytes(b"y" * 100)
+    long_ago = time.time() - 7 * 3600
+    os.utime(dead / "old.tgz", (long_ago, long_ago))
+    os.utime(dead, (long_ago, long_ago))
+    archive(sim, job_target(sim.up42.add_job()), spool_dir=tmp_path)
+    assert not dead.exists()
+    assert (alive / "new.tgz").exists()
 
 
 # --- auth ------------------------------------------------------------------------------------

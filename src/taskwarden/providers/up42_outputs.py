@@ -126,6 +126,7 @@ class Outputs:
                     f"the spooled results of {key} are gone; they will be downloaded again",
                     provider=NAME,
                 )
+            spool.touch()
             try:
                 chunks = stream_member(spool, member, f"up42 results of {key}")
                 yield OutputStream(chunks, ref.content_type, member.size)

@@ -14,8 +14,9 @@ unpacked copy next to it) is avoided like this:
 * each spool is its own file in a per-process directory, so concurrent downloads of tasks of
   the same job never share a name;
 * a spool is deleted as soon as its last member has been streamed, or when the same target is
-  listed again (an archive retry), or when it is older than ``max_age`` at the next listing,
-  and the whole directory when the process exits.
+  listed again (an archive retry), or when it has not been used for ``max_age`` (any process's
+  next listing sweeps, so a killed worker's spools go too), and the whole directory when the
+  process exits.
 
 Before anything is archived, every member is checked: absolute paths, ``..`` segments,
 backslashes and control characters, links, devices, FIFOs and sparse files are refused (the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import shutil
 import tarfile
@@ -45,6 +47,7 @@ CHUNK = 1024 * 1024
 TAR_OVERHEAD = 1536  # a header block and padding per member, roughly
 GZIP_SLACK = 64 * 1024  # incompressible data grows a little under gzip
 SEPARATOR = "__"
+PREFIX = "taskwarden-up42-"  # spool directories, one per process
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class Spool:
             return True
         return False
 
+    def touch(self) -> None:
+        """Mark the spool in use, so that no sweep takes it for abandoned."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -91,7 +99,7 @@ class SpoolDir:
             base = self._root or Path(tempfile.gettempdir())
             try:
                 base.mkdir(parents=True, exist_ok=True)
-                self._dir = Path(tempfile.mkdtemp(prefix="taskwarden-up42-", dir=base))
+                self._dir = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
             except OSError as exc:
                 raise StorageUnavailable(
                     f"cannot create a spool directory in {base}: {exc}"
@@ -107,15 +115,19 @@ class SpoolDir:
             return None
 
     def sweep(self, now: float) -> None:
-        """Delete spools older than ``max_age`` (left behind by archives that gave up)."""
-        if self._dir is None or not self._dir.exists():
-            return
-        for path in self._dir.glob("*.tgz"):
+        """Delete spools untouched for ``max_age``, this process's and those of processes that
+        died without cleaning up (a SIGKILL skips ``atexit``), and their empty directories."""
+        base = self._root or Path(tempfile.gettempdir())
+        for folder in base.glob(f"{PREFIX}*"):
             try:
-                if now - path.stat().st_mtime > self.max_age:
-                    path.unlink(missing_ok=True)
+                stale = now - folder.stat().st_mtime > self.max_age  # before unlink touches it
+                for path in folder.glob("*.tgz"):
+                    if now - path.stat().st_mtime > self.max_age:
+                        path.unlink(missing_ok=True)
+                if folder != self._dir and stale and not any(folder.iterdir()):
+                    folder.rmdir()
             except OSError:
-                continue
+                continue  # another process is sweeping too, or it is not ours to touch
 
 
 async def write_spool(chunks: AsyncIterator[bytes], file: BinaryIO, limit: int, what: str) -> int:
