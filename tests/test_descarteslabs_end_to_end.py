@@ -27,13 +27,13 @@ DELETE = "vector/v2/products/{product_id}/search/delete/status"
 EXPORT = "vector/v2/products/{product_id}/search/export/{export_id}"
 PRODUCT = "vector/v2/products/{product_id}"
 WORKER_PROCESSES = 4  # two poll and two archive worker children, each with its own token
-TOKEN_TTL = 4.0  # short-lived JWTs, so that every watch here outlives a token or two
+TOKEN_TTL = 6.0  # short-lived JWTs, so that watches here outlive a token
 CONFIG = DescartesLabsConfig(token_ttl=TOKEN_TTL).model_dump()
 
 
 @pytest.fixture(scope="module")
 def warden(tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer) -> Iterator[Warden]:
-    """A warden whose Descartes Labs provider buys 4-second JWTs from the session simulator."""
+    """A warden whose Descartes Labs provider buys 6-second JWTs from the session simulator."""
     sim.descarteslabs.configure(CONFIG)
     env = sim.descarteslabs.env(sim.url)
     with running_warden(tmp_path_factory.mktemp(P), sim, **env) as w:
@@ -212,12 +212,12 @@ def test_bad_params_end_in_error_without_asking_the_platform(warden: Warden) -> 
 def test_tokens_are_refreshed_before_they_expire_mid_watch(
     warden: Warden, tokens: dict[str, int]
 ) -> None:
-    """A job running three times a token's life is watched to the end: tokens are renewed from
+    """A job running twice a token's life is watched to the end: tokens are renewed from
     their exp claim ahead of time, so no request meets a 401."""
-    job = warden.sim.descarteslabs.add_copy_job(running_seconds=3 * TOKEN_TTL)
+    job = warden.sim.descarteslabs.add_copy_job(running_seconds=2 * TOKEN_TTL)
     watch = warden.wait_final(track(warden, job.product_id, kind="copy"))
     assert watch.state is State.SUCCEEDED
-    assert since(warden, tokens, "issued") >= 3  # renewed while the job ran
+    assert since(warden, tokens, "issued") >= 2  # renewed while the job ran
     assert since(warden, tokens, "unauthorized") == 0
 
 

@@ -326,6 +326,38 @@ def test_a_token_is_refreshed_before_it_expires(
     assert lab.counters["issued"] == 2  # at 0 s, then past 30 s (half of 60); good until 90
 
 
+def test_a_failed_early_renewal_keeps_the_working_token(
+    lab: DescartesLabsSimulator, server: SimulatorServer
+) -> None:
+    """Accounts down at renewal time: the old token serves until it expires, renewal is retried
+    after a back-off, and only an expired token with no renewal is an error."""
+    lab.configure({"token_ttl": 60})
+    job = lab.add_copy_job()
+    settings = settings_for(server)
+    target = Target(job.product_id, {"kind": "copy"})
+
+    async def outage() -> None:
+        async with build_client(settings.http) as client:
+            provider = dl.build(settings, client)
+            provider.auth = TokenSource(
+                client,
+                settings.providers.descarteslabs,
+                clock=lambda: server.clock.epoch(server.clock.now()),
+            )
+            await provider.fetch_status(target)
+            server.inject(kind="status", status=503, route=TOKEN, count=None)
+            server.clock.advance(35)  # due (half-life 30), still valid (exp 60)
+            assert (await provider.fetch_status(target)).remote is Remote.SUCCEEDED
+            assert (await provider.fetch_status(target)).remote is Remote.SUCCEEDED
+            assert server.stats.count(route=TOKEN) == 2  # the second check waits its back-off
+            server.clock.advance(30)  # expired
+            with pytest.raises(ProviderUnavailable, match="accounts/token"):
+                await provider.fetch_status(target)
+
+    asyncio.run(outage())
+    assert lab.counters.get("unauthorized", 0) == 0
+
+
 def test_a_401_buys_one_new_token_shared_by_concurrent_requests(
     lab: DescartesLabsSimulator, server: SimulatorServer
 ) -> None:

@@ -71,7 +71,7 @@ NOT_FINISHED = "404 (not finished)"  # the raw status of an export whose result 
 PRODUCT_TTL = 600.0  # seconds a product seen to exist is not asked about again
 MAX_PRODUCTS = 10_000
 JSON = "application/json"
-_DATA, _LOG = "data:", "log:"  # OutputRef.key prefixes: a storage key to stream
+_DATA = "data:"  # OutputRef.key prefix of the exported data: its storage key follows
 
 
 def build(settings: Settings, client: httpx.AsyncClient) -> DescartesLabsProvider:
