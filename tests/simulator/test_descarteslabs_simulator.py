@@ -395,3 +395,20 @@ def test_control_api_scripts_describes_and_clears(
     assert control.delete("descarteslabs/tasks").status_code == 200
     assert control.get("descarteslabs/tasks/x1").status_code == 404
     assert control.put("descarteslabs/config", json={"token_ttl": 30}).json()["token_ttl"] == 30
+
+
+def test_add_task_scripts_any_kind_and_says_how_to_register_it(
+    lab: DescartesLabsSimulator,
+) -> None:
+    """add_task(kind=...) builds the right job, whose registration names the ids to track."""
+    export = lab.add_task("export", product_id="sim:p", export_id="e-1")
+    delete = lab.add_task("delete", product_id="sim:q")
+    assert export.registration == {
+        "provider": "descarteslabs",
+        "remote_id": "e-1",
+        "params": {"kind": "export", "product_id": "sim:p"},
+    }
+    assert delete.registration["params"] == {"kind": "delete"}
+    assert lab.deletes["sim:q"] is delete
+    with pytest.raises(ValueError, match="kind"):
+        lab.add_task("move")

@@ -40,6 +40,7 @@ from taskwarden.simulator.descarteslabs_jobs import (
     DLJob,
     DLJobSpec,
     resource,
+    summary,
 )
 from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
 from taskwarden.simulator.script import CHUNK
@@ -92,6 +93,10 @@ class DescartesLabsSimulator:
         }
 
     # -- scripting -------------------------------------------------------------------------
+    def add_task(self, kind: str = "copy", **fields: Any) -> DLJob | DLExport:
+        """A copy, delete or export by ``kind``; ``.registration`` is what to track."""
+        return self.add(SPECS.validate_python([{"kind": kind, **fields}]))[0]
+
     def add_copy_job(self, **fields: Any) -> DLJob:
         """A copy job into product ``product_id`` (made up when not given); clock starts now."""
         task = self.add([DLJobSpec(kind="copy", **fields)])[0]
@@ -139,21 +144,21 @@ class DescartesLabsSimulator:
 
     def add_raw(self, items: list[Any]) -> list[dict[str, Any]]:
         """Add from JSON specs, each with ``kind`` copy, delete or export (the control API)."""
-        return [_summary(task) for task in self.add(SPECS.validate_python(items))]
+        return [summary(task) for task in self.add(SPECS.validate_python(items))]
 
     def describe(self, task_id: str) -> dict[str, Any] | None:
         """An export (by export id) or job (by product id): script, document, checksums."""
         now = self.clock.now()
         if (export := self.exports.get(task_id)) is not None:
             return {
-                **_summary(export),
+                **summary(export),
                 "spec": export.script.model_dump(),
                 "document": export.result(now),
             }
         job = self.copies.get(task_id) or self.deletes.get(task_id)
         if job is None:
             return None
-        return {**_summary(job), "spec": job.script.model_dump(), "document": job.document(now)}
+        return {**summary(job), "spec": job.script.model_dump(), "document": job.document(now)}
 
     def clear(self) -> None:
         """Forget every product, job and export (tokens issued stay valid)."""
@@ -368,19 +373,6 @@ def error(status: int, detail: str) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = {"errors": [{"title": title, "status": str(status), "detail": detail}]}
     return JSONResponse(body, status, headers)
-
-
-def _summary(task: DLJob | DLExport) -> dict[str, Any]:
-    if isinstance(task, DLExport):
-        return {
-            "kind": "export",
-            "export_id": task.export_id,
-            "product_id": task.product_id,
-            "key": task.key,
-            "sha256": task.sha256,
-            "log_sha256": task.log_sha256,
-        }
-    return {"kind": task.script.kind, "product_id": task.product_id, "job_id": task.script.job_id}
 
 
 def _stream(body: bytes, media_type: str) -> Response:

@@ -94,6 +94,12 @@ class DLJob(ScriptedTask[DLJobSpec]):
     def product_id(self) -> str:
         return self.script.product_id
 
+    @property
+    def registration(self) -> dict[str, Any]:
+        """What to send ``taskwarden.track`` to watch this job."""
+        kind = self.script.kind
+        return {"provider": "descarteslabs", "remote_id": self.product_id, "params": {"kind": kind}}
+
     def document(self, now: float, word: str | None = None) -> dict[str, Any]:
         """The job status, as ``…/search/{copy,delete}/status`` shows it."""
         script = self.script
@@ -125,6 +131,12 @@ class DLExport(ScriptedTask[DLExportSpec]):
     @property
     def product_id(self) -> str:
         return self.script.product_id
+
+    @property
+    def registration(self) -> dict[str, Any]:
+        """What to send ``taskwarden.track`` to watch this export."""
+        params = {"kind": "export", "product_id": self.product_id}
+        return {"provider": "descarteslabs", "remote_id": self.export_id, "params": params}
 
     @property
     def key(self) -> str:
@@ -202,6 +214,26 @@ def geojson_bytes(seed: str, features: int) -> bytes:
 
 def resource(resource_id: str, kind: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {"data": {"id": resource_id, "type": kind, "attributes": dict(attributes)}}
+
+
+def summary(task: DLJob | DLExport) -> dict[str, Any]:
+    """What the control API answers about a scripted job or export."""
+    if isinstance(task, DLExport):
+        return {
+            "kind": "export",
+            "export_id": task.export_id,
+            "product_id": task.product_id,
+            "key": task.key,
+            "sha256": task.sha256,
+            "log_sha256": task.log_sha256,
+            "registration": task.registration,
+        }
+    return {
+        "kind": task.script.kind,
+        "product_id": task.product_id,
+        "job_id": task.script.job_id,
+        "registration": task.registration,
+    }
 
 
 def path_safe(value: str) -> str:
