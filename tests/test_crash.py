@@ -10,11 +10,17 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
 from taskwarden.simulator.server import SimulatorServer
 
 from .conftest import Warden, running_warden, wait_for
+
+# these start their own wardens and break them on purpose: slower than most, above all on a
+# loaded machine
+pytestmark = pytest.mark.timeout(300)
 
 FAST_LEASES = {"TASKWARDEN_ARCHIVE_LEASE_SECONDS": "5", "TASKWARDEN_LEASE_SECONDS": "3"}
 

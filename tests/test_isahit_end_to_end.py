@@ -117,10 +117,6 @@ def test_the_cli_registers_with_params_as_strings(warden: Warden) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle.decide drops Observation.message on success; asked of the core owner",
-)
 def test_the_history_says_a_final_task_may_be_reopened(warden: Warden) -> None:
     """The success note carries the adapter's warning that isahit may reopen the task."""
     task = warden.sim.isahit.add_task()

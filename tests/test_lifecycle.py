@@ -56,6 +56,14 @@ def obs(
         ),
         # success with archiving on goes to archiving, with no further status checks
         (WatchView(R), obs(Remote.SUCCEEDED, "SUCCESS"), State.ARCHIVING, None, "remote SUCCESS"),
+        # what the platform says with its success (a warning, say) reaches the history
+        (
+            WatchView(R),
+            obs(Remote.SUCCEEDED, "complete", message="may be reopened"),
+            State.ARCHIVING,
+            None,
+            "remote complete: may be reopened",
+        ),
         # success with archiving off is final at once
         (
             WatchView(R, archive=False),

@@ -369,7 +369,8 @@ def cancel(ref: str, abort: bool) -> None:
             create_app(settings, url).send_task(keys.TASK_ABORT, args=[watch.id])
         store.redis.close()
     if changed:
-        click.echo(f"{watch.id} cancelled" + (" (abort sent to the platform)" if abort else ""))
+        asked = " (abort requested; `taskwarden show` tells whether the platform took it)"
+        click.echo(f"{watch.id} cancelled" + (asked if abort else ""))
     else:
         click.echo(f"{watch.id} had already ended ({watch.state})")
 

@@ -196,7 +196,8 @@ def decide(
 
     if seen.remote is Remote.SUCCEEDED:
         state = State.ARCHIVING if watch.archive else State.SUCCEEDED
-        return replace(seen_now, state=state, progress=1.0, note=f"remote {seen.raw_status}")
+        said = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
+        return replace(seen_now, state=state, progress=1.0, note=said)
     if seen.remote in (Remote.FAILED, Remote.CANCELLED):
         ended = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
         return replace(

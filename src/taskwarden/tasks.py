@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import redis
 from celery import Celery, signals
 
 from taskwarden import keys, logs
@@ -24,6 +25,8 @@ from taskwarden.store import Claim, Store
 from taskwarden.worker import Runtime, abort_remote, archive_watch, poll_batch
 
 log = logs.get("taskwarden.tasks")
+T = TypeVar("T")
+REDIS_PATIENCE = 120.0  # seconds a registration waits for Redis to come back
 
 # One runtime per worker process, built after fork (``worker_process_init``) and keyed by pid
 # so a forked child never reuses its parent's sockets or event loop.
@@ -98,10 +101,13 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
                 raise InvalidRegistration("send the registration as keyword arguments (kwargs)")
             reg = Registration.parse(kwargs, provider_names())
         except InvalidRegistration as exc:
-            log.warning("track.invalid", error=str(exc))
-            store.dead_letter(time.time(), "queue", str(exc), {"args": args, "kwargs": kwargs})
-            return {"error": str(exc)}
-        watch, created = store.register(reg, time.time(), settings.default_timeout)
+            reason, body = str(exc), {"args": args, "kwargs": kwargs}
+            log.warning("track.invalid", error=reason)
+            _until_redis_answers(lambda: store.dead_letter(time.time(), "queue", reason, body))
+            return {"error": reason}
+        watch, created = _until_redis_answers(
+            lambda: store.register(reg, time.time(), settings.default_timeout)
+        )
         log.info(
             "track.done",
             watch_id=watch.id,
@@ -146,6 +152,26 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         abort_remote(runtime(app), watch_id)
 
     return app
+
+
+def _until_redis_answers(call: Callable[[], T], patience: float = REDIS_PATIENCE) -> T:
+    """Run ``call``, waiting out a Redis outage (a restart, a failover) for up to ``patience``.
+
+    A registration exists nowhere but in its message until it is stored; Celery acknowledges a
+    failed task's message (late acks included), so failing here would lose it. Everything else
+    is already in Redis and protected by leases, so only registrations wait like this.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("redis.unavailable", retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def store_for(settings: Settings, redis_url: str) -> Store:

@@ -46,7 +46,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, max_connections: int, per_shard: int) -> None:
         count = max(1, math.ceil(max_connections / per_shard))
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        self._shards = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(count)]
+        # one TLS context for all: building one per shard costs ~50 ms each (2.6 s for 50)
+        tls = httpx.create_ssl_context()
+        self._shards = [httpx.AsyncHTTPTransport(limits=limits, verify=tls) for _ in range(count)]
         self._busy = [0] * count
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
