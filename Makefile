@@ -10,6 +10,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# the last Descartes Labs SDK with vector jobs pins a numpy that Python 3.11 cannot build;
+	# it runs fine on today's numpy (its dependencies are in the test extra)
+	$(BIN)/python -m pip install --quiet --no-deps "descarteslabs==1.12.1"
 	touch $@
 
 demo: $(BIN)/.installed
