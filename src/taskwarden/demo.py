@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,6 @@ from taskwarden.lifecycle import State
 from taskwarden.models import Watch, watch_id
 from taskwarden.redis_server import RedisServer
 from taskwarden.service import Service
-from taskwarden.simulator.geobox import GeoboxTask
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store import Store
 
@@ -35,30 +35,128 @@ DEADLINE = 120.0  # seconds for the whole demo; the scripted tasks need about 12
 
 
 @dataclass(frozen=True)
+class Scripted:
+    """A task scripted on the simulator: how to register it, and the checksums the platform
+    will have served for its outputs (by archive name), where the simulator knows them."""
+
+    remote_id: str
+    params: dict[str, Any]
+    checksums: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Scenario:
     label: str
+    provider: str
     expect: State
-    script: dict[str, Any]
+    make: Callable[[SimulatorServer], Scripted]
     timeout: float | None = None
 
 
+def _geobox(**script: Any) -> Callable[[SimulatorServer], Scripted]:
+    def make(sim: SimulatorServer) -> Scripted:
+        task = sim.geobox.add_task(**script)
+        files = {script["file_name"]: task.sha256} if "file_name" in script else {}
+        return Scripted(task.uuid, {}, files)
+
+    return make
+
+
+def _dl_export(sim: SimulatorServer) -> Scripted:
+    export = sim.descarteslabs.add_export(product_id="sim:roads", features=300, running_seconds=4)
+    reg = export.registration
+    files = {"export.geojson": export.sha256, "export.log": export.log_sha256}
+    return Scripted(reg["remote_id"], reg["params"], files)
+
+
+def _dl_copy(**fields: Any) -> Callable[[SimulatorServer], Scripted]:
+    def make(sim: SimulatorServer) -> Scripted:
+        reg = sim.descarteslabs.add_copy_job(**fields).registration
+        return Scripted(reg["remote_id"], reg["params"], {})
+
+    return make
+
+
+def _up42_job(**fields: Any) -> Callable[[SimulatorServer], Scripted]:
+    def make(sim: SimulatorServer) -> Scripted:
+        job = sim.up42.add_job(**fields)
+        files = {name.replace("/", "__"): sha for name, sha in job.results.results_sha256.items()}
+        return Scripted(job.id, {"project_id": job.spec.project_id}, files)
+
+    return make
+
+
+def _up42_processing(sim: SimulatorServer) -> Scripted:
+    job = sim.up42.add_processing(running_seconds=3, settle_seconds=None)
+    return Scripted(job.id, {"kind": "processing"}, {})
+
+
+def _isahit_batch(sim: SimulatorServer) -> Scripted:
+    batch = sim.isahit.add_batch(5, stagger=0.5, pending_seconds=1, running_seconds=2)
+    return Scripted(batch.batch_id, {"project_id": batch.project_id, "kind": "batch"}, {})
+
+
+def _isahit_task(sim: SimulatorServer) -> Scripted:
+    task = sim.isahit.add_task(pending_seconds=1, running_seconds=3)
+    return Scripted(task.task_id, {"project_id": task.script.project_id}, {})
+
+
+def _generic(**fields: Any) -> Callable[[SimulatorServer], Scripted]:
+    def make(sim: SimulatorServer) -> Scripted:
+        job = sim.generic.add_task(**fields)
+        return Scripted(f"acme:{job.id}", {"project": "demo"}, dict(job.checksums))
+
+    return make
+
+
+MiB = 1024 * 1024
 SCENARIOS = [
-    Scenario("ndvi mosaic (file output)", State.SUCCEEDED,
-             {"pending_seconds": 1, "running_seconds": 5, "file_name": "ndvi.tif",
-              "file_size": 4 * 1024 * 1024, "content_type": "image/tiff"}),
-    Scenario("zonal stats (file output)", State.SUCCEEDED,
-             {"running_seconds": 2, "file_name": "stats.csv", "file_size": 20_000,
-              "content_type": "text/csv"}),
-    Scenario("publish roads (layer asset)", State.SUCCEEDED,
-             {"running_seconds": 3, "outcome": "success_asset", "asset_kind": "layer"}),
-    Scenario("reproject dem (fails)", State.FAILED,
-             {"running_seconds": 2, "outcome": "failure",
-              "failure_msg": "CRS EPSG:99999 is unknown"}),
-    Scenario("tile cache (aborted remotely)", State.CANCELLED,
-             {"running_seconds": 3, "outcome": "aborted"}),
-    Scenario("global mosaic (never ends)", State.TIMED_OUT,
-             {"outcome": "never", "running_seconds": 60}, timeout=8),
+    Scenario("ndvi mosaic (file)", "geobox", State.SUCCEEDED,
+             _geobox(pending_seconds=1, running_seconds=5, file_name="ndvi.tif",
+                     file_size=4 * MiB, content_type="image/tiff")),
+    Scenario("publish roads (layer)", "geobox", State.SUCCEEDED,
+             _geobox(running_seconds=3, outcome="success_asset", asset_kind="layer")),
+    Scenario("reproject dem (fails)", "geobox", State.FAILED,
+             _geobox(running_seconds=2, outcome="failure", failure_msg="CRS 99999 unknown")),
+    Scenario("tile cache (aborted remotely)", "geobox", State.CANCELLED,
+             _geobox(running_seconds=3, outcome="aborted")),
+    Scenario("global mosaic (never ends)", "geobox", State.TIMED_OUT,
+             _geobox(outcome="never", running_seconds=60), timeout=8),
+    Scenario("roads export (GeoJSON)", "descarteslabs", State.SUCCEEDED, _dl_export),
+    Scenario("product copy", "descarteslabs", State.SUCCEEDED, _dl_copy(running_seconds=3)),
+    Scenario("copy DONE with errors", "descarteslabs", State.FAILED,
+             _dl_copy(running_seconds=2, errors=["feature 17: invalid geometry"])),
+    Scenario("NDVI workflow (tarball)", "up42", State.SUCCEEDED,
+             _up42_job(pending_seconds=1, running_seconds=4)),
+    Scenario("workflow cancelled", "up42", State.CANCELLED,
+             _up42_job(running_seconds=2, outcome="aborted", cancelling_seconds=1)),
+    Scenario("processing job (v2)", "up42", State.SUCCEEDED, _up42_processing),
+    Scenario("annotation batch (5)", "isahit", State.SUCCEEDED, _isahit_batch),
+    Scenario("annotation task", "isahit", State.SUCCEEDED, _isahit_task),
+    Scenario("acme scene (2 files)", "http", State.SUCCEEDED,
+             _generic(running_seconds=3, file_name="scene.tif", file_size=200_000,
+                      extra_outputs=[{"name": "report.csv", "size": 300}])),
+    Scenario("acme job (fails)", "http", State.FAILED,
+             _generic(running_seconds=1, outcome="failure", failure_message="no band 4")),
 ]  # fmt: skip
+
+
+def provider_env(sim: SimulatorServer) -> dict[str, str]:
+    """Every provider's settings, pointed at the simulator and its demo credentials."""
+    from taskwarden.simulator.generic import profile
+
+    return {
+        "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": sim.geobox_url,
+        "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "sim-token",
+        **sim.descarteslabs.env(sim.url),
+        "TASKWARDEN_PROVIDERS__UP42__BASE_URL": sim.up42_url,
+        "TASKWARDEN_PROVIDERS__UP42__USERNAME": "sim-user",
+        "TASKWARDEN_PROVIDERS__UP42__PASSWORD": "sim-password",
+        "TASKWARDEN_PROVIDERS__ISAHIT__BASE_URL": sim.isahit_url,
+        "TASKWARDEN_PROVIDERS__ISAHIT__ACCESS_ID": "sim-access-id",
+        "TASKWARDEN_PROVIDERS__ISAHIT__SECRET_KEY": "sim-secret-key",
+        "TASKWARDEN_PROVIDERS__HTTP__PROFILES": json.dumps({"acme": profile(sim.generic_url)}),
+    }
 
 
 COLOURS = {
@@ -91,12 +189,11 @@ def run_demo(data_dir: str | None = None) -> int:
                 "TASKWARDEN_REDIS_URL": redis_url,
                 "TASKWARDEN_DATA_DIR": str(root),
                 "TASKWARDEN_ARCHIVE_URL": archive_dir.as_uri(),
-                "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": sim.geobox_url,
-                "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "sim-token",
                 "TASKWARDEN_DISPATCH_INTERVAL": "0.25",
                 "TASKWARDEN_POLL__INITIAL": "0.5",
                 "TASKWARDEN_POLL__MAXIMUM": "1.0",
                 "TASKWARDEN_LOG_FORMAT": "json",
+                **provider_env(sim),
             }
             console.print(f"simulator at {sim.url}; worker logs in {root / 'logs'}")
             with Service(env, poll_concurrency=2, log_dir=root / "logs") as service:
@@ -114,15 +211,19 @@ def run_demo(data_dir: str | None = None) -> int:
     return 0 if ok else 1
 
 
-def _register(sim: SimulatorServer, redis_url: str) -> list[tuple[Scenario, GeoboxTask]]:
+Registered = list[tuple[Scenario, Scripted]]
+
+
+def _register(sim: SimulatorServer, redis_url: str) -> Registered:
     """Script the tasks on the simulator and register each by a plain Celery message."""
-    tasks = [(s, sim.geobox.add_task(name=s.label, **s.script)) for s in SCENARIOS]
+    tasks = [(s, s.make(sim)) for s in SCENARIOS]
     producer = Celery(broker=redis_url, set_as_current=False)
     with producer.connection_for_write() as conn:
-        for scenario, task in tasks:
+        for scenario, scripted in tasks:
             kwargs: dict[str, Any] = {
-                "provider": "geobox",
-                "remote_id": task.uuid,
+                "provider": scenario.provider,
+                "remote_id": scripted.remote_id,
+                "params": scripted.params,
                 "labels": {"demo": "yes"},
             }
             if scenario.timeout:
@@ -131,40 +232,42 @@ def _register(sim: SimulatorServer, redis_url: str) -> list[tuple[Scenario, Geob
     return tasks
 
 
-def _table(rows: list[tuple[Scenario, GeoboxTask, Watch | None]]) -> Table:
-    table = Table("task", "remote id", "state", "platform says", "progress", "polls")
-    for scenario, task, watch in rows:
+def _ids(tasks: Registered) -> list[str]:
+    return [watch_id(s.provider, t.remote_id) for s, t in tasks]
+
+
+def _table(tasks: Registered, watches: list[Watch | None]) -> Table:
+    table = Table("platform", "task", "state", "platform says", "progress", "polls")
+    for (scenario, _), watch in zip(tasks, watches, strict=True):
         if watch is None:
-            table.add_row(scenario.label, task.uuid[:8], "(registering)", "", "", "")
+            table.add_row(scenario.provider, scenario.label, "(registering)", "", "", "")
             continue
         pct = watch.progress or 0.0
-        bar = "█" * round(pct * 20) + "·" * (20 - round(pct * 20))
+        bar = "█" * round(pct * 16) + "·" * (16 - round(pct * 16))
         colour = COLOURS.get(watch.state, "cyan")
         table.add_row(
+            scenario.provider,
             scenario.label,
-            task.uuid[:8],
             f"[{colour}]{watch.state}[/]",
-            watch.raw_status or "",
+            (watch.raw_status or "")[:24],
             f"{bar} {pct * 100:3.0f}%",
             str(watch.polls),
         )
     return table
 
 
-def _watch(
-    console: Console, store: Store, service: Service, tasks: list[tuple[Scenario, GeoboxTask]]
-) -> bool:
+def _watch(console: Console, store: Store, service: Service, tasks: Registered) -> bool:
     """Show the live table until every watch is final; False on a stall or a dead process."""
-    ids = [watch_id("geobox", task.uuid) for _, task in tasks]
+    ids = _ids(tasks)
     deadline = time.monotonic() + DEADLINE
     with Live(console=console, refresh_per_second=8) as live:
         while True:
             watches = store.get_many(ids)
-            live.update(_table([(s, t, w) for (s, t), w in zip(tasks, watches, strict=True)]))
+            live.update(_table(tasks, watches))
             if all(w is not None and w.state.final for w in watches):
                 return True
             if not service.alive():
-                console.print("[red]a taskwarden process died; see the logs[/]")
+                console.print("[red]a taskwarden process keeps dying; see the logs[/]")
                 return False
             if time.monotonic() > deadline:
                 console.print(f"[red]not every task ended within {DEADLINE:.0f}s[/]")
@@ -172,26 +275,27 @@ def _watch(
             time.sleep(0.125)
 
 
-def _verify(
-    console: Console, store: Store, tasks: list[tuple[Scenario, GeoboxTask]], archive_dir: Path
-) -> bool:
-    """Every watch ended as scripted; every archived file matches the simulator's bytes."""
+def _verify(console: Console, store: Store, tasks: Registered, archive_dir: Path) -> bool:
+    """Every watch ended as scripted; every archived output matches its manifest, and the
+    checksums the platform served where the simulator knows them."""
     ok = True
-    for scenario, task in tasks:
-        watch = store.get(watch_id("geobox", task.uuid))
+    for (scenario, scripted), wid in zip(tasks, _ids(tasks), strict=True):
+        watch = store.get(wid)
         state = watch.state if watch else None
         problems = []
         if state is not scenario.expect:
-            problems.append(f"ended {state}, expected {scenario.expect}")
-        if scenario.expect is State.SUCCEEDED:
-            problems += _check_archive(archive_dir / "geobox" / task.uuid, task, scenario)
+            why = f" ({watch.last_error})" if watch and watch.last_error else ""
+            problems.append(f"ended {state}, expected {scenario.expect}{why}")
+        elif state is State.SUCCEEDED:
+            folder = archive_dir / scenario.provider / scripted.remote_id
+            problems += _check_archive(folder, scripted)
         ok = ok and not problems
         mark = "[green]ok[/]" if not problems else "[red]" + "; ".join(problems) + "[/]"
-        console.print(f"  {scenario.label:<32} {state!s:<10} {mark}")
+        console.print(f"  {scenario.provider:<14} {scenario.label:<30} {state!s:<10} {mark}")
     return ok
 
 
-def _check_archive(folder: Path, task: GeoboxTask, scenario: Scenario) -> list[str]:
+def _check_archive(folder: Path, scripted: Scripted) -> list[str]:
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         return [f"no manifest at {manifest_path}"]
@@ -202,10 +306,8 @@ def _check_archive(folder: Path, task: GeoboxTask, scenario: Scenario) -> list[s
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
         if digest != out["sha256"]:
             problems.append(f"{out['name']}: archived bytes do not match the manifest")
-    if "file_name" in scenario.script:
-        served = {o["name"]: o["sha256"] for o in manifest["outputs"]}.get(
-            scenario.script["file_name"]
-        )
-        if served != task.sha256:
-            problems.append("archived file differs from what the platform served")
+    archived = {o["name"]: o["sha256"] for o in manifest["outputs"]}
+    for name, served in scripted.checksums.items():
+        if archived.get(name) != served:
+            problems.append(f"{name}: not what the platform served")
     return problems
