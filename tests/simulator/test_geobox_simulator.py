@@ -462,6 +462,7 @@ def test_control_api_moves_the_clock(server: SimulatorServer, control: httpx.Cli
 def sdk(server: SimulatorServer) -> Iterator[Any]:
     """The real ``geobox`` SDK's client on the simulator (a test dependency: never skipped)."""
     import geobox
+
     client = geobox.GeoboxClient(host=f"{server.url}/geobox/", ver="v1/", access_token=TOKEN)
     yield client
     client.session.close()
@@ -481,6 +482,7 @@ def test_the_sdk_waits_for_a_task_to_finish(server: SimulatorServer, sdk: Any) -
 def test_the_sdk_logs_in_and_downloads_the_output(server: SimulatorServer, tmp_path: Path) -> None:
     """A password login and File.download() through the SDK save the exact bytes."""
     import geobox
+
     client = geobox.GeoboxClient(
         host=f"{server.url}/geobox/", ver="v1/", username="sim-user", password="sim-password"
     )
