@@ -156,6 +156,8 @@ def main() -> int:
             "TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "30",
             "TASKWARDEN_LEASE_SECONDS": "5",
             "TASKWARDEN_ARCHIVE_LEASE_SECONDS": "10",
+            # a registration held by a killed worker comes back after this (the least allowed)
+            "TASKWARDEN_VISIBILITY_TIMEOUT": "60",
             "TASKWARDEN_LOG_FORMAT": "json",
         }
         planned = [script(rng) for _ in range(args.watches)]

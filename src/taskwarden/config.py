@@ -355,7 +355,9 @@ class Settings(BaseSettings):
     archive_lease_seconds: float = Field(900.0, gt=0)
     history_limit: int = Field(100, ge=1, le=100_000)
     default_timeout: float | None = Field(None, gt=0)  # seconds; None: watch until final
-    visibility_timeout: int = Field(3600, ge=60)  # Redis broker redelivery of unacked messages
+    # seconds before the Redis broker redelivers a message its worker never acknowledged (the
+    # worker died holding it); archive runs are guarded against the duplicates this makes
+    visibility_timeout: int = Field(300, ge=60)
     max_output_bytes: int | None = Field(64 * 1024**3, ge=1)  # per output; None: no limit
     archive_chunk_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
 

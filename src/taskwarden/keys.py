@@ -14,6 +14,7 @@ ALL = PREFIX + "watches"  # sorted set: watch id -> created at
 BY_STATE = PREFIX + "state:"  # sorted set per state: id -> updated at
 BY_PROVIDER = PREFIX + "provider:"  # sorted set per provider: id -> created at
 HEARTBEAT = PREFIX + "heartbeat:"  # string per component (beat, dispatch) with a TTL
+RUNNING = PREFIX + "running:"  # string per watch while an archive job runs: the run's token
 RATE = PREFIX + "rate:"  # string per provider: the rate limiter's next free slot (µs)
 DEADLETTERS = PREFIX + "deadletters"  # stream of refused registrations, capped
 

@@ -143,6 +143,17 @@ return 1
 """
 
 
+_RENEW_RUN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+_END_RUN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Claim:
     """A watch handed to one poll or archive job; ``fence`` proves the job still owns it."""
@@ -182,6 +193,8 @@ class Store:
         self._commit = client.register_script(_COMMIT)
         self._cancel = client.register_script(_CANCEL)
         self._renew = client.register_script(_RENEW)
+        self._renew_run = client.register_script(_RENEW_RUN)
+        self._end_run = client.register_script(_END_RUN)
 
     @classmethod
     def from_url(cls, url: str, *, history_limit: int = 100) -> Store:
@@ -379,6 +392,18 @@ class Store:
         pipe.lpush(keys.history(wid), entry)
         pipe.ltrim(keys.history(wid), 0, self.history_limit - 1)
         pipe.execute()
+
+    # one archive run at a time
+
+    def start_run(self, wid: str, run: str, ttl: float) -> bool:
+        """Mark an archive run as under way, unless another one (alive) already is."""
+        return bool(self.redis.set(keys.RUNNING + wid, run, nx=True, px=int(ttl * 1000)))
+
+    def renew_run(self, wid: str, run: str, ttl: float) -> bool:
+        return bool(self._renew_run(keys=[keys.RUNNING + wid], args=[run, int(ttl * 1000)]))
+
+    def end_run(self, wid: str, run: str) -> None:
+        self._end_run(keys=[keys.RUNNING + wid], args=[run])
 
     # refused input
 

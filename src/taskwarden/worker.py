@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
@@ -207,12 +208,19 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
     started = time.perf_counter()
     provider = rt.providers[watch.provider]
     wlog = log.bind(watch_id=watch.id, provider=watch.provider, remote_id=watch.remote_id)
+    # A redelivered message (the broker's visibility timeout is shorter than a long download)
+    # must not start a second download beside a live one: the run token says one is under way.
+    run = secrets.token_hex(8)
+    if not rt.store.start_run(watch.id, run, rt.settings.archive_lease_seconds / 2):
+        wlog.info("archive.busy")
+        return None
     base = Decision.unchanged(watch.view())
     try:
-        manifest = rt.run(_archive_with_lease(rt, provider, watch, claim))
+        manifest = rt.run(_archive_with_lease(rt, provider, watch, claim, run))
     except TaskwardenError as exc:
         decision = _archive_failed(rt, watch, base, exc)
         rt.store.commit(Commit(claim, decision, time.time(), previous=watch.state))
+        rt.store.end_run(watch.id, run)
         wlog.warning(
             "archive.failed",
             error=str(exc),
@@ -233,6 +241,7 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
     committed = rt.store.commit(
         Commit(claim, decision, time.time(), previous=watch.state, extra=extra)
     )
+    rt.store.end_run(watch.id, run)
     wlog.info(
         "archive.done",
         outputs=len(outputs),
@@ -254,15 +263,17 @@ def _archive_failed(rt: Runtime, watch: Watch, base: Decision, exc: TaskwardenEr
 
 
 async def _archive_with_lease(
-    rt: Runtime, provider: Provider, watch: Watch, claim: Claim
+    rt: Runtime, provider: Provider, watch: Watch, claim: Claim, run: str
 ) -> archive.Manifest:
-    """Archive, renewing the lease while the download runs so no one else takes it over."""
+    """Archive, renewing the lease and the run token while the download runs, so no one
+    takes the watch over and no duplicate run starts beside this one."""
     lease = rt.settings.archive_lease_seconds
 
     async def keep_alive() -> None:
         while True:
             await asyncio.sleep(lease / 3)
             await asyncio.to_thread(rt.store.renew_lease, claim, time.time() + lease)
+            await asyncio.to_thread(rt.store.renew_run, watch.id, run, lease / 2)
 
     renewer = asyncio.ensure_future(keep_alive())
     try:
