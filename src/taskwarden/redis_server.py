@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -171,9 +172,10 @@ def check_redis(url: str) -> list[str]:
     """
     client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
     try:
-        config = {}
+        config: dict[str, str] = {}
         for name in ("maxmemory-policy", "appendonly", "save"):
-            config.update(client.config_get(name))
+            # redis-py's hints for sync calls differ between versions; this is the sync client
+            config.update(cast(dict[str, str], client.config_get(name)))
     except redis.ResponseError:
         return [
             "cannot read the Redis configuration (CONFIG GET is disabled); make sure it "
