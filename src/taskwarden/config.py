@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,6 +36,29 @@ def _empty_is_unset(value: object) -> object:
 
 
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
+OptionalStr = Annotated[str | None, BeforeValidator(_empty_is_unset)]
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+# an API root that relative paths are joined to (one trailing slash), or a service root that
+# paths are appended to with their own slash (none)
+BaseUrl = Annotated[str, AfterValidator(lambda v: _http_url(v).rstrip("/") + "/")]
+RootUrl = Annotated[str, AfterValidator(lambda v: _http_url(v).rstrip("/"))]
+
+
+def _both_or_neither(provider: str, info: ValidationInfo, partner: str, value: object) -> None:
+    """A credential pair is set whole or not at all; the message names both variables."""
+    if (info.data.get(partner) is None) != (value is None):
+        prefix = f"TASKWARDEN_PROVIDERS__{provider.upper()}__"
+        raise ValueError(
+            f"set both {prefix}{partner.upper()} and {prefix}{str(info.field_name).upper()},"
+            " or neither"
+        )
 
 
 class HttpSettings(BaseModel):
@@ -81,28 +105,21 @@ class RetrySettings(BaseModel):
 class GeoboxSettings(BaseModel):
     """Geobox: bearer token or API key (one is needed for the real service)."""
 
-    base_url: str = "https://api.geobox.ir/v1/"
+    base_url: BaseUrl = "https://api.geobox.ir/v1/"
     token: OptionalSecret = None
     apikey: OptionalSecret = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _slash(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return value if value.endswith("/") else value + "/"
 
 
 class Up42Settings(BaseModel):
     """UP42: a password grant (username, password), project client credentials (project_id,
     api_key) or one fixed token; and the limits on unpacking results tarballs."""
 
-    base_url: str = "https://api.up42.com"
-    token_url: str | None = None  # None: {base_url}/oauth/token
-    username: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    base_url: RootUrl = "https://api.up42.com"
+    token_url: RootUrl | None = None  # None: {base_url}/oauth/token
+    username: OptionalStr = None
     # checked even when unset, so that a username (project id) without it is refused
     password: OptionalSecret = Field(None, validate_default=True)
-    project_id: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    project_id: OptionalStr = None
     api_key: OptionalSecret = Field(None, validate_default=True)
     token: OptionalSecret = None  # a fixed bearer token, used when no credentials are set
     token_lifetime: float = Field(299.0, gt=0)  # when the token response has no expires_in
@@ -112,22 +129,11 @@ class Up42Settings(BaseModel):
     results_max_members: int = Field(10_000, ge=1)
     spool_dir: Path | None = None  # where results tarballs wait while archived; None: $TMPDIR
 
-    @field_validator("base_url", "token_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return None if value is None else value.rstrip("/")
-
     @field_validator("password", "api_key")
     @classmethod
     def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         partner = "username" if info.field_name == "password" else "project_id"
-        if (info.data.get(partner) is None) != (value is None):
-            raise ValueError(
-                f"set both TASKWARDEN_PROVIDERS__UP42__{partner.upper()} and"
-                f" TASKWARDEN_PROVIDERS__UP42__{str(info.field_name).upper()}, or neither"
-            )
+        _both_or_neither("up42", info, partner, value)
         return value
 
 
@@ -135,32 +141,21 @@ class DescartesLabsSettings(BaseModel):
     """Descartes Labs: a client id and refresh token that buy short-lived JWTs (refreshed
     before they expire), or one fixed JWT; and the URLs of the three services used."""
 
-    vector_url: str = "https://platform.descarteslabs.com/vector/v2"
-    storage_url: str = "https://platform.descarteslabs.com/storage/v1"
-    accounts_url: str = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
-    client_id: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    vector_url: RootUrl = "https://platform.descarteslabs.com/vector/v2"
+    storage_url: RootUrl = "https://platform.descarteslabs.com/storage/v1"
+    accounts_url: RootUrl = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
+    client_id: OptionalStr = None
     # checked even when unset, so that a client id without it is refused
     refresh_token: OptionalSecret = Field(None, validate_default=True)
     token: OptionalSecret = None  # a fixed JWT, used when there is no refresh token
     # refresh this many seconds before the JWT's exp (at most half its lifetime)
     refresh_leeway: float = Field(300.0, ge=0)
 
-    @field_validator("vector_url", "storage_url", "accounts_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
-
     @field_validator("refresh_token")
     @classmethod
     def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         # reported under REFRESH_TOKEN, whose value load_settings never echoes
-        if (info.data.get("client_id") is None) != (value is None):
-            raise ValueError(
-                "set both TASKWARDEN_PROVIDERS__DESCARTESLABS__CLIENT_ID and"
-                " TASKWARDEN_PROVIDERS__DESCARTESLABS__REFRESH_TOKEN, or neither"
-            )
+        _both_or_neither("descarteslabs", info, "client_id", value)
         return value
 
 
@@ -177,9 +172,7 @@ def _generic_url(value: str | None) -> str | None:
     from taskwarden.providers.jsonpath import template_fields
 
     if value is not None:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        template_fields(value)
+        template_fields(_http_url(value))
     return value
 
 
@@ -274,27 +267,16 @@ class IsahitSettings(BaseModel):
     """isahit lab: the API access id and secret key the SDK logs in with, and the project a
     registration without ``params.project_id`` is in."""
 
-    base_url: str = "https://hub-api.isahit.com/"
-    access_id: str | None = None
+    base_url: BaseUrl = "https://hub-api.isahit.com/"
+    access_id: OptionalStr = None
     # checked even when unset, so that an access id without it is refused
-    secret_key: SecretStr | None = Field(None, validate_default=True)
-    project_id: str | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _slash(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return value if value.endswith("/") else value + "/"
+    secret_key: OptionalSecret = Field(None, validate_default=True)
+    project_id: OptionalStr = None
 
     @field_validator("secret_key")
     @classmethod
     def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if (info.data.get("access_id") is None) != (value is None):
-            raise ValueError(
-                "set both TASKWARDEN_PROVIDERS__ISAHIT__ACCESS_ID and"
-                " TASKWARDEN_PROVIDERS__ISAHIT__SECRET_KEY, or neither"
-            )
+        _both_or_neither("isahit", info, "access_id", value)
         return value
 
 
