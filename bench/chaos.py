@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -136,11 +137,8 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
-    with (
-        tempfile.TemporaryDirectory(prefix="taskwarden-chaos-") as tmp_name,
-        SimulatorServer() as sim,
-    ):
-        tmp = Path(tmp_name)
+    tmp = Path(tempfile.mkdtemp(prefix="taskwarden-chaos-"))
+    with SimulatorServer() as sim:
         redis = RedisServer(tmp / "redis", persist=True).start()
         env = {
             "TASKWARDEN_REDIS_URL": redis.url,
@@ -193,6 +191,21 @@ def main() -> int:
             outcomes = Counter(verify(store, tmp / "archive", t, e).split(":")[0] for t, e in tasks)
             wrong = [(t.uuid, verify(store, tmp / "archive", t, e)) for t, e in tasks]
             restarts = dict(service.restarts)
+            lost_ids = [
+                t.uuid
+                for t, e in tasks
+                if verify(store, tmp / "archive", t, e) == "lost: no record"
+            ]
+            broker = {
+                "queued": store.redis.llen("celery"),
+                "unacked": store.redis.hlen("unacked"),
+                "lost ids still in the broker": [
+                    uuid
+                    for uuid in lost_ids
+                    if any(uuid in str(m) for m in store.redis.lrange("celery", 0, -1))
+                    or any(uuid in str(m) for m in store.redis.hvals("unacked"))
+                ],
+            }
             store.redis.close()
         redis.stop()
     elapsed = time.monotonic() - started
@@ -202,6 +215,7 @@ def main() -> int:
     for action, count in Counter(actions).most_common():
         print(f"    {count:3d} x {action}")
     print(f"processes restarted     {restarts or 'none'}")
+    print(f"broker at the end       {broker}")
     print(f"ended as scripted       {outcomes['ok']} of {len(tasks)}")
     verified = succeeded - outcomes["duplicated"] - outcomes["wrong"]
     print(f"archives verified       {verified} of {succeeded}")
@@ -212,7 +226,11 @@ def main() -> int:
         if outcome != "ok":
             print(f"    {uuid}: {outcome}")
     print(f"total time              {elapsed:.0f} s")
-    return 0 if outcomes["ok"] == len(tasks) else 1
+    if outcomes["ok"] == len(tasks):
+        shutil.rmtree(tmp)
+        return 0
+    print(f"logs and archive kept in {tmp}")
+    return 1
 
 
 if __name__ == "__main__":
