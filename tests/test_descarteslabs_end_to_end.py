@@ -221,10 +221,12 @@ def test_tokens_are_refreshed_before_they_expire_mid_watch(
     assert since(warden, tokens, "unauthorized") == 0
 
 
-def test_a_revoked_token_mid_watch_costs_one_401_and_one_refresh_per_process(
+def test_a_revoked_token_mid_watch_costs_at_most_one_401_per_process(
     warden: Warden, tokens: dict[str, int]
 ) -> None:
-    """Tokens revoked while a job runs: each process sees one 401, buys one token, goes on."""
+    """Tokens revoked while a job runs: each process sees at most one 401, buys a new token and
+    goes on (a process may renew early, before its first 401: the 401 path itself is pinned
+    deterministically in tests/providers/test_descarteslabs.py)."""
     job = warden.sim.descarteslabs.add_copy_job(running_seconds=4)
     wid = track(warden, job.product_id, kind="copy")
     wait_for(lambda: (w := warden.store.get(wid)) is not None and w.state is State.RUNNING)
@@ -232,8 +234,8 @@ def test_a_revoked_token_mid_watch_costs_one_401_and_one_refresh_per_process(
     watch = warden.wait_final(wid)
     assert (watch.state, watch.last_error) == (State.SUCCEEDED, None)  # retried inside a poll
     refused = since(warden, tokens, "unauthorized")
-    assert 1 <= refused <= WORKER_PROCESSES
-    assert since(warden, tokens, "issued") >= refused
+    assert refused <= WORKER_PROCESSES
+    assert since(warden, tokens, "issued") >= max(1, refused)
 
 
 def test_rate_limits_and_5xx_are_retried(warden: Warden) -> None:
