@@ -17,6 +17,7 @@ import redis
 from celery import Celery
 from moto.server import ThreadedMotoServer
 
+from taskwarden.lifecycle import State
 from taskwarden.models import Watch
 from taskwarden.redis_server import RedisServer
 from taskwarden.service import Service
@@ -101,6 +102,18 @@ class Warden:
             return watch if watch is not None and watch.state.final else None
 
         return wait_for(final, timeout)
+
+    def follow(self, wid: str, timeout: float = 30.0) -> tuple[Watch, set[float]]:
+        """Wait for the watch to end, collecting the progress values seen while it ran."""
+        seen: set[float] = set()
+
+        def done() -> Watch | None:
+            watch = self.store.get(wid)
+            if watch is not None and watch.state is State.RUNNING and watch.progress is not None:
+                seen.add(watch.progress)
+            return watch if watch is not None and watch.state.final else None
+
+        return wait_for(done, timeout, every=0.02), seen
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -51,17 +51,7 @@ def test_message_registration_runs_to_success_and_archives(warden: Warden) -> No
     )
     warden.send_track(provider="geobox", remote_id=task.uuid, labels={"team": "maps"})
     wid = watch_id("geobox", task.uuid)
-    seen: set[float] = set()
-
-    def done() -> bool:
-        watch = warden.store.get(wid)
-        if watch is not None and watch.state is State.RUNNING and watch.progress is not None:
-            seen.add(watch.progress)
-        return watch is not None and watch.state.final
-
-    wait_for(done, timeout=30, every=0.02)
-    watch = warden.store.get(wid)
-    assert watch is not None
+    watch, seen = warden.follow(wid)
     assert (watch.state, watch.raw_status, watch.labels) == (
         State.SUCCEEDED,
         "SUCCESS",

@@ -103,17 +103,7 @@ def test_success_archives_status_document_and_outputs(warden: Warden) -> None:
         file_size=200_000, extra_outputs=[{"name": "report.csv", "size": 300}],
     )  # fmt: skip
     wid = track(warden, f"acme:{job.id}", project="demo")
-    seen: set[float] = set()
-
-    def done() -> bool:
-        watch = warden.store.get(wid)
-        if watch is not None and watch.state is State.RUNNING and watch.progress is not None:
-            seen.add(watch.progress)
-        return watch is not None and watch.state.final
-
-    wait_for(done, timeout=60, every=0.02)
-    watch = warden.store.get(wid)
-    assert watch is not None
+    watch, seen = warden.follow(wid, timeout=60)
     assert (watch.state, watch.raw_status, watch.name) == (State.SUCCEEDED, "completed", "ndvi")
     assert len([p for p in seen if 0 < p < 1]) >= 2, f"progress seen along the way: {seen}"
 

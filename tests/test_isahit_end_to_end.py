@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from taskwarden.lifecycle import State
-from taskwarden.models import Watch, watch_id
+from taskwarden.models import watch_id
 from taskwarden.simulator.isahit import IsahitAuth
 from taskwarden.simulator.server import SimulatorServer
 
@@ -145,15 +145,7 @@ def test_a_batch_is_watched_until_every_task_is_final(warden: Warden) -> None:
     holds batch.json and every task's document, fetched a page at a time."""
     batch = warden.sim.isahit.add_batch(120, running_seconds=1, stagger=0.025)
     wid = track(warden, batch.batch_id, kind="batch")
-    seen: set[float] = set()
-
-    def done() -> Watch | None:
-        watch = warden.store.get(wid)
-        if watch is not None and watch.progress is not None and watch.state is State.RUNNING:
-            seen.add(watch.progress)
-        return watch if watch is not None and watch.state.final else None
-
-    watch = wait_for(done, timeout=60, every=0.02)
+    watch, seen = warden.follow(wid, timeout=60)
     assert (watch.state, watch.raw_status, watch.progress) == (
         State.SUCCEEDED,
         "120/120 final",
