@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from taskwarden.simulator.descarteslabs_accounts import Accounts, AccountsConfig
 from taskwarden.simulator.descarteslabs_jobs import (
@@ -42,7 +42,7 @@ from taskwarden.simulator.descarteslabs_jobs import (
     resource,
     summary,
 )
-from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
+from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
 from taskwarden.simulator.script import CHUNK
 
 if TYPE_CHECKING:
@@ -183,9 +183,7 @@ class DescartesLabsSimulator:
     def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]:
         """The platform's routes, counted and fault-injectable, relative to ``prefix``."""
 
-        def route(method: str, path: str, handler: Any, **kw: Any) -> Route:
-            endpoint = Endpoint(NAME, method, path, handler, faults, stats, error, **kw)
-            return Route("/" + path, endpoint, methods=[method])
+        route = route_maker(NAME, faults, stats, error)
 
         product, word = _param("product_id"), frozenset({"unknown_status"})
         return [

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 FaultKind = Literal[
@@ -320,3 +321,18 @@ async def drop_connection(receive: Receive, send: Send, *, reset: bool) -> None:
         async with asyncio.timeout(5):
             while (await receive())["type"] != "http.disconnect":
                 pass
+
+
+def route_maker(
+    platform: str, faults: FaultBook, stats: Stats, error: ErrorBody
+) -> Callable[..., Route]:
+    """Make ``route(method, path, handler, **endpoint options)`` for one platform: a Starlette
+    route at ``/path`` whose requests are counted and may be hit by faults. ``error=`` in the
+    options overrides the platform's error body for that route."""
+
+    def route(method: str, path: str, handler: Handler, **kw: Any) -> Route:
+        body = kw.pop("error", error)
+        endpoint = Endpoint(platform, method, path, handler, faults, stats, body, **kw)
+        return Route("/" + path, endpoint, methods=[method])
+
+    return route

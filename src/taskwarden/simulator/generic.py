@@ -37,9 +37,9 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
+from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
 from taskwarden.simulator.generic_jobs import (
     SPECS,
     GenericOutput,
@@ -174,9 +174,7 @@ class GenericSimulator:
     def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]:
         """The API routes, counted and fault-injectable, relative to ``prefix``."""
 
-        def route(method: str, path: str, handler: Any, **kw: Any) -> Route:
-            endpoint = Endpoint(NAME, method, path, handler, faults, stats, error, **kw)
-            return Route("/" + path, endpoint, methods=[method])
+        route = route_maker(NAME, faults, stats, error)
 
         job = _job_param
         words = frozenset({"unknown_status"})

@@ -29,9 +29,9 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
+from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
 from taskwarden.simulator.script import Phase, Script, ScriptedTask
 
 if TYPE_CHECKING:
@@ -205,9 +205,7 @@ class GeoboxSimulator:
     def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]:
         """The platform's API routes, counted and fault-injectable, relative to ``prefix``."""
 
-        def route(method: str, path: str, handler: Any, **kw: Any) -> Route:
-            endpoint = Endpoint(NAME, method, path, handler, faults, stats, error, **kw)
-            return Route("/" + path, endpoint, methods=[method])
+        route = route_maker(NAME, faults, stats, error)
 
         task_of = _task_param
         status_kinds = frozenset({"unknown_status"})

@@ -38,9 +38,9 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
+from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
 from taskwarden.simulator.up42_jobs import Up42Job, Up42JobSpec, Up42Task
 from taskwarden.simulator.up42_processing import Up42Processing, Up42ProcessingSpec
 
@@ -193,10 +193,7 @@ class Up42Simulator:
         """The platform's routes, counted and fault-injectable, relative to ``prefix``."""
         from taskwarden.simulator import up42_routes
 
-        def route(method: str, path: str, handler: Any, **kw: Any) -> Route:
-            error = kw.pop("error", v1_error)
-            endpoint = Endpoint(NAME, method, path, handler, faults, stats, error, **kw)
-            return Route("/" + path, endpoint, methods=[method])
+        route = route_maker(NAME, faults, stats, v1_error)
 
         return list(up42_routes.build(self, route))
 
