@@ -14,7 +14,7 @@ import pytest
 
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
-from taskwarden.simulator.generic import GenericAuth
+from taskwarden.simulator.generic import GenericAuth, default_states
 from taskwarden.simulator.generic import profile as generic_profile
 from taskwarden.simulator.server import SimulatorServer
 
@@ -22,13 +22,7 @@ from .conftest import Warden, running_warden, wait_for
 
 PROJECT_STATUS = "api/projects/{project}/jobs/{job_id}"
 STATUS = "api/jobs/{job_id}"
-WORDS = {
-    "pending": ["queued"],
-    "running": ["in_progress"],
-    "succeeded": ["completed"],
-    "failed": ["errored"],
-    "cancelled": ["canceled"],
-}
+WORDS = default_states()
 FLAT_SHAPE = {  # another platform: flat fields, fractions, bare signed URLs on another host
     "status_path": "state", "id_path": "id", "name_path": "name", "progress_path": "progress",
     "progress_style": "fraction", "error_path": "error", "outputs_path": "results",

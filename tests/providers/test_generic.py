@@ -23,7 +23,7 @@ from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import generic
 from taskwarden.providers.base import OutputRef, Target
 from taskwarden.providers.http import build_client
-from taskwarden.simulator.generic import GenericAuth
+from taskwarden.simulator.generic import GenericAuth, default_states
 from taskwarden.simulator.server import SimulatorServer
 
 T = TypeVar("T")
@@ -32,13 +32,7 @@ PROJECT_STATUS = "api/projects/{project}/jobs/{job_id}"
 FILES = "api/jobs/{job_id}/files/{name}"
 STORAGE = "storage/{job_id}/{name}"
 TOKEN = "oauth/token"
-WORDS = {
-    "pending": ["queued"],
-    "running": ["in_progress"],
-    "succeeded": ["completed"],
-    "failed": ["errored"],
-    "cancelled": ["canceled"],
-}
+WORDS = default_states()
 FLAT = {  # a simulator shape: everything at the top, bare URL strings, fractions
     "status_path": "state",
     "words": {"pending": "PENDING", "running": "RUNNING", "succeeded": "SUCCESS",

@@ -306,6 +306,11 @@ class GenericSimulator:
         return download_response(seed, out.size, out.name, out.content_type)
 
 
+def default_states() -> dict[str, list[str]]:
+    """The status words of jobs in the default shape, by canonical state (a profile's states)."""
+    return {state: [word] for state, word in GenericShape().words.items()}
+
+
 def profile(root: str, key: str = "sim-key") -> dict[str, Any]:
     """An ``http`` provider profile for jobs in the default shape, the simulator at ``root``
     (``SimulatorServer.generic_url``): register them as ``<name>:<job id>`` with
@@ -313,7 +318,7 @@ def profile(root: str, key: str = "sim-key") -> dict[str, Any]:
     return {
         "status_url": root + "api/projects/{project}/jobs/{id}",
         "status_path": "/data/attributes/phase",
-        "states": {state: [word] for state, word in GenericShape().words.items()},
+        "states": default_states(),
         "name_path": "/data/attributes/title",
         "progress_path": "/data/attributes/percent",
         "error_path": "/data/attributes/error/message",
