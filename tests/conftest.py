@@ -103,6 +103,14 @@ class Warden:
 
         return wait_for(final, timeout)
 
+    def dead_letter(self, mentioning: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the refused registration whose body mentions ``mentioning``."""
+
+        def found() -> dict[str, Any] | None:
+            return next((d for d in self.store.dead_letters() if mentioning in d["body"]), None)
+
+        return wait_for(found, timeout)
+
     def follow(self, wid: str, timeout: float = 30.0) -> tuple[Watch, set[float]]:
         """Wait for the watch to end, collecting the progress values seen while it ran."""
         seen: set[float] = set()
@@ -144,6 +152,8 @@ def warden_env(
         "TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "5",
         "TASKWARDEN_LEASE_SECONDS": "5",
         "TASKWARDEN_LOG_FORMAT": "json",
+        # the simulator hands over URLs on loopback (e.g. storage on "localhost")
+        "TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES": "true",
         **extra,
     }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from taskwarden import Client
 from taskwarden.redis_server import free_port
 from taskwarden.simulator.server import SimulatorServer
 
@@ -30,8 +31,9 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_run_with_embedded_redis_end_to_end(tmp_path: Path, sim: SimulatorServer) -> None:
-    """With no Redis configured, `run` starts its own; `track` and `show` find it; SIGTERM stops
-    everything, Redis included, and the archive is in the data directory."""
+    """With no Redis configured, `run` starts its own; `track` and `show` find it, and a Client
+    finds the API `run` serves with the token it generated; SIGTERM stops everything, Redis
+    included, and the archive is in the data directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKWARDEN_")}
     env |= {
         "TASKWARDEN_DATA_DIR": str(tmp_path),
@@ -40,6 +42,7 @@ def test_run_with_embedded_redis_end_to_end(tmp_path: Path, sim: SimulatorServer
         "TASKWARDEN_DISPATCH_INTERVAL": "0.2",
         "TASKWARDEN_POLL__INITIAL": "0.2",
         "TASKWARDEN_POLL__MAXIMUM": "0.5",
+        "TASKWARDEN_API__PORT": str(free_port()),
     }
     task = sim.geobox.add_task(running_seconds=0.5, file_name="out.bin", file_size=1000)
     log = (tmp_path / "run.log").open("w")
@@ -59,6 +62,13 @@ def test_run_with_embedded_redis_end_to_end(tmp_path: Path, sim: SimulatorServer
             return shown.returncode == 0 and json.loads(shown.stdout)["state"] == "succeeded"
 
         wait_for(succeeded, timeout=60, every=0.5)
+        # `run` serves the API too, with a generated token that a client on the machine finds
+        token_file = tmp_path / "api-token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        api = f"http://127.0.0.1:{env['TASKWARDEN_API__PORT']}"
+        wait_for(lambda: _answers(api), timeout=30, every=0.2)
+        with Client(api, token_file.read_text().strip()) as tw:
+            assert tw.wait(wid, timeout=30, progress_bar=False)["state"] == "succeeded"
     finally:
         run.send_signal(signal.SIGTERM)
         code = run.wait(30)
@@ -77,6 +87,13 @@ def test_run_with_embedded_redis_end_to_end(tmp_path: Path, sim: SimulatorServer
     except redis.ConnectionError:
         stopped = True
     assert stopped, "the embedded Redis outlived `taskwarden run`"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_simulate_serves_on_the_given_port() -> None:

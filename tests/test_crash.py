@@ -71,6 +71,28 @@ def test_worker_killed_mid_download_archives_exactly_once(
     assert "WorkerLostError" in (tmp_path / "logs" / "archive.log").read_text()  # killed mid-job
 
 
+def test_worker_killed_mid_upload_leaves_no_staging_file(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """Killed once the body is flowing (the local store's staging file ``<key>#<n>`` exists):
+    the next run sweeps the leftover, so the folder holds the archive and nothing else. Found
+    by bench/chaos.py, which counted the leftover as a second copy."""
+    task = sim.geobox.add_task(running_seconds=0.3, file_name="scene.tif", file_size=3_000_000)
+    route = "files/{uuid}/download/"
+    sim.inject(kind="stall", keep_bytes=2_000_000, delay=30, task=task.uuid, route=route, count=1)
+    with running_warden(tmp_path, sim, processes=1, **FAST_LEASES) as w:
+        w.send_track(provider="geobox", remote_id=task.uuid)
+        folder = w.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
+        wait_for(lambda: folder.is_dir() and any("#" in p.name for p in folder.iterdir()), 30)
+        kill_busy_child(w, "archive")
+        watch = w.wait_final(watch_id("geobox", task.uuid), timeout=60)
+        assert watch.state is State.SUCCEEDED, watch.last_error
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["task.json", "file_info.json", "scene.tif", "manifest.json"]
+        )
+        assert hashlib.sha256((folder / "scene.tif").read_bytes()).hexdigest() == task.sha256
+
+
 def test_worker_killed_mid_poll_batch_loses_no_watch(tmp_path: Path, sim: SimulatorServer) -> None:
     """Watches whose poll batch died with its worker are checked again and all finish."""
     tasks = sim.geobox.add_tasks([{"running_seconds": 1, "file_size": 10} for _ in range(20)])

@@ -197,15 +197,17 @@ def test_an_unknown_export_id_ends_at_the_watch_timeout(warden: Warden) -> None:
     assert (watch.state, watch.raw_status) == (State.TIMED_OUT, NOT_FINISHED)
 
 
-def test_bad_params_end_in_error_without_asking_the_platform(warden: Warden) -> None:
-    """A registration without a valid kind ends `error` saying why; no request is sent for it."""
+def test_bad_params_are_refused_without_asking_the_platform(warden: Warden) -> None:
+    """A registration without a valid kind is refused saying why (dead-lettered, no watch);
+    no request is sent for it."""
     job = warden.sim.descarteslabs.add_copy_job()
-    watch = warden.wait_final(track(warden, job.product_id, kind="move"))
-    assert watch.state is State.ERROR
-    assert watch.last_error == (
+    wid = track(warden, job.product_id, kind="move")
+    letter = warden.dead_letter(job.product_id)
+    assert letter["reason"].endswith(
         "invalid descarteslabs registration: params.kind must be one of copy, delete, export"
         " (got 'move')"
     )
+    assert warden.store.get(wid) is None
     assert warden.sim.stats.count(platform=P, task=job.product_id) == 0
 
 

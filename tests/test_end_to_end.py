@@ -35,6 +35,17 @@ def log_events(w: Warden, role: str) -> list[dict[str, Any]]:
     return events
 
 
+def watch_log(w: Warden, role: str, wid: str, event: str, count: int = 1) -> list[dict[str, Any]]:
+    """One watch's log lines of one process, once `count` lines of `event` are written: a worker
+    logs its summary line after the commit that the test saw, so the line may trail by a moment."""
+
+    def ready() -> list[dict[str, Any]] | None:
+        mine = [e for e in log_events(w, role) if e.get("watch_id") == wid]
+        return mine if [e["event"] for e in mine].count(event) >= count else None
+
+    return wait_for(ready, 10)
+
+
 def watch_bytes(watch: Any) -> int:
     return sum(o["size"] for o in watch.outputs)
 
@@ -80,12 +91,12 @@ def test_message_registration_runs_to_success_and_archives(warden: Warden) -> No
     assert 0 < progress_gets < watch.polls
     assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1
     # one structured summary line per poll, and one for the archive
-    mine = [e for e in log_events(warden, "poll") if e.get("watch_id") == wid]
+    mine = watch_log(warden, "poll", wid, "poll.done", count=watch.polls)
     assert [e["event"] for e in mine].count("track.done") == 1
     polls = [e for e in mine if e["event"].startswith("poll.")]
     assert [e["event"] for e in polls] == ["poll.done"] * watch.polls
     assert {"duration_ms", "raw_status", "state", "outcome"} <= polls[-1].keys()
-    archived = [e for e in log_events(warden, "archive") if e.get("watch_id") == wid]
+    archived = watch_log(warden, "archive", wid, "archive.done")
     assert [(e["event"], e["bytes"]) for e in archived] == [("archive.done", watch_bytes(watch))]
 
     transitions = [(h["from"], h["to"]) for h in warden.store.history(wid)]
@@ -102,7 +113,7 @@ def test_duplicate_registrations_make_one_watch_and_one_archive(warden: Warden) 
     watch = warden.wait_final(watch_id("geobox", task.uuid))
     assert watch.state is State.SUCCEEDED
     assert warden.store.redis.zcount("taskwarden:watches", "-inf", "+inf") >= 1
-    assert [w.id for w in warden.store.list_watches(provider="geobox", limit=10_000)].count(
+    assert [w.id for w in warden.store.list_watches(provider="geobox", limit=10_000)[0]].count(
         watch.id
     ) == 1
     assert warden.sim.stats.count(route="files/{uuid}/download/", task=task.uuid) == 1

@@ -226,16 +226,17 @@ def test_a_token_that_expires_mid_watch_is_renewed(warden: Warden) -> None:
         ("{id}", {}, "'<profile>:<task id>'"),
     ],
 )  # fmt: skip
-def test_unusable_registrations_end_in_error_without_a_request(
+def test_unusable_registrations_are_refused_without_a_request(
     warden: Warden, remote_id: str, params: dict[str, Any], reason: str
 ) -> None:
     """An inline spec (refused unless allowed), a missing template param, an unknown profile
-    or an id without a profile end the watch in `error` saying why, and ask the platform
-    nothing."""
+    or an id without a profile is refused at registration saying why (dead-lettered, no
+    watch), and asks the platform nothing."""
     job = warden.sim.generic.add_task()
-    watch = warden.wait_final(track(warden, remote_id.format(id=job.id), **params))
-    assert watch.state is State.ERROR
-    assert watch.last_error is not None and reason in watch.last_error
+    wid = track(warden, remote_id.format(id=job.id), **params)
+    letter = warden.dead_letter(job.id)
+    assert reason in letter["reason"]
+    assert warden.store.get(wid) is None
     assert warden.sim.stats.count(platform="generic", task=job.id) == 0
 
 

@@ -207,13 +207,13 @@ def test_a_task_the_list_does_not_return_ends_in_error_at_once(warden: Warden) -
     assert lists(warden, missing) == 1
 
 
-def test_a_registration_without_a_project_ends_in_error_without_a_request(warden: Warden) -> None:
-    """isahit needs the project: without one the watch ends in error saying so, asking nothing."""
+def test_a_registration_without_a_project_is_refused_without_a_request(warden: Warden) -> None:
+    """isahit needs the project: without one the registration is refused saying so
+    (dead-lettered, no watch), asking nothing."""
     remote = "eeeeeeeeeeeeeeeeeeeeeeee"
     warden.send_track(provider="isahit", remote_id=remote)
-    watch = warden.wait_final(watch_id("isahit", remote))
-    assert watch.state is State.ERROR
-    assert watch.last_error is not None and "params.project_id" in watch.last_error
+    assert "params.project_id" in warden.dead_letter(remote)["reason"]
+    assert warden.store.get(watch_id("isahit", remote)) is None
     assert lists(warden, remote) == 0
 
 

@@ -83,8 +83,8 @@ def test_commit_with_stale_fence_is_refused(store: Store) -> None:
     assert store.commit(Commit(new, running(NOW, NOW + 70), NOW + 62, previous=State.PENDING))
     after = store.get(w.id)
     assert after is not None and after.state is State.RUNNING and after.raw_status == "PROGRESS"
-    assert store.list_watches(state="running") == [after]
-    assert store.list_watches(state="pending") == []
+    assert store.list_watches(state="running") == ([after], None)
+    assert store.list_watches(state="pending") == ([], None)
     assert store.redis.zscore("taskwarden:due:geobox", w.id) == NOW + 70
     assert store.redis.zscore("taskwarden:leases", w.id) is None
     assert store.history(w.id)[-1] == {
@@ -144,14 +144,11 @@ def test_counts_and_list_filters(store: Store) -> None:
     for i in range(3):
         store.register(reg(f"t{i}"), NOW + i)
     assert store.counts()["pending"] == 3
-    assert [w.remote_id for w in store.list_watches(provider="geobox")] == ["t2", "t1", "t0"]
-    assert [
-        w.remote_id for w in store.list_watches(state="pending", provider="geobox", limit=2)
-    ] == [
-        "t2",
-        "t1",
-    ]
-    assert store.list_watches(state="pending", provider="other") == []
+    assert [w.remote_id for w in store.list_watches(provider="geobox")[0]] == ["t2", "t1", "t0"]
+    page, cursor = store.list_watches(state="pending", provider="geobox", limit=2)
+    assert [w.remote_id for w in page] == ["t2", "t1"]
+    assert cursor is not None
+    assert store.list_watches(state="pending", provider="other") == ([], None)
 
 
 def test_dead_letters_keep_reason_and_a_bounded_body(store: Store) -> None:

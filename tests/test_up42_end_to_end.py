@@ -73,7 +73,7 @@ def test_a_job_runs_to_success_and_its_outputs_are_archived(warden: Warden, spoo
     SUCCEEDED; every results file, data-json, logs and quicklooks land in the archive with
     the checksums the platform served, the signed URL is fetched once and no spool remains."""
     job = warden.sim.up42.add_job(
-        pending_seconds=1, running_seconds=3, not_started_word="NOT STARTED",
+        pending_seconds=4, running_seconds=4, not_started_word="NOT STARTED",
         tasks=[{"block": "data"},
                {"block": "ndvi", "members": [{"name": "ndvi.tif", "size": 50_000},
                                             {"name": "stats/summary.json", "size": 700}]}],
@@ -257,12 +257,11 @@ def test_a_failed_processing_job_quotes_results_errors(warden: Warden) -> None:
     assert watch.last_error == "the job failed; BandError: band 4 missing"
 
 
-def test_bad_params_end_in_error_after_one_check(warden: Warden) -> None:
-    """Params that name no UP42 job end the watch in error without asking UP42 anything."""
+def test_bad_params_are_refused_at_registration(warden: Warden) -> None:
+    """Params that name no UP42 job are refused (dead-lettered, no watch), asking UP42 nothing."""
     warden.send_track(provider="up42", remote_id="some-job", params={"project": "typo"})
-    watch = warden.wait_final(watch_id("up42", "some-job"), timeout=60)
-    assert watch.state is State.ERROR
-    assert watch.last_error is not None and "unknown up42 params ['project']" in watch.last_error
+    assert "unknown up42 params ['project']" in warden.dead_letter("some-job")["reason"]
+    assert warden.store.get(watch_id("up42", "some-job")) is None
     assert warden.sim.stats.count(task="some-job") == 0
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, RetryConfig, S3Config
 
 MANIFEST_NAME = "manifest.json"
+_STAGING = re.compile(r"#\d+$")  # the local store's staging files: <key>#<n>
 MIN_CHUNK_SIZE = 5 * 1024 * 1024  # S3's smallest multipart part (all but the last)
 UPLOAD_CONCURRENCY = 2  # parts in flight per output: bounds memory at a few chunks
 FEED_SIZE = 1024 * 1024  # bytes handed to obstore per call (see _CheckedStream)
@@ -104,6 +105,7 @@ class ArchiveStore:
 
     store: ObjectStore
     prefix: str = ""
+    local_root: Path | None = None  # the directory of a ``file://`` archive
 
     def key(self, *segments: str) -> str:
         return "/".join(part for part in (self.prefix, *segments) if part)
@@ -130,7 +132,7 @@ def open_store(settings: Settings) -> ArchiveStore:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"TASKWARDEN_ARCHIVE_URL: cannot create {root}: {exc}") from exc
-        return ArchiveStore(LocalStore(root))
+        return ArchiveStore(LocalStore(root), local_root=root)
     if scheme == "memory":
         return ArchiveStore(MemoryStore(), _prefix(parts.netloc + parts.path, url))
     if scheme == "s3":
@@ -215,6 +217,7 @@ async def archive_outputs(
     archived_at = _utc(now)
     used = {MANIFEST_NAME}
     under = archive.key(provider_name, remote_id)
+    await asyncio.to_thread(sweep_staging, archive, under)
     outputs = [
         await _archive_one(archive, provider, target, ref, under, used, chunk_size, max_bytes)
         for ref in await provider.list_outputs(target)
@@ -293,6 +296,26 @@ async def _archive_one(
         content_type=content_type,
         source=ref.source,
     )
+
+
+def sweep_staging(archive: ArchiveStore, under: str) -> int:
+    """Delete what killed uploads left under ``under`` in a ``file://`` archive; return how many.
+
+    The local store writes a multipart upload to a staging file ``<key>#<n>`` and renames it on
+    completion; a process killed in between leaves the staging file, which obstore never lists
+    and nobody else would remove. Output names never hold a ``#`` (:func:`safe_name`), so those
+    files are all leftovers. Only safe while no other upload under ``under`` runs: the caller
+    holds the watch's archive run. (On S3 a killed upload is an incomplete multipart upload,
+    invisible and billed until a bucket lifecycle rule aborts it: see the README.)
+    """
+    if archive.local_root is None:
+        return 0
+    removed = 0
+    for path in (archive.local_root / under).rglob("*#*"):
+        if _STAGING.search(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class _CheckedStream:

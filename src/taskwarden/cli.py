@@ -10,20 +10,46 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from enum import IntEnum
+from typing import Any, NoReturn
 
 import click
 
-from taskwarden import keys, logs
+from taskwarden import keys, logs, registration
 from taskwarden.config import Settings, load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
-from taskwarden.models import Registration, Watch, watch_id
+from taskwarden.models import Watch
 from taskwarden.providers import names as provider_names
 from taskwarden.redis_server import check_redis, ensure_redis
 from taskwarden.store import Store
 
-EXIT_INVALID = 2
-EXIT_NOT_FOUND = 3
+
+class ExitCode(IntEnum):
+    """Every exit status of the ``taskwarden`` command (the README's table lists them)."""
+
+    OK = 0  # done; for `wait`: the watch succeeded
+    UNEXPECTED = 1  # an unexpected error (a traceback or a message says what)
+    INVALID = 2  # invalid input: bad options, a refused registration, a watch not retryable
+    NOT_FOUND = 3  # no such watch
+    WAIT_TIMEOUT = 4  # `wait --timeout` passed before the watch ended
+    FAILED = 10  # the watch ended failed (the platform says the task failed)
+    CANCELLED = 11
+    TIMED_OUT = 12  # the watch's own timeout passed
+    ERROR = 13  # the warden could not monitor the task
+
+    @classmethod
+    def for_state(cls, state: str) -> ExitCode:
+        """The status `taskwarden wait` exits with for a watch that ended in ``state``."""
+        return _FINAL_EXIT[state]
+
+
+_FINAL_EXIT = {
+    "succeeded": ExitCode.OK,
+    "failed": ExitCode.FAILED,
+    "cancelled": ExitCode.CANCELLED,
+    "timed_out": ExitCode.TIMED_OUT,
+    "error": ExitCode.ERROR,
+}
 
 
 def _settings() -> Settings:
@@ -125,11 +151,15 @@ def beat() -> None:
 
 @main.command()
 @click.option("-c", "--concurrency", type=int, default=None, help="Poll worker processes.")
-def run(concurrency: int | None) -> None:
-    """Start the beat scheduler, a poll worker and an archive worker together."""
+@click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
+def run(concurrency: int | None, no_api: bool) -> None:
+    """Start the beat scheduler, a poll worker, an archive worker and the HTTP API together."""
+    from taskwarden import api_token
     from taskwarden.service import Service
 
     settings = _settings()
+    if not no_api:
+        api_token.load_or_create(settings)  # made once here, not raced by the children
     with _redis(settings, checked=True) as url:
         stop = {"now": False}
 
@@ -138,12 +168,42 @@ def run(concurrency: int | None) -> None:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        with Service({"TASKWARDEN_REDIS_URL": url}, poll_concurrency=concurrency) as service:
+        env = {"TASKWARDEN_REDIS_URL": url}
+        with Service(env, poll_concurrency=concurrency, api=not no_api) as service:
             click.echo(
                 f"taskwarden running (redis at {url.split('@')[-1]}); Ctrl-C stops it", err=True
             )
+            if not no_api:
+                where = "TASKWARDEN_API__TOKEN" if settings.api.token else api_token.path(settings)
+                click.echo(
+                    f"HTTP API and dashboard at http://{settings.api.host}:{settings.api.port}/"
+                    f" (token: {where})",
+                    err=True,
+                )
             while not stop["now"] and service.alive():
                 time.sleep(0.2)
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: TASKWARDEN_API__HOST (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default: TASKWARDEN_API__PORT (8787).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API and the dashboard."""
+    import uvicorn
+
+    from taskwarden.api import create_app
+
+    settings = _settings()
+    with _redis(settings) as url:
+        app = create_app(settings, url)
+        uvicorn.run(
+            app,
+            host=host or settings.api.host,
+            port=settings.api.port if port is None else port,
+            log_config=None,  # logs go through taskwarden's own configuration
+            access_log=False,
+            timeout_graceful_shutdown=2,  # event streams never end on their own
+        )
 
 
 @main.command()
@@ -215,6 +275,7 @@ def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--timeout", type=float, default=None, help="Seconds until the watch gives up.")
 @click.option("--no-archive", is_flag=True, help="Do not archive outputs.")
 @click.option("--abort-on-timeout", is_flag=True, help="Abort the remote task at the timeout.")
+@click.option("--webhook", default=None, help="URL called with the watch on its final state.")
 @click.option("--json", "as_json", is_flag=True)
 def track(
     provider: str,
@@ -224,6 +285,7 @@ def track(
     timeout: float | None,
     no_archive: bool,
     abort_on_timeout: bool,
+    webhook: str | None,
     as_json: bool,
 ) -> None:
     """Watch a remote task (idempotent: the same task is one watch)."""
@@ -237,13 +299,19 @@ def track(
         "archive": not no_archive,
         "abort_on_timeout": abort_on_timeout,
     }
+    if webhook is not None:
+        data["webhook"] = webhook
     try:
-        reg = Registration.parse(data, provider_names())
+        registration.parse(data)  # refuse bad input before starting an embedded Redis
     except InvalidRegistration as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+        sys.exit(ExitCode.INVALID)
     with _store(settings) as store:
-        watch, created = store.register(reg, time.time(), settings.default_timeout)
+        try:
+            watch, created = registration.register(store, settings, data, source="cli")
+        except InvalidRegistration as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(ExitCode.INVALID)
     if as_json:
         click.echo(json.dumps({"watch_id": watch.id, "created": created}))
     else:
@@ -260,78 +328,17 @@ def _progress(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
-@main.command(name="ls")
-@click.option("--state", default=None)
-@click.option("--provider", default=None)
-@click.option("--limit", type=int, default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def list_watches(state: str | None, provider: str | None, limit: int, as_json: bool) -> None:
-    """List watches, newest first."""
-    settings = _settings()
-    with _store(settings) as store:
-        watches = store.list_watches(state=state, provider=provider, limit=limit)
-    if as_json:
-        click.echo(json.dumps([w.to_dict() for w in watches], indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("id", "provider", "remote id", "state", "raw", "progress", "updated")
-    for w in watches:
-        table.add_row(
-            w.id, w.provider, w.remote_id, str(w.state), w.raw_status or "-",
-            _progress(w.progress), _when(w.updated_at),
-        )  # fmt: skip
-    # off a terminal rich would wrap ids to 80 columns; pipes and scripts want whole lines
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-
-
-def _find(store: Store, ref: str) -> Watch | None:
-    """A watch by id, or by ``provider:remote_id``."""
-    found = store.get(ref)
-    if found is None and ":" in ref:
-        provider, _, remote_id = ref.partition(":")
-        found = store.get(watch_id(provider, remote_id))
+def _find(store: Store, ref: str) -> Watch:
+    """A watch by id or ``provider:remote_id``; exits with NOT_FOUND when there is none."""
+    found = store.find(ref)
+    if found is None:
+        _not_found(ref)
     return found
 
 
-@main.command()
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
-def show(ref: str, as_json: bool) -> None:
-    """Show one watch (by id or provider:remote_id) with its history."""
-    settings = _settings()
-    with _store(settings) as store:
-        watch = _find(store, ref)
-        if watch is None:
-            click.echo(f"error: no watch {ref!r}", err=True)
-            sys.exit(EXIT_NOT_FOUND)
-        history = store.history(watch.id)
-    data: dict[str, Any] = {**watch.to_dict(), "history": history}
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for key in ("id", "provider", "remote_id", "name", "state", "raw_status", "last_error"):
-        click.echo(f"{key:<12} {data[key] if data[key] is not None else '-'}")
-    click.echo(f"{'progress':<12} {_progress(watch.progress)}")
-    click.echo(f"{'created':<12} {_when(watch.created_at)}")
-    click.echo(f"{'updated':<12} {_when(watch.updated_at)}")
-    click.echo(f"{'finished':<12} {_when(watch.finished_at)}")
-    click.echo(f"{'deadline':<12} {_when(watch.deadline)}")
-    click.echo(f"{'polls':<12} {watch.polls}")
-    if watch.labels:
-        click.echo(f"{'labels':<12} " + ", ".join(f"{k}={v}" for k, v in watch.labels.items()))
-    if watch.outputs:
-        click.echo("outputs:")
-        for out in watch.outputs:
-            click.echo(f"  {out['key']}  {out['size']} bytes  sha256 {out['sha256']}")
-    click.echo("history:")
-    for entry in history:
-        note = f"  {entry['note']}" if entry.get("note") else ""
-        raw = f" [{entry['raw']}]" if entry.get("raw") else ""
-        click.echo(
-            f"  {_when(entry['at'])}  {entry.get('from') or '-'} -> {entry['to']}{raw}{note}"
-        )
+def _not_found(ref: str) -> NoReturn:
+    click.echo(f"error: no watch {ref!r}", err=True)
+    sys.exit(ExitCode.NOT_FOUND)
 
 
 @main.command()
@@ -361,9 +368,6 @@ def cancel(ref: str, abort: bool) -> None:
     with _redis(settings) as url:
         store = Store.from_url(url, history_limit=settings.history_limit)
         watch = _find(store, ref)
-        if watch is None:
-            click.echo(f"error: no watch {ref!r}", err=True)
-            sys.exit(EXIT_NOT_FOUND)
         changed = store.cancel(watch.id, time.time())
         if abort:
             create_app(settings, url).send_task(keys.TASK_ABORT, args=[watch.id])
@@ -375,5 +379,6 @@ def cancel(ref: str, abort: bool) -> None:
         click.echo(f"{watch.id} had already ended ({watch.state})")
 
 
-if __name__ == "__main__":
-    main()
+# the commands that read and steer watches (ls, show, wait, retry, events, stats) live in their
+# own module, which adds them to `main`
+from taskwarden import cli_watches  # noqa: E402, F401

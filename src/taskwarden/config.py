@@ -6,8 +6,10 @@ Nothing below the entry points reads the environment; they receive a ``Settings`
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,12 +24,13 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskwarden.errors import ConfigError
-from taskwarden.lifecycle import PollPolicy, RetryPolicy
+from taskwarden.lifecycle import RETRYABLE_KINDS, PollPolicy, RetryPolicy
 
 ENV_PREFIX = "TASKWARDEN_"
+MAX_RETRY_SECONDS = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
 
 
 def _empty_is_unset(value: object) -> object:
@@ -51,6 +54,37 @@ BaseUrl = Annotated[str, AfterValidator(lambda v: _http_url(v).rstrip("/") + "/"
 RootUrl = Annotated[str, AfterValidator(lambda v: _http_url(v).rstrip("/"))]
 
 
+def _host_list(value: object) -> object:
+    # TASKWARDEN_PROVIDERS__UP42__OUTPUT_HOSTS=*.amazonaws.com,storage.example.com or JSON
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _host_patterns(value: list[str]) -> list[str]:
+    for pattern in value:
+        bare = pattern.removeprefix("*.")
+        if not bare or not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", bare) or "*" in bare:
+            raise ValueError(f"{pattern!r} is not a host name or '*.' followed by one")
+    return value
+
+
+# output hosts a platform may hand URLs on ("*.example.com": its subdomains); empty: any
+HostPatterns = Annotated[
+    list[str], NoDecode, BeforeValidator(_host_list), AfterValidator(_host_patterns)
+]
+
+
+class OutputUrlSettings(BaseModel):
+    """Where URLs the platform hands over (signed downloads, asset links, redirects) may lead;
+    the provider's configured API URLs are always allowed (see providers/urls.py)."""
+
+    output_hosts: HostPatterns = []
+    allow_private_addresses: bool | None = None  # None: TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES
+
+
 def _both_or_neither(provider: str, info: ValidationInfo, partner: str, value: object) -> None:
     """A credential pair is set whole or not at all; the message names both variables."""
     if (info.data.get(partner) is None) != (value is None):
@@ -72,6 +106,15 @@ class HttpSettings(BaseModel):
     # connections per httpx pool; requests are spread over max_connections / this many pools
     # (see providers/transport.py). Set it to max_connections for one plain httpx pool.
     connections_per_pool: int = Field(2, ge=1)
+    # may URLs a platform hands over (downloads, redirects) reach loopback, private or
+    # link-local addresses? A provider's own ALLOW_PRIVATE_ADDRESSES overrides this
+    allow_private_addresses: bool = False
+    # in-call retries of one idempotent request (GET/HEAD, and the opening of a download) on a
+    # connection failure, 5xx or a 429 whose Retry-After is short; the poll schedule does the rest
+    retries: int = Field(2, ge=0, le=10)
+    retry_backoff: float = Field(0.25, ge=0, le=60)  # ceiling of the first full-jitter delay
+    retry_max_wait: float = Field(2.0, ge=0, le=300)  # longer waits (Retry-After) are not slept
+    max_json_bytes: int = Field(16 * 1024**2, ge=1024)  # a status or metadata response body
 
 
 class PollSettings(BaseModel):
@@ -85,13 +128,36 @@ class PollSettings(BaseModel):
         return PollPolicy(initial=self.initial, backoff=self.backoff, maximum=self.maximum)
 
 
+def _kinds(value: object) -> object:
+    # TASKWARDEN_RETRY__NON_RETRYABLE=RateLimited,ResponseTooLarge as well as a JSON list
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _known_kinds(value: list[str] | None) -> list[str] | None:
+    for kind in value or ():
+        if kind not in RETRYABLE_KINDS:
+            known = ", ".join(sorted(RETRYABLE_KINDS))
+            raise ValueError(f"{kind!r} is not a retryable error kind; known: {known}")
+    return value
+
+
+ErrorKinds = Annotated[list[str], NoDecode, BeforeValidator(_kinds), AfterValidator(_known_kinds)]
+
+
 class RetrySettings(BaseModel):
-    """How failed status checks are retried before the watch ends in ``error``."""
+    """How failed status checks (and archive runs) are retried before the watch ends in
+    ``error``; see :class:`taskwarden.lifecycle.RetryPolicy`."""
 
     initial_interval: float = Field(1.0, gt=0)
     backoff_coefficient: float = Field(2.0, ge=1)
     maximum_interval: float = Field(60.0, gt=0)
-    maximum_attempts: int = Field(8, ge=1)
+    maximum_attempts: int = Field(8, ge=0)  # 0: no limit on the count
+    maximum_elapsed: float | None = Field(None, gt=0)  # seconds since the first failure
+    non_retryable: ErrorKinds = []
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -99,10 +165,31 @@ class RetrySettings(BaseModel):
             backoff_coefficient=self.backoff_coefficient,
             maximum_interval=self.maximum_interval,
             maximum_attempts=self.maximum_attempts,
+            maximum_elapsed=self.maximum_elapsed,
+            non_retryable=frozenset(self.non_retryable),
         )
 
 
-class GeoboxSettings(BaseModel):
+class RetryOverride(BaseModel):
+    """Some fields of a retry policy, replacing those of the policy below it: a provider's
+    (``TASKWARDEN_RETRY_POLICIES__<PROVIDER>__*``) over the global one, a watch's (the
+    registration's ``retry``) over its provider's. Unset fields are inherited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_interval: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    backoff_coefficient: float | None = Field(None, ge=1, le=100)
+    maximum_interval: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    maximum_attempts: int | None = Field(None, ge=0, le=1_000_000)
+    maximum_elapsed: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    non_retryable: ErrorKinds | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that are set, JSON-ready (what a watch stores)."""
+        return self.model_dump(exclude_none=True)
+
+
+class GeoboxSettings(OutputUrlSettings):
     """Geobox: bearer token or API key (one is needed for the real service)."""
 
     base_url: BaseUrl = "https://api.geobox.ir/v1/"
@@ -110,7 +197,7 @@ class GeoboxSettings(BaseModel):
     apikey: OptionalSecret = None
 
 
-class Up42Settings(BaseModel):
+class Up42Settings(OutputUrlSettings):
     """UP42: a password grant (username, password), project client credentials (project_id,
     api_key) or one fixed token; and the limits on unpacking results tarballs."""
 
@@ -137,7 +224,7 @@ class Up42Settings(BaseModel):
         return value
 
 
-class DescartesLabsSettings(BaseModel):
+class DescartesLabsSettings(OutputUrlSettings):
     """Descartes Labs: a client id and refresh token that buy short-lived JWTs (refreshed
     before they expire), or one fixed JWT; and the URLs of the three services used."""
 
@@ -212,7 +299,7 @@ class GenericProfile(BaseModel):
     outputs_path: str | None = None
     output_url_path: str = "url"
     output_name_path: str | None = "name"
-    output_hosts: list[str] = []  # allowed output hosts ("*.example.com" too); empty: any
+    output_hosts: HostPatterns = []  # allowed output hosts ("*.example.com" too); empty: any
     output_auth: Literal["same_origin", "always", "never"] = "same_origin"
     abort_url: str | None = None
     abort_method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -253,6 +340,9 @@ class GenericHttpSettings(BaseModel):
 
     profiles: dict[str, GenericProfile] = {}
     allow_inline_specs: bool = False
+    # may status, output and redirect URLs outside the profiles' own URLs reach non-public
+    # addresses? None: TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES
+    allow_private_addresses: bool | None = None
 
     @field_validator("profiles")
     @classmethod
@@ -263,7 +353,7 @@ class GenericHttpSettings(BaseModel):
         return value
 
 
-class IsahitSettings(BaseModel):
+class IsahitSettings(OutputUrlSettings):
     """isahit lab: the API access id and secret key the SDK logs in with, and the project a
     registration without ``params.project_id`` is in."""
 
@@ -298,11 +388,61 @@ class S3Settings(BaseModel):
     allow_http: bool = False
 
 
+class WebhookSettings(BaseModel):
+    """Signed POSTs on final states: to every watch's own ``webhook`` URL, and to ``url`` for
+    every watch; retried with full-jitter backoff until delivered or ``max_attempts`` tried."""
+
+    url: OptionalStr = None  # called for every watch that reaches a final state
+    # the HMAC-SHA256 key of X-Taskwarden-Signature; required by url, and by per-watch URLs
+    secret: OptionalSecret = Field(None, validate_default=True)
+    timeout: float = Field(10.0, gt=0, le=300)  # seconds per delivery attempt, all included
+    max_attempts: int = Field(10, ge=1, le=1000)
+    initial_interval: float = Field(5.0, gt=0)  # ceiling of the first retry's delay
+    backoff_coefficient: float = Field(2.0, ge=1)
+    maximum_interval: float = Field(3600.0, gt=0)
+    batch_size: int = Field(50, ge=1, le=1000)  # deliveries per task, sent concurrently
+    # may webhook URLs reach loopback, private or link-local addresses? None: as
+    # TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES says
+    allow_private_addresses: bool | None = None
+
+    _url = field_validator("url")(lambda v: None if v is None else _http_url(v))
+
+    @field_validator("secret")
+    @classmethod
+    def _signed(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("url") is not None and value is None:
+            raise ValueError(
+                "TASKWARDEN_WEBHOOKS__URL is set: set TASKWARDEN_WEBHOOKS__SECRET too,"
+                " the key webhooks are signed with"
+            )
+        return value
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=self.initial_interval,
+            backoff_coefficient=self.backoff_coefficient,
+            maximum_interval=self.maximum_interval,
+            maximum_attempts=self.max_attempts,
+        )
+
+
 class RateLimitSettings(BaseModel):
     """A provider's request rate across the whole cluster."""
 
     rate: float = Field(gt=0, le=100_000)  # requests per second
     burst: int = Field(1, ge=1, le=100_000)  # requests allowed at once ahead of the rate
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API (``taskwarden api``, and part of ``taskwarden run``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)  # 0: any free port (tests)
+    # bearer token for writes (and reads with read_auth); unset: generated into
+    # <data_dir>/api-token (mode 0600), which the client reads too
+    token: OptionalSecret = None
+    read_auth: bool = False  # also require the token to read
+    ready_max_lag: float = Field(60.0, gt=0)  # /readyz fails when dispatch lags more (seconds)
 
 
 class Settings(BaseSettings):
@@ -324,6 +464,10 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     poll: PollSettings = PollSettings()
     retry: RetrySettings = RetrySettings()
+    api: ApiSettings = ApiSettings()
+    # per provider, over `retry`: e.g. TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATTEMPTS=3
+    retry_policies: dict[str, RetryOverride] = Field(default_factory=dict)
+    webhooks: WebhookSettings = WebhookSettings()
 
     # per provider, e.g. TASKWARDEN_RATE_LIMITS__GEOBOX__RATE=20, ..._BURST=5; absent: unlimited
     rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
@@ -353,6 +497,17 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
+    @field_validator("retry_policies")
+    @classmethod
+    def _retry_providers(cls, value: dict[str, RetryOverride]) -> dict[str, RetryOverride]:
+        from taskwarden.providers import names  # here: taskwarden.providers imports this module
+
+        known = names()
+        for provider in value:
+            if provider not in known:
+                raise ValueError(f"unknown provider {provider!r}; known: {', '.join(known)}")
+        return value
+
     @property
     def resolved_archive_url(self) -> str:
         if self.archive_url:
@@ -362,8 +517,15 @@ class Settings(BaseSettings):
     def poll_policy(self) -> PollPolicy:
         return self.poll.policy()
 
-    def retry_policy(self) -> RetryPolicy:
-        return self.retry.policy()
+    def retry_policy(
+        self, provider: str | None = None, watch: Mapping[str, Any] | None = None
+    ) -> RetryPolicy:
+        """The retry policy of a watch: the global one, overridden by its provider's
+        ``retry_policies`` entry, overridden by the watch's own ``retry`` fields."""
+        policy = self.retry.policy()
+        if provider is not None and provider in self.retry_policies:
+            policy = policy.overridden(self.retry_policies[provider].fields())
+        return policy.overridden(watch)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -146,6 +146,8 @@ def provider_env(sim: SimulatorServer) -> dict[str, str]:
     from taskwarden.simulator.generic import profile
 
     return {
+        # the simulator is on loopback, where platform-given URLs may not lead by default
+        "TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES": "true",
         "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": sim.geobox_url,
         "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "sim-token",
         **sim.descarteslabs.env(sim.url),

@@ -8,13 +8,15 @@ what to do next asks one question: is it retryable?
     ├── InvalidRegistration         a registration (message, CLI, API) is malformed
     ├── RetryableError              try again later; ``retry_after`` may say when
     │   ├── ProviderUnavailable     5xx, connection refused or reset, timeouts, short bodies
+    │   │   └── ResponseTooLarge    a status/JSON body over ``TASKWARDEN_HTTP__MAX_JSON_BYTES``
     │   ├── RateLimited             429 (``retry_after`` from the Retry-After header)
     │   └── StorageUnavailable      the archive store did not accept a write
     └── PermanentError              retrying will not help
         ├── CredentialsRejected     401/403 with fresh credentials
         ├── RemoteNotFound          the platform says the task does not exist
         ├── RequestRejected         400/422: the platform refused what we sent
-        └── OutputInvalid           an output is malformed, too large, or not what was announced
+        ├── OutputInvalid           an output is malformed, too large, or not what was announced
+        └── UrlRefused              a URL the platform handed over is not allowed (providers/urls)
 
 httpx exceptions are translated inside the provider layer (``providers/http.py``); nothing above
 it sees an httpx type. The original exception is kept as ``__cause__``.
@@ -65,6 +67,15 @@ class ProviderUnavailable(RetryableError):
     """The platform did not answer usefully: 5xx, network failure, timeout, truncated body."""
 
 
+class ResponseTooLarge(ProviderUnavailable):
+    """A status or metadata response larger than the cap on JSON bodies.
+
+    Retryable like any garbled answer (a proxy's error page, a document that is paginated
+    next time), so it ends in ``error`` when the retry policy runs out; a provider or watch
+    whose documents will not shrink names it in ``non_retryable`` to give up at once.
+    """
+
+
 class RateLimited(RetryableError):
     """The platform answered 429; ``retry_after`` carries its Retry-After when it sent one."""
 
@@ -91,3 +102,7 @@ class RequestRejected(PermanentError):
 
 class OutputInvalid(PermanentError):
     """An output or response body is malformed, oversized, or shorter than announced."""
+
+
+class UrlRefused(PermanentError):
+    """A URL the platform handed over is on a host or address the provider may not fetch."""

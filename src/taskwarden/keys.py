@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 PREFIX = "taskwarden:"
 
 # Redis keys
@@ -13,10 +15,20 @@ PROVIDERS = PREFIX + "providers"  # set of provider names that have watches
 ALL = PREFIX + "watches"  # sorted set: watch id -> created at
 BY_STATE = PREFIX + "state:"  # sorted set per state: id -> updated at
 BY_PROVIDER = PREFIX + "provider:"  # sorted set per provider: id -> created at
+UPDATED = PREFIX + "updated"  # sorted set: watch id -> updated at
+LABEL = PREFIX + "label:"  # sorted set per label pair: id -> created at (labels never change)
+COUNTS = PREFIX + "counts:"  # hash per provider: state -> number of watches in it
+EVENTS = PREFIX + "events"  # stream: one entry per state transition, capped
 HEARTBEAT = PREFIX + "heartbeat:"  # string per component (beat, dispatch) with a TTL
+WORKER_HEARTBEAT = HEARTBEAT + "worker:"  # string per Celery worker node with a TTL
 RUNNING = PREFIX + "running:"  # string per watch while an archive job runs: the run's token
 RATE = PREFIX + "rate:"  # string per provider: the rate limiter's next free slot (µs)
 DEADLETTERS = PREFIX + "deadletters"  # stream of refused registrations, capped
+METRICS = PREFIX + "metrics"  # hash: counter and histogram cells, summed over every process
+METRICS_RECENT = PREFIX + "metrics:recent:"  # hash per 10 s bucket (unix s), for recent rates
+WEBHOOKS_DUE = PREFIX + "webhooks:due"  # sorted set: delivery id -> when to (re)try (unix s)
+WEBHOOKS_PENDING = PREFIX + "webhooks:pending"  # hash: delivery id -> JSON (event, attempts)
+WEBHOOKS_GROUP = "taskwarden-webhooks"  # consumer group on the events stream
 
 
 def watch(watch_id: str) -> str:
@@ -39,17 +51,28 @@ def by_provider(provider: str) -> str:
     return BY_PROVIDER + provider
 
 
+def label(key: str, value: str) -> str:
+    # JSON, so that a '=' inside a key or value cannot make two pairs share a set
+    return LABEL + json.dumps([key, value], separators=(",", ":"), ensure_ascii=False)
+
+
+def counts(provider: str) -> str:
+    return COUNTS + provider
+
+
 # Celery task names: producers send these by name, with no import of this project.
 TASK_TRACK = "taskwarden.track"
 TASK_DISPATCH = "taskwarden.dispatch"
 TASK_POLL = "taskwarden.poll"
 TASK_ARCHIVE = "taskwarden.archive"
 TASK_ABORT = "taskwarden.abort"
+TASK_WEBHOOK = "taskwarden.webhook"
 
 # Queues. `celery` is Celery's default, where a producer that knows nothing of our routes sends.
 QUEUE_DEFAULT = "celery"
 QUEUE_DISPATCH = "taskwarden.dispatch"
 QUEUE_POLL = "taskwarden.poll"
 QUEUE_ARCHIVE = "taskwarden.archive"
-POLL_QUEUES = (QUEUE_DEFAULT, QUEUE_DISPATCH, QUEUE_POLL)
+QUEUE_WEBHOOK = "taskwarden.webhook"  # its own queue, so a backlog of polls cannot hold it up
+POLL_QUEUES = (QUEUE_DEFAULT, QUEUE_DISPATCH, QUEUE_POLL, QUEUE_WEBHOOK)
 ALL_QUEUES = (*POLL_QUEUES, QUEUE_ARCHIVE)

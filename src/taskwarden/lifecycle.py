@@ -1,7 +1,8 @@
 """The watch lifecycle: states, what a poll observed, and the pure decision of what comes next.
 
-Nothing here reads a clock, a random source or the network: callers pass ``now`` and a jitter
-draw in, so every rule is a row in a table-driven test.
+Nothing here reads a clock, a random source or the network: callers pass ``now``, a jitter
+draw and the retry policy resolved for the watch (global, then its provider's, then its own
+overrides; see ``Settings.retry_policy``), so every rule is a row in a table-driven test.
 
     pending ──► running ──► archiving ──► succeeded
        │           │            │
@@ -10,8 +11,12 @@ draw in, so every rule is a row in a table-driven test.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
+
+from taskwarden import errors
 
 
 class State(StrEnum):
@@ -60,11 +65,47 @@ class Observation:
 
 @dataclass(frozen=True)
 class Failure:
-    """A status check that did not produce an observation."""
+    """A status check that did not produce an observation.
+
+    ``kind`` names the error-tree class it came from ("RateLimited", "ProviderUnavailable"...;
+    "InternalError" for a provider bug); a retry policy's ``non_retryable`` kinds match it or
+    any of its ancestors.
+    """
 
     message: str
     retryable: bool
     retry_after: float | None = None
+    kind: str | None = None
+
+
+INTERNAL_ERROR = "InternalError"  # the kind of a failure no error-tree class describes
+
+
+def _error_lineage() -> dict[str, frozenset[str]]:
+    lineage: dict[str, frozenset[str]] = {}
+    pending: list[type[errors.TaskwardenError]] = [errors.TaskwardenError]
+    while pending:
+        cls = pending.pop()
+        names = {c.__name__ for c in cls.__mro__ if issubclass(c, errors.TaskwardenError)}
+        lineage[cls.__name__] = frozenset(names)
+        pending.extend(cls.__subclasses__())
+    return lineage
+
+
+_LINEAGE = _error_lineage()
+
+#: the kinds a retry policy may name as ``non_retryable``: every retryable class of the error
+#: tree, and the catch-all for provider bugs (permanent kinds are never retried anyway)
+RETRYABLE_KINDS = frozenset(
+    name for name, names in _LINEAGE.items() if errors.RetryableError.__name__ in names
+) | {INTERNAL_ERROR}
+
+
+def kind_lineage(kind: str | None) -> frozenset[str]:
+    """``kind`` and the names of its ancestors in the error tree."""
+    if kind is None:
+        return frozenset()
+    return _LINEAGE.get(kind, frozenset({kind}))
 
 
 @dataclass(frozen=True)
@@ -89,12 +130,20 @@ class RetryPolicy:
     The delay before attempt ``n`` (1-based count of consecutive failures) is a uniform draw in
     ``[0, min(maximum_interval, initial_interval * backoff_coefficient ** (n - 1))]``; a
     platform's ``Retry-After`` replaces the computed delay.
+
+    A watch gives up (ends in ``error``) on the ``maximum_attempts``-th consecutive failure
+    (0: no limit on the count), or on the first failure ``maximum_elapsed`` seconds or more
+    after the first failure of the run (None: no limit on the time; the last retry is moved
+    up to that bound so that it is checked once more there). A failure whose kind, or an
+    ancestor of it, is in ``non_retryable`` ends the watch at once.
     """
 
     initial_interval: float = 1.0
     backoff_coefficient: float = 2.0
     maximum_interval: float = 60.0
     maximum_attempts: int = 8
+    maximum_elapsed: float | None = None
+    non_retryable: frozenset[str] = frozenset()
 
     def delay(self, attempt: int, jitter: float, retry_after: float | None = None) -> float:
         if retry_after is not None:
@@ -108,7 +157,21 @@ class RetryPolicy:
         return ceiling * min(max(jitter, 0.0), 1.0)
 
     def exhausted(self, attempt: int) -> bool:
-        return attempt >= self.maximum_attempts
+        return 0 < self.maximum_attempts <= attempt
+
+    def retries(self, kind: str | None) -> bool:
+        """Whether a retryable failure of ``kind`` may be retried under this policy."""
+        return not self.non_retryable & kind_lineage(kind)
+
+    def overridden(self, overrides: Mapping[str, Any] | None) -> RetryPolicy:
+        """This policy with some fields replaced (a provider's or a watch's ``retry``, as
+        validated by ``config.RetryOverride``: unset fields are absent or None)."""
+        if not overrides:
+            return self
+        fields = {k: v for k, v in overrides.items() if v is not None}
+        if "non_retryable" in fields:
+            fields["non_retryable"] = frozenset(fields["non_retryable"])
+        return replace(self, **fields)
 
 
 @dataclass(frozen=True)
@@ -122,6 +185,7 @@ class WatchView:
     errors: int = 0
     deadline: float | None = None
     archive: bool = True
+    failing_since: float | None = None  # when the current run of failed checks began
 
 
 @dataclass(frozen=True)
@@ -136,6 +200,7 @@ class Decision:
     next_poll_at: float | None
     note: str | None = None  # a line for the watch's history; None when nothing worth saying
     last_error: str | None = None
+    failing_since: float | None = None
 
     @property
     def archive(self) -> bool:
@@ -151,6 +216,7 @@ class Decision:
             interval=watch.interval,
             errors=watch.errors,
             next_poll_at=None,
+            failing_since=watch.failing_since if watch.errors else None,
         )
 
 
@@ -178,19 +244,14 @@ def decide(
     past_deadline = watch.deadline is not None and now >= watch.deadline
 
     if isinstance(seen, Failure):
-        attempt = watch.errors + 1
-        failed = replace(base, errors=attempt, last_error=seen.message)
-        if not seen.retryable:
-            return replace(failed, state=State.ERROR, note=seen.message)
-        if retry.exhausted(attempt):
-            gave_up = f"gave up after {attempt} failed checks: {seen.message}"
-            return replace(failed, state=State.ERROR, note=gave_up)
+        failed = failure_decision(watch, seen, now, retry, jitter)
+        if failed.next_poll_at is None:
+            return failed  # ended in error: permanent, or the policy gave up
         if past_deadline:
-            return replace(failed, state=State.TIMED_OUT, note=_timed_out(watch))
-        delay = retry.delay(attempt, jitter, seen.retry_after)
-        return replace(failed, next_poll_at=_clamp(now + delay, watch.deadline))
+            return replace(failed, state=State.TIMED_OUT, next_poll_at=None, note=_timed_out(watch))
+        return replace(failed, next_poll_at=_clamp(failed.next_poll_at, watch.deadline))
 
-    seen_now = replace(base, raw_status=seen.raw_status, errors=0)
+    seen_now = replace(base, raw_status=seen.raw_status, errors=0, failing_since=None)
     if seen.progress is not None:
         seen_now = replace(seen_now, progress=min(1.0, max(0.0, seen.progress)))
 
@@ -225,6 +286,42 @@ def decide(
         note=note,
         next_poll_at=_clamp(now + interval, watch.deadline),
     )
+
+
+def failure_decision(
+    watch: WatchView,
+    failure: Failure,
+    now: float,
+    retry: RetryPolicy,
+    jitter: float,
+    *,
+    gave_up: str = "gave up after {attempts} failed checks{over}: {message}",
+) -> Decision:
+    """What a failed check (or archive run) of ``watch`` leads to under ``retry``: a retry at
+    some time, or ``error`` (permanent, a non-retryable kind, or the policy ran out).
+
+    Deadlines are not considered here; :func:`decide` applies them. ``gave_up`` is the note
+    when the policy ran out (fields ``attempts``, ``over``, ``message``).
+    """
+    base = Decision.unchanged(watch)
+    attempt = watch.errors + 1
+    since = base.failing_since if base.failing_since is not None else now
+    failed = replace(base, errors=attempt, last_error=failure.message, failing_since=since)
+    if not failure.retryable:
+        return replace(failed, state=State.ERROR, note=failure.message)
+    if not retry.retries(failure.kind):
+        said = f"{failure.kind} is not retried by this watch's retry policy: {failure.message}"
+        return replace(failed, state=State.ERROR, note=said)
+    elapsed = now - since
+    over_time = retry.maximum_elapsed is not None and elapsed >= retry.maximum_elapsed
+    if retry.exhausted(attempt) or over_time:
+        over = f" over {elapsed:.0f} s" if elapsed > 0 else ""
+        note = gave_up.format(attempts=attempt, over=over, message=failure.message)
+        return replace(failed, state=State.ERROR, note=note)
+    at = now + retry.delay(attempt, jitter, failure.retry_after)
+    if retry.maximum_elapsed is not None:
+        at = min(at, since + retry.maximum_elapsed)
+    return replace(failed, next_poll_at=at)
 
 
 def _clamp(at: float, deadline: float | None) -> float:

@@ -7,9 +7,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from taskwarden.config import RetryOverride
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State, WatchView
 from taskwarden.providers.base import validate_remote_id
@@ -37,6 +39,8 @@ class Registration(BaseModel):
     timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
     archive: bool = True
     abort_on_timeout: bool = False  # past the timeout, also abort the remote task
+    webhook: str | None = Field(None, max_length=2048)  # called on the final state (webhooks.py)
+    retry: RetryOverride | None = None  # this watch's retry policy, over its provider's
 
     @field_validator("remote_id")
     @classmethod
@@ -44,6 +48,18 @@ class Registration(BaseModel):
         problem = validate_remote_id(value)
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials (user:password@): it is shown to readers")
         return value
 
     @field_validator("params")
@@ -122,6 +138,12 @@ class Watch:
     fence: int = 0
     manifest: str | None = None  # key of manifest.json once archived
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    webhook: str | None = None  # this watch's own webhook URL
+    webhook_status: str | None = None  # delivered, retrying or failed (see webhooks.py)
+    webhook_error: str | None = None  # why the last delivery attempt failed
+    webhook_attempts: int = 0
+    retry: dict[str, Any] | None = None  # the registration's retry overrides (RetryOverride)
+    failing_since: float | None = None  # when the current run of failed checks began
 
     def view(self) -> WatchView:
         return WatchView(
@@ -132,6 +154,7 @@ class Watch:
             errors=self.errors,
             deadline=self.deadline,
             archive=self.archive,
+            failing_since=self.failing_since,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +193,12 @@ class Watch:
             fence=int(raw.get("fence") or 0),
             manifest=raw.get("manifest") or None,
             outputs=json.loads(raw.get("outputs") or "[]"),
+            webhook=raw.get("webhook") or None,
+            webhook_status=raw.get("webhook_status") or None,
+            webhook_error=raw.get("webhook_error") or None,
+            webhook_attempts=int(raw.get("webhook_attempts") or 0),
+            retry=json.loads(raw["retry"]) if raw.get("retry") else None,
+            failing_since=num("failing_since"),
         )
 
 

@@ -52,6 +52,7 @@ class RateLimiter:
         self._limits = limits
         self._reserve = client.register_script(_RESERVE)
         self.waited: dict[str, float] = {}  # seconds spent waiting, per provider
+        self._unreported: dict[str, tuple[int, float]] = {}  # waits since the last drain()
 
     def limited(self, provider: str) -> bool:
         return provider in self._limits
@@ -67,8 +68,15 @@ class RateLimiter:
         wait = int(micros) / 1_000_000
         if wait > 0:
             self.waited[provider] = self.waited.get(provider, 0.0) + wait
+            count, seconds = self._unreported.get(provider, (0, 0.0))
+            self._unreported[provider] = (count + 1, seconds + wait)
             await asyncio.sleep(wait)
         return wait
+
+    def drain(self) -> dict[str, tuple[int, float]]:
+        """Waits since the last call, per provider, as (count, seconds): for the metrics."""
+        waits, self._unreported = self._unreported, {}
+        return waits
 
     async def aclose(self) -> None:
         await self._client.aclose()

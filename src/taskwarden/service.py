@@ -1,4 +1,5 @@
-"""Start taskwarden's processes: the beat scheduler, a poll worker and an archive worker.
+"""Start taskwarden's processes: the beat scheduler, a poll worker, an archive worker and
+(optionally) the HTTP API.
 
 Used by ``taskwarden run``, the demo, the end-to-end tests and the benchmarks, so that all of
 them run the very same processes a deployment runs. Settings travel as ``TASKWARDEN_*``
@@ -21,16 +22,19 @@ from taskwarden import keys
 
 
 def commands(
-    poll_concurrency: int | None = None, archive_concurrency: int = 2
+    poll_concurrency: int | None = None, archive_concurrency: int = 2, api: bool = False
 ) -> dict[str, list[str]]:
-    """The command lines of the three processes, by role."""
+    """The command lines of the processes, by role."""
     me = [sys.executable, "-m", "taskwarden"]
     poll = [*me, "worker", "-Q", ",".join(keys.POLL_QUEUES), "-n", f"poll-{os.getpid()}@%h"]
     if poll_concurrency:
         poll += ["-c", str(poll_concurrency)]
     archive = [*me, "worker", "-Q", keys.QUEUE_ARCHIVE, "-n", f"archive-{os.getpid()}@%h",
                "-c", str(archive_concurrency)]  # fmt: skip
-    return {"beat": [*me, "beat"], "poll": poll, "archive": archive}
+    roles = {"beat": [*me, "beat"], "poll": poll, "archive": archive}
+    if api:
+        roles["api"] = [*me, "api"]  # on TASKWARDEN_API__HOST and __PORT
+    return roles
 
 
 class Service:
@@ -53,9 +57,10 @@ class Service:
         poll_concurrency: int | None = None,
         archive_concurrency: int = 2,
         log_dir: Path | None = None,
+        api: bool = False,
     ) -> None:
         self.env = {**os.environ, **env}
-        self.argvs = commands(poll_concurrency, archive_concurrency)
+        self.argvs = commands(poll_concurrency, archive_concurrency, api)
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.restarts: dict[str, int] = {}

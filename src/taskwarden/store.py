@@ -8,150 +8,41 @@ Layout (names in :mod:`taskwarden.keys`):
   ``leases`` and bumps its ``fence``; only a commit carrying the current fence is applied, so a
   poll or archive that was lost, duplicated or overtaken can never write. An expired lease goes
   back to ``due`` (and bumps the fence again) so a lost job is dispatched anew.
-- ``watches``, ``state:<state>``, ``provider:<name>`` sorted sets, for listing.
+- ``watches``, ``provider:<name>``, ``label:<pair>`` (by created at), ``updated`` (by updated
+  at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
+  (:mod:`taskwarden.store_queries`); ``counts:<provider>`` hashes, state -> n.
+- ``events`` stream: one entry per state transition, written by the same script as the change.
 
-Every multi-key change is one Lua script, so a crash between two writes cannot tear a watch.
+Every multi-key change is one Lua script (:mod:`taskwarden.store_scripts`), so a crash between
+two writes cannot tear a watch.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis
 
-from taskwarden import keys
+from taskwarden import keys, store_scripts
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import Registration, Watch, encode, watch_id
+from taskwarden.store_queries import Query, decode_cursor, encode_cursor, list_page
 
 MAX_DEADLETTERS = 10_000
 MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was wrong
-
-_FINAL_LUA = "{" + ", ".join(f"['{s}'] = true" for s in sorted(FINAL_STATES)) + "}"
-
-_REGISTER = """
-local id, now, provider, entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('LPUSH', KEYS[2], entry)
-redis.call('ZADD', KEYS[3], now, id)
-redis.call('ZADD', KEYS[4], now, id)
-redis.call('ZADD', KEYS[5], now, id)
-redis.call('ZADD', KEYS[6], now, id)
-redis.call('SADD', KEYS[7], provider)
-return 1
-"""
-
-_CLAIM = """
-local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  if redis.call('EXISTS', watch_prefix .. id) == 1 then
-    local fence = redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
-    redis.call('ZADD', KEYS[2], lease_until, id)
-    out[#out + 1] = id
-    out[#out + 1] = fence
-  end
-end
-return out
-"""
-
-_REAP = (
-    "local final = "
-    + _FINAL_LUA
-    + """
-local now, limit, watch_prefix, due_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local w = redis.call('HMGET', watch_prefix .. id, 'provider', 'state')
-  if w[1] and not final[w[2]] then
-    redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
-    redis.call('ZADD', due_prefix .. w[1], now, id)
-  end
-end
-return #ids
-"""
-)
-
-# KEYS: watch, history, leases. ARGV: id, fence, now, state, next_poll_at, lease_until, entry,
-# history_limit, state_prefix, due_prefix, then field/value pairs.
-_COMMIT = (
-    "local final = "
-    + _FINAL_LUA
-    + """
-local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
-local state_prefix, due_prefix = ARGV[9], ARGV[10]
-local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider')
-if w[1] ~= fence then return 0 end
-if final[w[2]] then return 0 end
-local fields = {'state', state, 'updated_at', now}
-for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-if w[2] ~= state then
-  redis.call('ZREM', state_prefix .. w[2], id)
-  redis.call('ZADD', state_prefix .. state, now, id)
-end
-if next_at ~= '' then redis.call('ZADD', due_prefix .. w[3], next_at, id) end
-if lease_until ~= '' then
-  redis.call('ZADD', KEYS[3], lease_until, id)
-else
-  redis.call('ZREM', KEYS[3], id)
-end
-if entry ~= '' then
-  redis.call('LPUSH', KEYS[2], entry)
-  redis.call('LTRIM', KEYS[2], 0, limit - 1)
-end
-return 1
-"""
-)
-
-# KEYS: watch, history, leases. ARGV: id, now, entry, history_limit, state_prefix, due_prefix.
-_CANCEL = (
-    "local final = "
-    + _FINAL_LUA
-    + """
-local id, now, entry, limit, state_prefix, due_prefix =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local w = redis.call('HMGET', KEYS[1], 'state', 'provider')
-if not w[1] then return -1 end
-if final[w[1]] then return 0 end
-redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', now, 'finished_at', now,
-  'next_poll_at', '')
-redis.call('ZREM', state_prefix .. w[1], id)
-redis.call('ZADD', state_prefix .. 'cancelled', now, id)
-redis.call('ZREM', due_prefix .. w[2], id)
-redis.call('ZREM', KEYS[3], id)
-redis.call('LPUSH', KEYS[2], entry)
-redis.call('LTRIM', KEYS[2], 0, limit - 1)
-return 1
-"""
-)
-
-_RENEW = """
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
+MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
 
 
-_RENEW_RUN = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
+class NotRearmable(Exception):
+    """Only an ``error`` or ``timed_out`` watch can be re-armed; ``state`` is where it is."""
 
-_END_RUN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
+    def __init__(self, watch_id: str, state: str) -> None:
+        super().__init__(f"watch {watch_id} is {state}; only error or timed_out can be re-armed")
+        self.watch_id = watch_id
+        self.state = state
 
 
 @dataclass(frozen=True)
@@ -187,14 +78,17 @@ class Store:
     def __init__(self, client: redis.Redis, *, history_limit: int = 100) -> None:
         self.redis = client
         self.history_limit = history_limit
-        self._register = client.register_script(_REGISTER)
-        self._claim = client.register_script(_CLAIM)
-        self._reap = client.register_script(_REAP)
-        self._commit = client.register_script(_COMMIT)
-        self._cancel = client.register_script(_CANCEL)
-        self._renew = client.register_script(_RENEW)
-        self._renew_run = client.register_script(_RENEW_RUN)
-        self._end_run = client.register_script(_END_RUN)
+        scripts = store_scripts
+        self._register = client.register_script(scripts.REGISTER)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._reap = client.register_script(scripts.REAP)
+        self._commit = client.register_script(scripts.COMMIT)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._rearm = client.register_script(scripts.REARM)
+        self._renew = client.register_script(scripts.RENEW)
+        self._renew_run = client.register_script(scripts.RENEW_RUN)
+        self._end_run = client.register_script(scripts.END_RUN)
+        self._after = client.register_script(scripts.AFTER)
 
     @classmethod
     def from_url(cls, url: str, *, history_limit: int = 100) -> Store:
@@ -220,6 +114,8 @@ class Store:
             "labels": reg.labels,
             "archive": reg.archive,
             "abort_on_timeout": reg.abort_on_timeout,
+            "retry": reg.retry.fields() if reg.retry else None,
+            "webhook": reg.webhook,
             "timeout": timeout,
             "deadline": now + timeout if timeout is not None else None,
             "next_poll_at": now,
@@ -240,8 +136,12 @@ class Store:
                 keys.by_provider(reg.provider),
                 keys.due(reg.provider),
                 keys.PROVIDERS,
+                keys.UPDATED,
+                keys.EVENTS,
+                keys.counts(reg.provider),
+                *(keys.label(k, v) for k, v in reg.labels.items()),
             ],
-            args=[wid, now, reg.provider, entry, *flat],
+            args=[wid, now, reg.provider, reg.remote_id, entry, MAX_EVENTS, "registered", *flat],
         )
         watch = self.get(wid)
         assert watch is not None  # it was just created or already existed
@@ -250,6 +150,14 @@ class Store:
     def get(self, wid: str) -> Watch | None:
         raw: dict[str, str] = self.redis.hgetall(keys.watch(wid))  # type: ignore[assignment]
         return Watch.from_hash(raw) if raw else None
+
+    def find(self, ref: str) -> Watch | None:
+        """A watch by its id, or by ``provider:remote_id`` (what users know)."""
+        found = self.get(ref)
+        if found is None and ":" in ref:
+            provider, _, remote_id = ref.partition(":")
+            found = self.get(watch_id(provider, remote_id))
+        return found
 
     def get_many(self, ids: Sequence[str]) -> list[Watch | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -267,28 +175,33 @@ class Store:
         *,
         state: str | None = None,
         provider: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Watch]:
-        """Watches, newest first, filtered by state and provider."""
-        index = (
-            keys.by_state(state) if state else keys.by_provider(provider) if provider else keys.ALL
-        )
-        ids: list[str] = []
-        start = offset
-        # Filtering by both state and provider walks the state index and skips other providers.
-        while len(ids) < limit:
-            chunk: list[str] = self.redis.zrevrange(index, start, start + 999)  # type: ignore[assignment]
-            if not chunk:
-                break
-            start += len(chunk)
-            ids += chunk
-            if not (state and provider):
-                break
-        watches = [w for w in self.get_many(ids) if w is not None]
-        if state and provider:
-            watches = [w for w in watches if w.provider == provider]
-        return watches[:limit]
+        labels: dict[str, str] | None = None,
+        q: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
+        sort: str = "-created_at",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Watch], str | None]:
+        """A page of watches and the cursor of the next page (None at the end).
+
+        ``sort``: created_at, -created_at, updated_at or -updated_at. ``q``: a case-insensitive
+        substring of the id, remote id or name. Time ranges are ``after <= t < before`` (unix
+        seconds). A page may be shorter than ``limit`` with a cursor still to follow (a sparse
+        filter stops scanning early); raises :class:`~taskwarden.store_queries.BadQuery` for a
+        bad sort, state, limit or cursor.
+        """
+        query = Query(
+            state=state, provider=provider, labels=tuple(sorted((labels or {}).items())), q=q,
+            created_after=created_after, created_before=created_before,
+            updated_after=updated_after, updated_before=updated_before, sort=sort, limit=limit,
+        )  # fmt: skip
+        if cursor:
+            query = replace(query, after=decode_cursor(query, cursor))
+        watches, position = list_page(self.redis, query, self.get_many, self._after)
+        return watches, None if position is None else encode_cursor(query, position)
 
     def providers(self) -> list[str]:
         return sorted(self.redis.smembers(keys.PROVIDERS))  # type: ignore[arg-type]
@@ -298,6 +211,39 @@ class Store:
         for state in State:
             pipe.zcard(keys.by_state(state))
         return dict(zip([str(s) for s in State], pipe.execute(), strict=True))
+
+    def counts_by_provider(self) -> dict[str, dict[str, int]]:
+        """Watches per provider and state (every state present, zeros included)."""
+        names = self.providers()
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.counts(name))
+        return {
+            name: {str(s): int(raw.get(s, 0)) for s in State}
+            for name, raw in zip(names, pipe.execute(), strict=True)
+        }
+
+    def dispatch_lag(self, now: float) -> float:
+        """Seconds the longest-waiting due watch has been due (0 when none is)."""
+        names = self.providers()
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zrange(keys.due(name), 0, 0, withscores=True)
+        oldest = [first[0][1] for first in pipe.execute() if first]
+        return max(0.0, now - min(oldest)) if oldest else 0.0
+
+    # events
+
+    def events(
+        self, after: str = "0", count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Transitions after stream id ``after`` ("0": from the oldest kept, "$": only new),
+        oldest first; ``block_ms`` waits that long for one to arrive."""
+        got: Any = self.redis.xread({keys.EVENTS: after}, count=count, block=block_ms)
+        if not got:
+            return []
+        entries = got[0][1] if isinstance(got, list) else got[keys.EVENTS][0]
+        return [(entry_id, dict(fields)) for entry_id, fields in entries]
 
     # scheduling
 
@@ -359,7 +305,7 @@ class Store:
         if d.note is not None:
             entry = history_entry(commit.now, commit.previous, d.state, d.raw_status, d.note)
         self._commit(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES],
+            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
             args=[
                 wid,
                 commit.claim.fence,
@@ -371,6 +317,11 @@ class Store:
                 self.history_limit,
                 keys.BY_STATE,
                 keys.DUE,
+                keys.COUNTS,
+                MAX_EVENTS,
+                encode(d.raw_status),
+                encode(d.progress),
+                encode(d.note),
                 *flat,
             ],
             client=pipe,
@@ -380,10 +331,43 @@ class Store:
         """Stop watching; None if there is no such watch, False if it had already ended."""
         entry = history_entry(now, None, State.CANCELLED, None, note)
         result = self._cancel(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES],
-            args=[wid, now, entry, self.history_limit, keys.BY_STATE, keys.DUE],
+            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            args=[
+                wid,
+                now,
+                entry,
+                self.history_limit,
+                keys.BY_STATE,
+                keys.DUE,
+                keys.COUNTS,
+                MAX_EVENTS,
+                note,
+            ],
         )
         return None if result == -1 else bool(result)
+
+    def rearm(self, wid: str, now: float) -> Watch | None:
+        """Watch an ``error`` or ``timed_out`` watch again: pending, due now, errors reset, a new
+        deadline of now + its timeout (if it has one), the fence bumped so that no older job
+        can write. Returns the watch, None if there is no such watch; raises
+        :class:`NotRearmable` (with its state) for any other state."""
+        result = self._rearm(
+            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            args=[
+                wid,
+                now,
+                self.history_limit,
+                keys.BY_STATE,
+                keys.DUE,
+                keys.COUNTS,
+                MAX_EVENTS,
+            ],
+        )
+        if result == -1:
+            return None
+        if result != 1:
+            raise NotRearmable(wid, str(result))
+        return self.get(wid)
 
     def note(self, wid: str, now: float, text: str) -> None:
         """Add a line to a watch's history without changing the watch."""
@@ -438,3 +422,17 @@ class Store:
     def last_heartbeat(self, component: str) -> float | None:
         value = cast(str | None, self.redis.get(keys.HEARTBEAT + component))
         return float(value) if value else None
+
+    def worker_heartbeat(self, node: str, now: float, ttl: float) -> None:
+        self.redis.set(self.worker_key(node), now, px=int(ttl * 1000))
+
+    @staticmethod
+    def worker_key(node: str) -> str:
+        return keys.WORKER_HEARTBEAT + node
+
+    def worker_heartbeats(self) -> dict[str, float]:
+        """Last heartbeat of each Celery worker node still alive (by its key's TTL)."""
+        names = sorted(self.redis.scan_iter(keys.WORKER_HEARTBEAT + "*", count=1000))
+        values = cast(list[str | None], self.redis.mget(names)) if names else []
+        prefix = len(keys.WORKER_HEARTBEAT)
+        return {n[prefix:]: float(v) for n, v in zip(names, values, strict=True) if v}

@@ -15,11 +15,9 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery, signals
 
-from taskwarden import keys, logs
+from taskwarden import keys, logs, registration, webhooks, worker_heartbeat
 from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration
-from taskwarden.models import Registration
-from taskwarden.providers import names as provider_names
 from taskwarden.scheduler import dispatch
 from taskwarden.store import Claim, Store
 from taskwarden.worker import Runtime, abort_remote, archive_watch, poll_batch
@@ -62,11 +60,14 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        # dead-letters what Celery would drop: undecodable messages, unknown tasks
+        worker_consumer="taskwarden.consumer:Consumer",
         task_routes={
             keys.TASK_DISPATCH: {"queue": keys.QUEUE_DISPATCH},
             keys.TASK_POLL: {"queue": keys.QUEUE_POLL},
             keys.TASK_ABORT: {"queue": keys.QUEUE_POLL},
             keys.TASK_ARCHIVE: {"queue": keys.QUEUE_ARCHIVE},
+            keys.TASK_WEBHOOK: {"queue": keys.QUEUE_WEBHOOK},
         },
         beat_schedule={
             "dispatch": {
@@ -78,6 +79,8 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
+
+    worker_heartbeat.install(redis_url)  # only a worker node sends worker_ready
 
     @signals.worker_process_init.connect(weak=False)
     def _init_process(**_: Any) -> None:
@@ -93,21 +96,25 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
     def send_abort(watch_id: str) -> None:
         app.send_task(keys.TASK_ABORT, args=[watch_id])
 
+    def send_webhooks(ids: Sequence[str]) -> None:
+        app.send_task(keys.TASK_WEBHOOK, args=[list(ids)])
+
     @app.task(name=keys.TASK_TRACK)
     def track(*args: Any, **kwargs: Any) -> dict[str, Any]:
         store = runtime(app).store
-        try:
-            if args:
-                raise InvalidRegistration("send the registration as keyword arguments (kwargs)")
-            reg = Registration.parse(kwargs, provider_names())
-        except InvalidRegistration as exc:
-            reason, body = str(exc), {"args": args, "kwargs": kwargs}
+        if args:
+            reason = "send the registration as keyword arguments (kwargs)"
+            body = {"args": args, "kwargs": kwargs}
             log.warning("track.invalid", error=reason)
             _until_redis_answers(lambda: store.dead_letter(time.time(), "queue", reason, body))
             return {"error": reason}
-        watch, created = _until_redis_answers(
-            lambda: store.register(reg, time.time(), settings.default_timeout)
-        )
+        try:
+            watch, created = _until_redis_answers(
+                lambda: registration.register(store, settings, kwargs, source="queue")
+            )
+        except InvalidRegistration as exc:
+            log.warning("track.invalid", error=str(exc))
+            return {"error": str(exc)}
         log.info(
             "track.done",
             watch_id=watch.id,
@@ -134,6 +141,10 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
             queued_batches=int(queued),
             max_queued_batches=settings.max_queued_batches,
         )
+        try:
+            webhooks.pump(rt.store.redis, settings, now, send_webhooks)
+        except redis.RedisError:  # the polls went out; the next tick picks the webhooks up
+            log.exception("webhooks.pump_failed")
         return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}
 
     @app.task(name=keys.TASK_POLL)
@@ -146,6 +157,12 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
     def archive(watch_id: str, fence: int) -> str | None:
         state = archive_watch(runtime(app), Claim(watch_id, int(fence)))
         return None if state is None else str(state)
+
+    @app.task(name=keys.TASK_WEBHOOK)
+    def webhook(ids: list[str]) -> int:
+        rt = runtime(app)
+        rt.flush_metrics(rt.run(rt.webhooks.deliver([str(i) for i in ids])))
+        return len(ids)
 
     @app.task(name=keys.TASK_ABORT)
     def abort(watch_id: str) -> None:

@@ -18,12 +18,21 @@ from typing import Any, TypeVar
 import httpx
 import redis.asyncio as aioredis
 
-from taskwarden import archive, logs
+from taskwarden import archive, logs, metrics, webhooks
 from taskwarden.config import Settings
 from taskwarden.errors import PermanentError, RetryableError, TaskwardenError
-from taskwarden.lifecycle import Decision, Failure, Observation, State, decide
+from taskwarden.lifecycle import (
+    INTERNAL_ERROR,
+    Decision,
+    Failure,
+    Observation,
+    RetryPolicy,
+    State,
+    decide,
+    failure_decision,
+)
 from taskwarden.models import Watch
-from taskwarden.providers import factories
+from taskwarden.providers import factories, urls
 from taskwarden.providers.base import Provider, Target
 from taskwarden.providers.http import build_client
 from taskwarden.providers.transport import ShardedTransport
@@ -52,23 +61,38 @@ class Runtime:
             aioredis.Redis.from_url(redis_url),
             {name: Limit(lim.rate, lim.burst) for name, lim in settings.rate_limits.items()},
         )
+        self.http_errors = metrics.HttpErrors()
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.providers: dict[str, Provider] = {}
         for name, factory in factories().items():
             hook = self._rate_limited(name) if self.limiter.limited(name) else None
             client = build_client(settings.http, transport=transport, before_request=hook)
+            urls.Guard(urls.policy_for(settings, name)).install(client)  # before the rate limit
+            self.http_errors.install(client, name)
             self.clients[name] = client
             self.providers[name] = factory(settings, client)
         self.archive = archive.open_store(settings)
         self.poll_policy = settings.poll_policy()
-        self.retry_policy = settings.retry_policy()
+        # each provider's policy, resolved once; a watch's own overrides go over it
+        self.retry_policies = {name: settings.retry_policy(name) for name in self.providers}
         self.rng = random.Random()
+        self.webhooks = webhooks.Sender(settings, self.store)
 
     def _rate_limited(self, provider: str) -> Callable[[httpx.Request], Awaitable[None]]:
         async def wait_for_slot(request: httpx.Request) -> None:
             await self.limiter.acquire(provider)
 
         return wait_for_slot
+
+    def retry_policy(self, watch: Watch) -> RetryPolicy:
+        """The retry policy of ``watch``: its provider's, under its own ``retry``."""
+        return self.retry_policies[watch.provider].overridden(watch.retry)
+
+    def flush_metrics(self, seen: metrics.Batch) -> None:
+        """Add ``seen``, and the waits and HTTP errors since the last flush, to the totals."""
+        seen.rate_limit_waits(self.limiter.drain())
+        seen.http_errors(self.http_errors.drain())
+        seen.flush(self.store.redis)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -77,6 +101,7 @@ class Runtime:
         for client in self.clients.values():
             self.run(client.aclose())
         self.run(self.limiter.aclose())
+        self.run(self.webhooks.aclose())
         self.run(archive.settle())  # obstore needs the loop to breathe before it closes
         self.loop.close()
         self.store.redis.close()
@@ -97,13 +122,23 @@ class PollResult:
 async def _check(provider: Provider, watch: Watch) -> Observation | Failure:
     try:
         return await provider.fetch_status(target_of(watch))
-    except RetryableError as exc:
-        return Failure(str(exc), retryable=True, retry_after=exc.retry_after)
-    except PermanentError as exc:
-        return Failure(str(exc), retryable=False)
+    except (RetryableError, PermanentError) as exc:
+        return failure_of(exc)
     except Exception as exc:  # a provider bug must not kill the batch; retries bound it
         log.exception("poll.provider_bug", provider=provider.name, remote_id=watch.remote_id)
-        return Failure(f"internal error: {type(exc).__name__}: {exc}", retryable=True)
+        return Failure(
+            f"internal error: {type(exc).__name__}: {exc}", retryable=True, kind=INTERNAL_ERROR
+        )
+
+
+def failure_of(exc: TaskwardenError, message: str | None = None) -> Failure:
+    """What a check or an archive run that raised ``exc`` came to (``message``: its wording)."""
+    return Failure(
+        str(exc) if message is None else message,
+        retryable=isinstance(exc, RetryableError),
+        retry_after=exc.retry_after if isinstance(exc, RetryableError) else None,
+        kind=type(exc).__name__,
+    )
 
 
 def poll_batch(
@@ -134,14 +169,19 @@ def poll_batch(
     seen = rt.run(_check_all(provider, [w for _, w in live], rt.settings.poll_concurrency))
     commits: list[Commit] = []
     abort_if_timed_out: set[str] = set()
+    seen_metrics = metrics.Batch()
     for (claim, watch), (observed, duration) in zip(live, seen, strict=True):
+        seen_metrics.poll(provider_name, _outcome(observed), duration)
         if watch.abort_on_timeout:
             abort_if_timed_out.add(watch.id)
         now = time.time()
         decision = decide(
-            watch.view(), observed, now, rt.poll_policy, rt.retry_policy, rt.rng.random()
+            watch.view(), observed, now, rt.poll_policy, rt.retry_policy(watch), rt.rng.random()
         )
-        extra: dict[str, object] = {"polls": watch.polls + 1}
+        extra: dict[str, object] = {
+            "polls": watch.polls + 1,
+            "failing_since": decision.failing_since,
+        }
         if isinstance(observed, Observation) and observed.name:
             extra["name"] = observed.name
         lease = now + rt.settings.archive_lease_seconds if decision.archive else None
@@ -162,7 +202,14 @@ def poll_batch(
             commit.decision.state is State.TIMED_OUT and commit.claim.watch_id in abort_if_timed_out
         ):
             send_abort(commit.claim.watch_id)
+    rt.flush_metrics(seen_metrics)
     return result
+
+
+def _outcome(observed: Observation | Failure) -> str:
+    if isinstance(observed, Observation):
+        return "ok"
+    return "retryable_error" if observed.retryable else "permanent_error"
 
 
 async def _check_all(
@@ -219,8 +266,11 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
         manifest = rt.run(_archive_with_lease(rt, provider, watch, claim, run))
     except TaskwardenError as exc:
         decision = _archive_failed(rt, watch, base, exc)
-        rt.store.commit(Commit(claim, decision, time.time(), previous=watch.state))
+        kept: dict[str, object] = {"failing_since": decision.failing_since}
+        rt.store.commit(Commit(claim, decision, time.time(), previous=watch.state, extra=kept))
         rt.store.end_run(watch.id, run)
+        outcome = "failed" if decision.state is State.ERROR else "retrying"
+        _archive_metrics(rt, watch.provider, outcome, started, 0)
         wlog.warning(
             "archive.failed",
             error=str(exc),
@@ -242,6 +292,7 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
         Commit(claim, decision, time.time(), previous=watch.state, extra=extra)
     )
     rt.store.end_run(watch.id, run)
+    _archive_metrics(rt, watch.provider, "succeeded", started, total)
     wlog.info(
         "archive.done",
         outputs=len(outputs),
@@ -252,14 +303,25 @@ def archive_watch(rt: Runtime, claim: Claim) -> State | None:
     return State.SUCCEEDED if committed else None
 
 
+def _archive_metrics(rt: Runtime, provider: str, outcome: str, started: float, size: int) -> None:
+    seen = metrics.Batch()
+    seen.archive(provider, outcome, time.perf_counter() - started, size)
+    rt.flush_metrics(seen)
+
+
 def _archive_failed(rt: Runtime, watch: Watch, base: Decision, exc: TaskwardenError) -> Decision:
-    attempt = watch.errors + 1
-    failed = replace(base, errors=attempt, last_error=f"archive: {exc}")
-    if isinstance(exc, RetryableError) and not rt.retry_policy.exhausted(attempt):
-        now = time.time()
-        delay = rt.retry_policy.delay(attempt, rt.rng.random(), exc.retry_after)
-        return replace(failed, next_poll_at=now + delay)
-    return replace(failed, state=State.ERROR, note=f"archive failed: {exc}")
+    failure = failure_of(exc, f"archive: {exc}")
+    decision = failure_decision(
+        watch.view(),
+        failure,
+        time.time(),
+        rt.retry_policy(watch),
+        rt.rng.random(),
+        gave_up=f"archive failed after {{attempts}} attempts{{over}}: {exc}",
+    )
+    if decision.state is State.ERROR and not failure.retryable:
+        return replace(decision, note=f"archive failed: {exc}")
+    return decision
 
 
 async def _archive_with_lease(

@@ -276,7 +276,7 @@ def test_429_carries_retry_after_and_503_is_retryable(
     with pytest.raises(RateLimited) as limited:
         status(server, job.product_id, kind="copy")
     assert limited.value.retry_after == 7.0
-    server.inject(kind="status", status=503, route=COPY)
+    server.inject(kind="status", status=503, route=COPY, count=1 + HttpSettings().retries)
     with pytest.raises(ProviderUnavailable):
         status(server, job.product_id, kind="copy")
 

@@ -29,6 +29,7 @@ TOKEN = "sim-token"  # the simulator's default accepted token
 STATUS = "tasks/{uuid}/status/"
 DOCUMENT = "tasks/{uuid}/"
 DOWNLOAD = "files/{uuid}/download/"
+ATTEMPTS = 1 + HttpSettings().retries  # a request and its in-call retries
 
 
 def call(
@@ -122,7 +123,7 @@ def test_progress_of_a_running_task_is_current_over_total(server: SimulatorServe
 def test_a_failing_progress_call_does_not_lose_the_observation(server: SimulatorServer) -> None:
     """A 503 on status/ still yields the running observation, without progress."""
     task = server.geobox.add_task(running_seconds=1000)
-    server.inject(kind="status", status=503, route=STATUS, task=task.uuid)
+    server.inject(kind="status", status=503, route=STATUS, task=task.uuid, count=None)
     seen = status(server, task.uuid)
     assert (seen.remote, seen.progress) == (Remote.RUNNING, None)
 
@@ -266,7 +267,8 @@ def test_a_5xx_burst_is_provider_unavailable_then_clears(server: SimulatorServer
 def test_a_proxy_error_page_is_quoted_in_the_message(server: SimulatorServer) -> None:
     """An HTML 502 from a proxy is ProviderUnavailable with the page's text in the message."""
     task = server.geobox.add_task()
-    server.inject(kind="status", status=502, task=task.uuid, body="<h1>502 Bad Gateway</h1>")
+    page = "<h1>502 Bad Gateway</h1>"
+    server.inject(kind="status", status=502, task=task.uuid, body=page, count=ATTEMPTS)
     with pytest.raises(ProviderUnavailable, match="502 Bad Gateway"):
         status(server, task.uuid)
 
@@ -286,13 +288,14 @@ def test_429_is_rate_limited_with_retry_after(
 @pytest.mark.parametrize(
     "fault",
     [
-        {"kind": "truncate", "keep_bytes": 20},
-        {"kind": "malformed_json"},
-        {"kind": "reset"},
+        {"kind": "truncate", "keep_bytes": 20, "count": ATTEMPTS},
+        {"kind": "malformed_json"},  # not retried in the call: the adapter parses it
+        {"kind": "reset", "count": ATTEMPTS},
     ],
 )
 def test_broken_responses_are_retryable(server: SimulatorServer, fault: dict[str, Any]) -> None:
-    """A cut-off body, garbled JSON or a reset connection is ProviderUnavailable, not a crash."""
+    """A cut-off body, garbled JSON or a reset connection (on every in-call attempt) is
+    ProviderUnavailable, not a crash."""
     task = server.geobox.add_task()
     server.inject(task=task.uuid, route=DOCUMENT, **fault)
     with pytest.raises(ProviderUnavailable):
@@ -321,7 +324,7 @@ def test_a_download_error_status_is_translated_on_open(server: SimulatorServer) 
     """A 503 on the download is raised when the output is opened, before any chunk."""
     task = server.geobox.add_task(file_size=10)
     refs = call(server, lambda p: p.list_outputs(Target(task.uuid)))
-    server.inject(kind="status", status=503, task=task.uuid, route=DOWNLOAD)
+    server.inject(kind="status", status=503, task=task.uuid, route=DOWNLOAD, count=ATTEMPTS)
     with pytest.raises(ProviderUnavailable) as caught:
         download(server, task.uuid, refs[-1])
     assert caught.value.status_code == 503

@@ -628,11 +628,13 @@ def test_5xx_429_and_broken_bodies_are_retryable(sim: SimulatorServer) -> None:
     with pytest.raises(ProviderUnavailable) as caught:
         status(sim, job_target(job))
     assert caught.value.retry_after == 4.0
-    sim.inject(kind="rate_limit", task=job.id, retry_after="2")
+    sim.inject(kind="rate_limit", task=job.id, retry_after="9")
     with pytest.raises(RateLimited):
         status(sim, job_target(job))
     for fault in ("reset", "malformed_json"):
-        sim.inject(kind=fault, task=job.id, route=JOB)
+        # a reset is retried in the call, so it must hit every attempt; malformed JSON is not
+        count = 1 + HttpSettings().retries if fault == "reset" else 1
+        sim.inject(kind=fault, task=job.id, route=JOB, count=count)
         with pytest.raises(ProviderUnavailable):
             status(sim, job_target(job))
     assert status(sim, job_target(job)).remote is Remote.SUCCEEDED

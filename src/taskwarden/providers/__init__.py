@@ -8,7 +8,9 @@ points to its factory (a callable ``(settings, client) -> Provider``)::
     [project.entry-points."taskwarden.providers"]
     acme = "acme_taskwarden:build"
 
-A plugin cannot replace a built-in provider of the same name.
+A plugin cannot replace a built-in provider of the same name. A provider may also check
+registrations up front (:class:`~taskwarden.providers.base.TargetValidator`): a built-in with a
+module-level ``validate``, a plugin with a ``validate`` attribute on its factory.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 
-from taskwarden.providers.base import ProviderFactory
+from taskwarden.config import Settings
+from taskwarden.providers.base import ProviderFactory, Target, TargetValidator, accept
 
 GROUP = "taskwarden.providers"
 
@@ -69,3 +72,21 @@ def factories() -> dict[str, ProviderFactory]:
 
 def names() -> list[str]:
     return sorted(installed())
+
+
+def validator(name: str) -> TargetValidator:
+    """The registration check of provider ``name`` (:func:`accept` when it declares none)."""
+    info = installed().get(name)
+    if info is None:
+        return accept
+    if info.builtin:
+        module = import_module(info.target.partition(":")[0])
+        found = getattr(module, "validate", None)
+    else:
+        found = getattr(info.load(), "validate", None)
+    return found if callable(found) else accept
+
+
+def validate(settings: Settings, name: str, target: Target) -> None:
+    """Raise PermanentError when provider ``name`` says ``target`` cannot be watched."""
+    validator(name)(settings, target)

@@ -76,6 +76,24 @@ class Provider(Protocol):
         ...
 
 
+class TargetValidator(Protocol):
+    """Checks a registration's target before a watch exists, so a malformed one is refused
+    (and dead-lettered) instead of ending as an ``error`` watch at its first poll.
+
+    A provider module declares one as a module-level ``validate(settings, target)`` beside its
+    factory (a plugin: as a ``validate`` attribute of its factory). It needs only settings, no
+    HTTP client and no network: registration runs in processes that build no provider. It
+    raises :class:`~taskwarden.errors.PermanentError` (usually ``RequestRejected``) saying what
+    is wrong; a provider without one accepts every target (:func:`accept`).
+    """
+
+    def __call__(self, settings: Settings, target: Target) -> None: ...
+
+
+def accept(settings: Settings, target: Target) -> None:
+    """The default :class:`TargetValidator`: every target is acceptable."""
+
+
 class ProviderFactory(Protocol):
     """Builds an adapter once per worker process, sharing that process's HTTP client."""
 

@@ -79,6 +79,11 @@ def build(settings: Settings, client: httpx.AsyncClient) -> DescartesLabsProvide
     return DescartesLabsProvider(settings.providers.descarteslabs, client)
 
 
+def validate(settings: Settings, target: Target) -> None:
+    """Refuse (RequestRejected) params that do not name a copy, delete or export job."""
+    parse_target(target)
+
+
 @dataclass(frozen=True)
 class Job:
     """A registration read: which kind of job, on which product, and which export."""

@@ -39,6 +39,7 @@ from taskwarden.errors import (
     CredentialsRejected,
     PermanentError,
     ProviderUnavailable,
+    UrlRefused,
 )
 from taskwarden.lifecycle import Observation
 from taskwarden.providers import http
@@ -53,6 +54,7 @@ from taskwarden.providers.generic_spec import (
     url_filename,
 )
 from taskwarden.providers.jsonpath import render
+from taskwarden.providers.urls import host_allowed
 
 STATUS_JSON = "status.json"
 JSON = "application/json"
@@ -80,17 +82,115 @@ class Job:
         return origin(self.status_url)
 
 
+_resolvers: list[tuple[GenericHttpSettings, Resolver]] = []  # the last one built, by identity
+
+
+def validate(settings: Settings, target: Target) -> None:
+    """Refuse (PermanentError) a registration whose profile, id or params cannot make a status
+    URL: an unknown profile, a missing placeholder, a refused or invalid inline spec."""
+    http_settings = settings.providers.http
+    if not _resolvers or _resolvers[0][0] is not http_settings:
+        _resolvers[:] = [(http_settings, Resolver(http_settings))]
+    _resolvers[0][1].job(target)
+
+
+class Resolver:
+    """Targets resolved against the configured profiles (and inline ones, when allowed);
+    needs no HTTP client, so registration can use it to refuse a bad target up front."""
+
+    def __init__(self, settings: GenericHttpSettings) -> None:
+        self._specs = {name: Spec.compile(name, p) for name, p in settings.profiles.items()}
+        self._inline_allowed = settings.allow_inline_specs
+        self._inline: dict[str, Spec] = {}
+
+    def job(self, target: Target) -> Job:
+        """The profile and URLs of ``target``; a PermanentError says what is wrong with it."""
+        profile_name, colon, task_id = target.remote_id.partition(":")
+        if not colon or not profile_name or not task_id:
+            raise PermanentError(
+                f"http remote ids are '<profile>:<task id>', got {target.remote_id!r}",
+                provider=NAME,
+            )
+        params = dict(target.params)
+        inline = params.pop("spec", None)
+        if inline is not None:
+            spec = self._inline_spec(profile_name, inline)
+        else:
+            spec = self._profile(profile_name)
+        values = {
+            key: str(value)
+            for key, value in params.items()
+            if isinstance(value, str | int | float) and not isinstance(value, bool)
+        }
+        values["id"] = task_id  # the platform's id wins over a param of that name
+        status_url = self.render(spec, spec.profile.status_url, values, "status_url")
+        return Job(spec, task_id, values, status_url)
+
+    def _profile(self, name: str) -> Spec:
+        spec = self._specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._specs)) or "none"
+            raise PermanentError(
+                f"no http profile {name!r} (configured: {known}); profiles are set in"
+                " TASKWARDEN_PROVIDERS__HTTP__PROFILES",
+                provider=NAME,
+            )
+        return spec
+
+    def _inline_spec(self, label: str, raw: Any) -> Spec:
+        if not self._inline_allowed:
+            raise PermanentError(
+                "params.spec (an inline http profile) is refused: set"
+                " TASKWARDEN_PROVIDERS__HTTP__ALLOW_INLINE_SPECS=true to accept them (only if"
+                " every registration sender may make the workers fetch any URL)",
+                provider=NAME,
+            )
+        key = json.dumps(raw, sort_keys=True, default=str)
+        cached = self._inline.get(key)
+        if cached is not None:
+            return cached
+        try:
+            profile = GenericProfile.model_validate(raw)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise PermanentError(
+                f"params.spec is not a valid profile: {reasons}", provider=NAME
+            ) from None
+        if len(self._inline) >= INLINE_CACHE:
+            self._inline.pop(next(iter(self._inline)))
+        spec = self._inline[key] = Spec.compile(f"{label} (inline)", profile)
+        return spec
+
+    @staticmethod
+    def render(spec: Spec, template: str, values: Mapping[str, str], what: str) -> str:
+        try:
+            return render(template, values)
+        except KeyError as exc:
+            raise PermanentError(
+                f"http profile {spec.name!r}: {what} needs {{{exc.args[0]}}}; register with"
+                f" params={{{exc.args[0]!r}: ...}}",
+                provider=NAME,
+            ) from None
+        except ValueError as exc:
+            raise PermanentError(f"http profile {spec.name!r}: {exc}", provider=NAME) from None
+
+
 class GenericHttpProvider:
     """A :class:`~taskwarden.providers.base.Provider` for platforms described by a profile."""
 
     name = NAME
 
     def __init__(self, settings: GenericHttpSettings, client: httpx.AsyncClient) -> None:
-        self._specs = {name: Spec.compile(name, p) for name, p in settings.profiles.items()}
-        self._inline_allowed = settings.allow_inline_specs
-        self._inline: dict[str, Spec] = {}
+        self._resolver = Resolver(settings)
         self._client = client
         self._tokens = TokenCache(client, NAME)
+
+    def job(self, target: Target) -> Job:
+        """The profile and URLs of ``target``; a PermanentError says what is wrong with it."""
+        return self._resolver.job(target)
 
     async def fetch_status(self, target: Target) -> Observation:
         """One status check: one GET of the status URL (plus a token request when one is due)."""
@@ -138,83 +238,8 @@ class GenericHttpProvider:
                 " asked to stop",
                 provider=NAME,
             )
-        url = self._render(job.spec, profile.abort_url, job.values, "abort_url")
+        url = Resolver.render(job.spec, profile.abort_url, job.values, "abort_url")
         await self._read(job, profile.abort_method, url, json_body=profile.abort_json)
-
-    # -- resolving a target ------------------------------------------------------------------
-    def job(self, target: Target) -> Job:
-        """The profile and URLs of ``target``; a PermanentError says what is wrong with it."""
-        profile_name, colon, task_id = target.remote_id.partition(":")
-        if not colon or not profile_name or not task_id:
-            raise PermanentError(
-                f"http remote ids are '<profile>:<task id>', got {target.remote_id!r}",
-                provider=NAME,
-            )
-        params = dict(target.params)
-        inline = params.pop("spec", None)
-        if inline is not None:
-            spec = self._inline_spec(profile_name, inline)
-        else:
-            spec = self._profile(profile_name)
-        values = {
-            key: str(value)
-            for key, value in params.items()
-            if isinstance(value, str | int | float) and not isinstance(value, bool)
-        }
-        values["id"] = task_id  # the platform's id wins over a param of that name
-        status_url = self._render(spec, spec.profile.status_url, values, "status_url")
-        return Job(spec, task_id, values, status_url)
-
-    def _profile(self, name: str) -> Spec:
-        spec = self._specs.get(name)
-        if spec is None:
-            known = ", ".join(sorted(self._specs)) or "none"
-            raise PermanentError(
-                f"no http profile {name!r} (configured: {known}); profiles are set in"
-                " TASKWARDEN_PROVIDERS__HTTP__PROFILES",
-                provider=NAME,
-            )
-        return spec
-
-    def _inline_spec(self, label: str, raw: Any) -> Spec:
-        if not self._inline_allowed:
-            raise PermanentError(
-                "params.spec (an inline http profile) is refused: set"
-                " TASKWARDEN_PROVIDERS__HTTP__ALLOW_INLINE_SPECS=true to accept them (only if"
-                " every registration sender may make the workers fetch any URL)",
-                provider=NAME,
-            )
-        key = json.dumps(raw, sort_keys=True, default=str)
-        cached = self._inline.get(key)
-        if cached is not None:
-            return cached
-        try:
-            profile = GenericProfile.model_validate(raw)
-        except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise PermanentError(
-                f"params.spec is not a valid profile: {reasons}", provider=NAME
-            ) from None
-        if len(self._inline) >= INLINE_CACHE:
-            self._inline.pop(next(iter(self._inline)))
-        spec = self._inline[key] = Spec.compile(f"{label} (inline)", profile)
-        return spec
-
-    @staticmethod
-    def _render(spec: Spec, template: str, values: Mapping[str, str], what: str) -> str:
-        try:
-            return render(template, values)
-        except KeyError as exc:
-            raise PermanentError(
-                f"http profile {spec.name!r}: {what} needs {{{exc.args[0]}}}; register with"
-                f" params={{{exc.args[0]!r}: ...}}",
-                provider=NAME,
-            ) from None
-        except ValueError as exc:
-            raise PermanentError(f"http profile {spec.name!r}: {exc}", provider=NAME) from None
 
     # -- HTTP --------------------------------------------------------------------------------
     @asynccontextmanager
@@ -258,7 +283,8 @@ class GenericHttpProvider:
         """A whole 2xx response to a request that carries the profile's credentials."""
         response = await self._response(job, method, url, credentials=True, json_body=json_body)
         try:
-            await response.aread()
+            limit = http.call_policy(self._client).max_json_bytes
+            await http.read_capped(response, provider=NAME, limit=limit)
         except httpx.HTTPError as exc:
             raise http.transport_error(exc, provider=NAME, method=method, url=url) from exc
         finally:
@@ -331,6 +357,13 @@ class GenericHttpProvider:
             if origin(str(following.url)) != job.origin:
                 for name in secret:
                     following.headers.pop(name, None)
+                host = origin(str(following.url))[1]
+                if not host_allowed(host, job.spec.profile.output_hosts):
+                    raise UrlRefused(
+                        f"{request.method} {_public(str(request.url))} redirects to {host},"
+                        f" which is not in http profile {job.spec.name!r}'s output_hosts",
+                        provider=NAME,
+                    )
             request = following
         raise ProviderUnavailable(
             f"{request.method} {_public(str(request.url))}: more than {MAX_REDIRECTS} redirects",

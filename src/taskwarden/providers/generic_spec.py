@@ -20,6 +20,7 @@ from taskwarden.errors import OutputInvalid, ProviderUnavailable
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import http
 from taskwarden.providers.jsonpath import MISSING, Path, compile_path, resolve
+from taskwarden.providers.urls import host_allowed
 
 NAME = "http"
 
@@ -198,20 +199,6 @@ def origin(url: str) -> tuple[str, str, int | None]:
         port = None
     default = {"http": 80, "https": 443}.get(scheme)
     return scheme, (parts.hostname or "").lower(), port or default
-
-
-def host_allowed(host: str, allowed: list[str]) -> bool:
-    """Whether ``host`` is in the allow-list (``*.example.com`` matches its subdomains);
-    an empty list allows any host."""
-    if not allowed:
-        return True
-    host = host.lower().rstrip(".")
-    for pattern in (p.lower().rstrip(".") for p in allowed):
-        if pattern.startswith("*.") and host.endswith(pattern[1:]):
-            return True
-        if host == pattern:
-            return True
-    return False
 
 
 def _check_output_url(spec: Spec, url: str, index: int) -> None:

@@ -72,6 +72,11 @@ def build(settings: Settings, client: httpx.AsyncClient) -> IsahitProvider:
     return IsahitProvider(settings.providers.isahit, client)
 
 
+def validate(settings: Settings, target: Target) -> None:
+    """Refuse (RequestRejected) unknown params, a bad kind or field, or a missing project."""
+    watched(target, settings.providers.isahit.project_id)
+
+
 @dataclass(frozen=True)
 class Watched:
     """What a registration asks for: a task or a batch of a project, and what to archive."""

@@ -77,6 +77,11 @@ def build(settings: Settings, client: httpx.AsyncClient) -> Up42Provider:
     return Up42Provider(settings.providers.up42, client)
 
 
+def validate(settings: Settings, target: Target) -> None:
+    """Refuse (RequestRejected) params that do not name a job, job task or processing job."""
+    parse_target(target)
+
+
 @dataclass(frozen=True)
 class Up42Target:
     """A registration read: which kind of UP42 job, and where it lives."""

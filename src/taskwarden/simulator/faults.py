@@ -12,6 +12,8 @@ Fault kinds:
     delay           wait ``delay`` seconds, then answer normally
     reset           drop the connection with a TCP reset before answering
     truncate        announce the full Content-Length, send ``keep_bytes`` of the body, close
+    stall           announce the full Content-Length, send ``keep_bytes`` of the body, then send
+                    nothing for ``delay`` seconds (or until the client gives up), and close
     malformed_json  answer 200 with half the JSON document (JSON routes only)
     unknown_status  report the status word ``word`` (routes that show a status only)
 
@@ -37,9 +39,16 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 FaultKind = Literal[
-    "status", "rate_limit", "delay", "reset", "truncate", "malformed_json", "unknown_status"
+    "status",
+    "rate_limit",
+    "delay",
+    "reset",
+    "truncate",
+    "stall",
+    "malformed_json",
+    "unknown_status",
 ]
-GENERIC_KINDS = frozenset({"status", "rate_limit", "delay", "reset", "truncate"})
+GENERIC_KINDS = frozenset({"status", "rate_limit", "delay", "reset", "truncate", "stall"})
 FAULT_SCOPE_KEY = "taskwarden.simulator.fault"  # where a handler finds the fault hitting it
 
 
@@ -268,9 +277,11 @@ class Endpoint:
             body = bytes(response.body)
             headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
             response = Response(body[: max(1, len(body) // 2)], response.status_code, headers)
-        if fault.kind == "truncate":
+        if fault.kind in ("truncate", "stall"):
             cut = _Truncating(send, fault.keep_bytes)
             await response(scope, receive, cut)
+            if fault.kind == "stall":
+                await _until_disconnect(receive, fault.delay)
             await drop_connection(receive, send, reset=False)
             return
         await response(scope, receive, send)
@@ -294,6 +305,14 @@ class _Truncating:
         part = body[: self._left]
         self._left -= len(part)
         await self._send({"type": "http.response.body", "body": part, "more_body": True})
+
+
+async def _until_disconnect(receive: Receive, seconds: float) -> None:
+    """Wait ``seconds``, or less if the client hangs up first."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while (await receive())["type"] != "http.disconnect":
+                pass
 
 
 async def drop_connection(receive: Receive, send: Send, *, reset: bool) -> None:

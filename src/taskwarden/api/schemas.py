@@ -1,0 +1,112 @@
+"""The HTTP API's request and response shapes: what ``/openapi.json`` documents is what is sent.
+
+A watch is :class:`taskwarden.models.Watch` itself (a dataclass), so a field added there is
+documented and sent without a second definition here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskwarden.models import Watch
+
+
+class Error(BaseModel):
+    """Every error: one sentence saying what was wrong."""
+
+    detail: str
+
+
+class HistoryEntry(BaseModel):
+    """One line of a watch's history."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    at: float
+    from_: str | None = Field(None, alias="from")
+    to: str
+    raw: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class WatchDetail(Watch):
+    """A watch with its history, oldest first."""
+
+    history: list[HistoryEntry] = field(default_factory=list)
+
+
+class WatchPage(BaseModel):
+    items: list[Watch]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end. A page may hold fewer "
+        "than `limit` watches with a cursor still to follow."
+    )
+
+
+class Registered(BaseModel):
+    watch: Watch
+    created: bool = Field(description="false: the task was already watched (idempotent)")
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    abort: bool = Field(False, description="also abort the remote task on its platform")
+
+
+class Cancelled(BaseModel):
+    watch: Watch
+    cancelled: bool = Field(description="false: the watch had already ended")
+
+
+class Rearmed(BaseModel):
+    watch: Watch
+
+
+class ProviderStats(BaseModel):
+    counts: dict[str, int]
+    polls_per_s: float
+    errors_per_s: float
+    rate_limit_waits_per_s: float
+
+
+class WorkerBeat(BaseModel):
+    last_seen: float
+    age_seconds: float
+
+
+class Stats(BaseModel):
+    counts: dict[str, int]
+    providers: dict[str, ProviderStats]
+    dispatch_lag_seconds: float
+    workers: dict[str, WorkerBeat]
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Check]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error codes, all shaped as :class:`Error`."""
+    described = {
+        401: "Missing or wrong bearer token",
+        404: "No such watch",
+        409: "The watch is in a state that does not allow this",
+        422: "Invalid input; `detail` says what and why",
+        503: "Redis is unavailable",
+    }
+    return {code: {"model": Error, "description": described[code]} for code in codes}

@@ -1,0 +1,338 @@
+"""Prometheus metrics that are right across Celery's prefork processes and across hosts.
+
+Every process adds what it saw to a :class:`Batch` in memory and flushes it to Redis in one
+pipeline per unit of work (a poll batch, an archive, a webhook batch): counters and histogram
+buckets are fields of one hash (``keys.METRICS``) incremented with HINCRBY / HINCRBYFLOAT, so
+all processes on all hosts add up to one set of totals. A scrape (:func:`exposition`) reads that
+hash and the store's live figures (watches by state, dispatch lag) with custom collectors.
+
+Per-provider rates over the last minute (:func:`recent_rates`, for ``/v1/stats``) come from
+small hashes per 10-second bucket (``keys.METRICS_RECENT``), written in the same pipeline and
+expiring on their own.
+
+A hash field is ``<metric>|<label values, '|'-joined>`` (histograms add ``|<bucket index>``
+or ``|sum``); label values are provider names, outcomes, HTTP status codes and
+states, none of which can hold a ``|``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+from taskwarden import keys
+from taskwarden.lifecycle import State
+
+SEP = "|"
+RECENT_BUCKET = 10  # seconds per recent-rates bucket
+RECENT_TTL = 180  # seconds a recent-rates bucket is kept (covers the longest window asked)
+
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ARCHIVE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class Counter:
+    name: str  # without the ``taskwarden_`` prefix and ``_total`` suffix
+    doc: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    name: str
+    doc: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...]
+
+
+POLLS = Counter("polls", "Status checks made, by provider and outcome.", ("provider", "outcome"))
+ARCHIVE_BYTES = Counter("archive_bytes", "Bytes of outputs archived.", ("provider",))
+RATE_LIMIT_WAITS = Counter(
+    "rate_limit_waits", "Requests that waited for a rate-limit slot.", ("provider",)
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "rate_limit_wait_seconds", "Seconds spent waiting for rate-limit slots.", ("provider",)
+)
+HTTP_ERRORS = Counter(
+    "http_errors", "HTTP error answers from platforms, by status code.", ("provider", "status")
+)
+ARCHIVES = Counter("archives", "Archive runs, by provider and outcome.", ("provider", "outcome"))
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_deliveries",
+    "Webhook delivery attempts: delivered, retrying (failed, will retry), failed (gave up).",
+    ("outcome",),
+)
+COUNTERS = (
+    POLLS,
+    ARCHIVE_BYTES,
+    RATE_LIMIT_WAITS,
+    RATE_LIMIT_WAIT_SECONDS,
+    HTTP_ERRORS,
+    ARCHIVES,
+    WEBHOOK_DELIVERIES,
+)
+
+POLL_DURATION = Histogram(
+    "poll_duration_seconds", "Time of one status check.", ("provider",), POLL_BUCKETS
+)
+ARCHIVE_DURATION = Histogram(
+    "archive_duration_seconds", "Time of one archive run.", ("provider",), ARCHIVE_BUCKETS
+)
+HISTOGRAMS = (POLL_DURATION, ARCHIVE_DURATION)
+
+# what recent_rates reports, per provider
+RECENT_POLLS, RECENT_ERRORS, RECENT_WAITS = "polls", "errors", "rate_limit_waits"
+
+
+@dataclass
+class Batch:
+    """What one process saw during one unit of work, added up before a single flush."""
+
+    ints: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    floats: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    recent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # checks as (provider, outcome, seconds), folded into the cells at the flush: a poll batch
+    # records a hundred, and counting them in one go is several times cheaper than one by one
+    polls: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def inc(self, counter: Counter, *labels: str, by: int = 1) -> None:
+        self.ints[_field(counter.name, labels)] += by
+
+    def add(self, counter: Counter, *labels: str, by: float) -> None:
+        self.floats[_field(counter.name, labels)] += by
+
+    def observe(self, hist: Histogram, value: float, *labels: str) -> None:
+        index = bisect.bisect_left(hist.buckets, value)  # len(buckets) is +Inf
+        self.ints[_field(hist.name, (*labels, str(index)))] += 1
+        self.floats[_field(hist.name, (*labels, "sum"))] += value
+
+    # the calls the worker makes
+
+    def poll(self, provider: str, outcome: str, seconds: float) -> None:
+        """One status check: ``outcome`` is ok, retryable_error or permanent_error."""
+        self.polls.append((provider, outcome, seconds))
+
+    def _fold_polls(self) -> None:
+        polls, self.polls = self.polls, []
+        if not polls:
+            return
+        buckets = POLL_DURATION.buckets
+        for (provider, outcome), n in Tally((p, o) for p, o, _ in polls).items():
+            self.inc(POLLS, provider, outcome, by=n)
+            self.recent[provider + SEP + RECENT_POLLS] += n
+            if outcome != "ok":
+                self.recent[provider + SEP + RECENT_ERRORS] += n
+        for (provider, index), n in Tally(
+            (p, bisect.bisect_left(buckets, x)) for p, _, x in polls
+        ).items():
+            self.ints[_field(POLL_DURATION.name, (provider, str(index)))] += n
+        for provider in {p for p, _, _ in polls}:
+            total = math.fsum(x for p, _, x in polls if p == provider)
+            self.floats[_field(POLL_DURATION.name, (provider, "sum"))] += total
+
+    def archive(self, provider: str, outcome: str, seconds: float, size: int) -> None:
+        self.inc(ARCHIVES, provider, outcome)
+        self.observe(ARCHIVE_DURATION, seconds, provider)
+        if size:
+            self.inc(ARCHIVE_BYTES, provider, by=size)
+
+    def http_errors(self, errors: Mapping[tuple[str, int], int]) -> None:
+        """Error answers per (provider, status), from :meth:`HttpErrors.drain`."""
+        for (provider, status), count in errors.items():
+            self.inc(HTTP_ERRORS, provider, str(status), by=count)
+
+    def rate_limit_waits(self, waits: Mapping[str, tuple[int, float]]) -> None:
+        """Waits per provider as ``(count, seconds)``, from :meth:`RateLimiter.drain`."""
+        for provider, (count, seconds) in waits.items():
+            self.inc(RATE_LIMIT_WAITS, provider, by=count)
+            self.add(RATE_LIMIT_WAIT_SECONDS, provider, by=seconds)
+            self.recent[provider + SEP + RECENT_WAITS] += count
+
+    def webhook(self, outcome: str) -> None:
+        self.inc(WEBHOOK_DELIVERIES, outcome)
+
+    def flush(self, client: redis.Redis, now: float | None = None) -> None:
+        """Add everything to Redis in one pipeline, and start afresh."""
+        self._fold_polls()
+        if not (self.ints or self.floats or self.recent):
+            return
+        pipe = client.pipeline(transaction=False)
+        for name, n in self.ints.items():
+            pipe.hincrby(keys.METRICS, name, n)
+        for name, x in self.floats.items():
+            pipe.hincrbyfloat(keys.METRICS, name, x)
+        if self.recent:
+            bucket = recent_key(time.time() if now is None else now)
+            for name, n in self.recent.items():
+                pipe.hincrby(bucket, name, n)
+            pipe.expire(bucket, RECENT_TTL)
+        pipe.execute()
+        self.ints.clear()
+        self.floats.clear()
+        self.recent.clear()
+
+
+class HttpErrors:
+    """Counts every 4xx/5xx answer a provider's client receives (in-call retries, token
+    requests and downloads included), in memory until the next flush; one per process."""
+
+    def __init__(self) -> None:
+        self._unreported: dict[tuple[str, int], int] = defaultdict(int)
+
+    def install(self, client: httpx.AsyncClient, provider: str) -> None:
+        async def count(response: httpx.Response) -> None:
+            if response.status_code >= 400:
+                self._unreported[(provider, response.status_code)] += 1
+
+        hooks = client.event_hooks
+        client.event_hooks = {**hooks, "response": [*hooks.get("response", []), count]}
+
+    def drain(self) -> dict[tuple[str, int], int]:
+        errors, self._unreported = dict(self._unreported), defaultdict(int)
+        return errors
+
+
+def _field(name: str, labels: Iterable[str]) -> str:
+    return SEP.join((name, *labels))
+
+
+def recent_key(now: float) -> str:
+    return keys.METRICS_RECENT + str(int(now // RECENT_BUCKET) * RECENT_BUCKET)
+
+
+def recent_rates(
+    client: redis.Redis, window_s: float = 60, now: float | None = None
+) -> dict[str, dict[str, float]]:
+    """Per provider: polls, errors and rate-limit waits per second over the last ``window_s``.
+
+    The window is made of whole 10-second buckets, the current (partial) one included, and the
+    rate divides by the time those buckets actually cover.
+    """
+    now = time.time() if now is None else now
+    window_s = min(max(window_s, RECENT_BUCKET), RECENT_TTL - RECENT_BUCKET)
+    current = int(now // RECENT_BUCKET) * RECENT_BUCKET
+    starts = range(current - int(math.ceil(window_s / RECENT_BUCKET) - 1) * RECENT_BUCKET,
+                   current + 1, RECENT_BUCKET)  # fmt: skip
+    pipe = client.pipeline(transaction=False)
+    for start in starts:
+        pipe.hgetall(keys.METRICS_RECENT + str(start))
+    totals: dict[str, dict[str, float]] = {}
+    for raw in pipe.execute():
+        for name, value in _decoded(raw).items():
+            provider, _, what = name.rpartition(SEP)
+            slot = totals.setdefault(
+                provider, {RECENT_POLLS: 0.0, RECENT_ERRORS: 0.0, RECENT_WAITS: 0.0}
+            )
+            if what in slot:
+                slot[what] += float(value)
+    span = max(1.0, now - starts[0])
+    return {
+        provider: {f"{what}_per_s": round(n / span, 3) for what, n in slot.items()}
+        for provider, slot in sorted(totals.items())
+    }
+
+
+def dispatch_lag(client: redis.Redis, now: float) -> float:
+    """Seconds the oldest due watch (over every provider) has waited past its due time."""
+    members: Any = client.smembers(keys.PROVIDERS)  # the hints vary by redis version
+    providers = sorted(_text(p) for p in members)
+    if not providers:
+        return 0.0
+    pipe = client.pipeline(transaction=False)
+    for provider in providers:
+        pipe.zrangebyscore(keys.due(provider), "-inf", now, start=0, num=1, withscores=True)
+    oldest = [float(rows[0][1]) for rows in pipe.execute() if rows]
+    return max(0.0, now - min(oldest)) if oldest else 0.0
+
+
+def watch_counts(client: redis.Redis) -> dict[str, int]:
+    pipe = client.pipeline(transaction=False)
+    for state in State:
+        pipe.zcard(keys.by_state(state))
+    return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
+
+
+class _RedisCollector(Collector):
+    """Builds every taskwarden metric family from Redis at scrape time."""
+
+    def __init__(self, client: redis.Redis, now: float) -> None:
+        self.client = client
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        raw = _decoded(self.client.hgetall(keys.METRICS))
+        by_metric: dict[str, list[tuple[list[str], str]]] = defaultdict(list)
+        for name, value in raw.items():
+            metric, *labels = name.split(SEP)
+            by_metric[metric].append((labels, value))
+        for counter in COUNTERS:
+            family = CounterMetricFamily(
+                "taskwarden_" + counter.name, counter.doc, labels=counter.labels
+            )
+            for labels, value in sorted(by_metric.get(counter.name, [])):
+                if len(labels) == len(counter.labels):
+                    family.add_metric(labels, float(value))
+            yield family
+        for hist in HISTOGRAMS:
+            yield _histogram(hist, by_metric.get(hist.name, []))
+        states = GaugeMetricFamily("taskwarden_watches", "Watches by state.", labels=("state",))
+        for state, n in watch_counts(self.client).items():
+            states.add_metric([state], n)
+        yield states
+        yield GaugeMetricFamily(
+            "taskwarden_dispatch_lag_seconds",
+            "Seconds the oldest due watch has waited past its due time.",
+            value=dispatch_lag(self.client, self.now),
+        )
+
+
+def _histogram(hist: Histogram, rows: list[tuple[list[str], str]]) -> HistogramMetricFamily:
+    series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    width = len(hist.labels)
+    for labels, value in rows:
+        if len(labels) == width + 1:
+            series[tuple(labels[:width])][labels[width]] = float(value)
+    family = HistogramMetricFamily("taskwarden_" + hist.name, hist.doc, labels=hist.labels)
+    bounds = [*(repr(b) for b in hist.buckets), "+Inf"]
+    for label_values, cells in sorted(series.items()):
+        cumulative = 0.0
+        buckets: list[tuple[str, float]] = []
+        for index, bound in enumerate(bounds):
+            cumulative += cells.get(str(index), 0.0)
+            buckets.append((bound, cumulative))
+        family.add_metric(list(label_values), buckets, cells.get("sum", 0.0))
+    return family
+
+
+def exposition(client: redis.Redis, now: float | None = None) -> tuple[bytes, str]:
+    """The Prometheus text exposition of every taskwarden metric: (body, content type)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_RedisCollector(client, time.time() if now is None else now))
+    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decoded(raw: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}

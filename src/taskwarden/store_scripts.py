@@ -1,0 +1,220 @@
+"""The store's Lua scripts: every multi-key change is one script, so a crash between two writes
+cannot tear a watch, and the transition event is written in the same step as the transition.
+
+Each state change keeps these in step: the watch hash, ``state:<state>`` (id -> when it entered
+the state), ``counts:<provider>`` (state -> n), ``updated`` (id -> updated at), the history list
+and one entry on the ``events`` stream (fields: watch_id, provider, remote_id, from, to, raw,
+progress, note, at; ``from`` empty on register).
+"""
+
+from __future__ import annotations
+
+from taskwarden.lifecycle import FINAL_STATES, State
+
+_FINAL_LUA = "local final = {" + ", ".join(f"['{s}'] = true" for s in sorted(FINAL_STATES)) + "}\n"
+_REARMABLE_LUA = f"local rearmable = {{['{State.ERROR}'] = true, ['{State.TIMED_OUT}'] = true}}\n"
+
+# event(stream, maxlen, id, provider, remote_id, from, to, raw, progress, note, at)
+_EVENT_LUA = """
+local function event(stream, maxlen, id, provider, remote_id, from, to, raw, progress, note, at)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'watch_id', id, 'provider', provider,
+    'remote_id', remote_id, 'from', from, 'to', to, 'raw', raw or '', 'progress', progress or '',
+    'note', note or '', 'at', at)
+end
+"""
+
+# KEYS: watch, history, all, state:pending, provider:<p>, due:<p>, providers, updated, events,
+#   counts:<p>, then one label:<pair> per label.
+# ARGV: id, now, provider, remote_id, history entry, events maxlen, note, then field/value pairs.
+REGISTER = (
+    _EVENT_LUA
+    + """
+local id, now, provider, remote_id, entry, maxlen, note =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = {}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('LPUSH', KEYS[2], entry)
+for i = 3, 6 do redis.call('ZADD', KEYS[i], now, id) end
+redis.call('SADD', KEYS[7], provider)
+redis.call('ZADD', KEYS[8], now, id)
+redis.call('HINCRBY', KEYS[10], 'pending', 1)
+for i = 11, #KEYS do redis.call('ZADD', KEYS[i], now, id) end
+event(KEYS[9], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
+return 1
+"""
+)
+
+CLAIM = """
+local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('EXISTS', watch_prefix .. id) == 1 then
+    local fence = redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
+    redis.call('ZADD', KEYS[2], lease_until, id)
+    out[#out + 1] = id
+    out[#out + 1] = fence
+  end
+end
+return out
+"""
+
+REAP = (
+    _FINAL_LUA
+    + """
+local now, limit, watch_prefix, due_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local w = redis.call('HMGET', watch_prefix .. id, 'provider', 'state')
+  if w[1] and not final[w[2]] then
+    redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
+    redis.call('ZADD', due_prefix .. w[1], now, id)
+  end
+end
+return #ids
+"""
+)
+
+# KEYS: watch, history, leases, updated, events.
+# ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
+#   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note,
+#   then field/value pairs.
+COMMIT = (
+    _FINAL_LUA
+    + _EVENT_LUA
+    + """
+local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local raw, progress, note = ARGV[13], ARGV[14], ARGV[15]
+local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id')
+if w[1] ~= fence then return 0 end
+if final[w[2]] then return 0 end
+local fields = {'state', state, 'updated_at', now}
+for i = 16, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[4], now, id)
+if w[2] ~= state then
+  redis.call('ZREM', state_prefix .. w[2], id)
+  redis.call('ZADD', state_prefix .. state, now, id)
+  redis.call('HINCRBY', counts_prefix .. w[3], w[2], -1)
+  redis.call('HINCRBY', counts_prefix .. w[3], state, 1)
+  event(KEYS[5], maxlen, id, w[3], w[4], w[2], state, raw, progress, note, now)
+end
+if next_at ~= '' then redis.call('ZADD', due_prefix .. w[3], next_at, id) end
+if lease_until ~= '' then
+  redis.call('ZADD', KEYS[3], lease_until, id)
+else
+  redis.call('ZREM', KEYS[3], id)
+end
+if entry ~= '' then
+  redis.call('LPUSH', KEYS[2], entry)
+  redis.call('LTRIM', KEYS[2], 0, limit - 1)
+end
+return 1
+"""
+)
+
+# KEYS: watch, history, leases, updated, events.
+# ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
+#   events maxlen, note. Returns -1: no such watch, 0: it had ended, 1: cancelled.
+CANCEL = (
+    _FINAL_LUA
+    + _EVENT_LUA
+    + """
+local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+  ARGV[9]
+local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress')
+if not w[1] then return -1 end
+if final[w[1]] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', now, 'finished_at', now,
+  'next_poll_at', '')
+redis.call('ZREM', state_prefix .. w[1], id)
+redis.call('ZADD', state_prefix .. 'cancelled', now, id)
+redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)
+redis.call('HINCRBY', counts_prefix .. w[2], 'cancelled', 1)
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZREM', due_prefix .. w[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('LPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], 0, limit - 1)
+event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'cancelled', w[4], w[5], note, now)
+return 1
+"""
+)
+
+# KEYS: watch, history, leases, updated, events.
+# ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen.
+# Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
+REARM = (
+    _REARMABLE_LUA
+    + _EVENT_LUA
+    + """
+local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
+  'raw_status', 'progress')
+if not w[1] then return -1 end
+if not rearmable[w[1]] then return w[1] end
+local deadline = ''
+if w[4] and w[4] ~= '' then
+  deadline = string.format('%.17g', tonumber(now) + tonumber(w[4]))
+end
+local note = 're-armed'
+if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. ')' end
+redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
+  'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline)
+redis.call('ZREM', state_prefix .. w[1], id)
+redis.call('ZADD', state_prefix .. 'pending', now, id)
+redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)
+redis.call('HINCRBY', counts_prefix .. w[2], 'pending', 1)
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZADD', due_prefix .. w[2], now, id)
+-- by hand: cjson would print ``now`` with 14 digits, less than the clock gives
+local entry = '{"at":' .. now .. ',"from":' .. cjson.encode(w[1])
+  .. ',"to":"pending","raw":null,"note":' .. cjson.encode(note) .. '}'
+redis.call('LPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], 0, limit - 1)
+event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'pending', w[6], w[7], note, now)
+return 1
+"""
+)
+
+RENEW = """
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+RENEW_RUN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+END_RUN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS: a sorted set. ARGV: member, score, count, '1' for descending.
+# The ``count`` members that follow (member, score) in the set's order, with their scores; nil
+# when the member is no longer there with that score (the caller then resumes by score).
+AFTER = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return false end
+local n = tonumber(ARGV[3])
+if ARGV[4] == '1' then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+  return redis.call('ZREVRANGE', KEYS[1], rank + 1, rank + n, 'WITHSCORES')
+end
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+return redis.call('ZRANGE', KEYS[1], rank + 1, rank + n, 'WITHSCORES')
+"""

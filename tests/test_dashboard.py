@@ -1,0 +1,313 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against
+a running warden and its HTTP API: a watch moves from running to succeeded on the page without a
+reload, untrusted platform text stays text, and a read-protected API is read with a token.
+
+The screenshots land in ``test-artifacts/`` at the repository root, which CI keeps."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from taskwarden.lifecycle import State
+from taskwarden.models import watch_id
+from taskwarden.simulator.server import SimulatorServer
+
+from .conftest import Warden, running_warden, wait_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("TASKWARDEN_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+READ_TOKEN = "dashboard-test-token"
+# does something only if a part of the page turns data into HTML
+XSS = '<img src=x onerror="window.__xss=(window.__xss||0)+1">'
+WAIT_MS = 60_000  # generous: the machine may be busy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving_api(warden: Warden, log_dir: Path, **extra: str) -> Iterator[str]:
+    """``taskwarden api`` in its own process against the warden's Redis; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, **warden.env, **extra}
+    log_path = log_dir / f"api-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "taskwarden", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"taskwarden api exited: {log_path.read_text()}")
+            try:
+                return httpx.get(url + "/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_for(up, timeout=60, every=0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class Dash:
+    warden: Warden
+    url: str
+
+    @property
+    def sim(self) -> SimulatorServer:
+        return self.warden.sim
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer) -> Iterator[Dash]:
+    """A warden of this module's own with its HTTP API (reads open, as by default)."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    with running_warden(tmp, sim, processes=1) as warden, serving_api(warden, tmp) as url:
+        yield Dash(warden, url)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium (apt-get, as "
+            "root). The dashboard test needs it and never skips."
+        )
+    with sync_playwright() as playwright:
+        # Debian's own build, never a browser Playwright would download
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Tab:
+    """A fresh browser context and page, with every console error and uncaught exception."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Tab]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    tab = Tab(page)
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            tab.problems.append(f"console.{message.type}: {message.text}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda exc: tab.problems.append(f"uncaught: {exc}"))
+    yield tab
+    context.close()
+
+
+def keep_screenshot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/ and say where."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=path, full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_a_watch_goes_from_running_to_succeeded_on_the_page_without_a_reload(
+    dash: Dash, tab: Tab
+) -> None:
+    """The page, opened before the task is registered, shows it running with a moving progress
+    bar and then succeeded, by its own updates (the event stream and polling), never a reload."""
+    page, geobox = tab.page, dash.sim.geobox
+    page.goto(dash.url + "/")
+    expect(page.locator("#conn")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
+    page.evaluate("window.__sameDocument = true")  # a reload would lose it
+
+    task = geobox.add_task(
+        name="NDVI mosaic, tile 31UFU",
+        pending_seconds=0.5,
+        running_seconds=14,  # long enough for a busy machine to show the bar move
+        file_name="mosaic.tif",
+        file_size=200_000,
+    )
+    # company for the screenshot: a task the platform fails, and one that keeps running
+    failing = geobox.add_task(
+        name="cloud mask 2024-06",
+        running_seconds=1,
+        outcome="failure",
+        failure_msg="band B08 missing in scene S2B_MSIL2A_20240611",
+    )
+    endless = geobox.add_task(
+        name="change detection, Rhine delta", running_seconds=900, outcome="never"
+    )
+    for t in (task, failing, endless):
+        dash.warden.send_track(provider="geobox", remote_id=t.uuid, labels={"team": "maps"})
+    wid = watch_id("geobox", task.uuid)
+
+    watch_row = page.locator(f'#watches tr[data-watch-id="{wid}"]')
+    expect(watch_row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    expect(watch_row.locator('[data-field="name"]')).to_have_text("NDVI mosaic, tile 31UFU")
+    expect(watch_row.locator('[data-field="raw_status"]')).to_contain_text("PROGRESS")
+    bar = watch_row.locator('[role="progressbar"]')
+    expect(bar).to_be_visible()
+
+    # the bar moves while the task runs: at least two values strictly between 0 and 100 %
+    seen: set[int] = set()
+
+    def moving() -> bool:
+        if watch_row.get_attribute("data-state") == "running":
+            value = bar.get_attribute("aria-valuenow")
+            if value is not None and 0 < int(value) < 100:
+                seen.add(int(value))
+        return len(seen) >= 2
+
+    wait_for(moving, timeout=30, every=0.25)
+    keep_screenshot(page, "dashboard-running.png")
+
+    expect(watch_row).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    expect(watch_row.locator('[data-field="raw_status"]')).to_contain_text("SUCCESS")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    # the transitions arrived by the event stream
+    succeeded = page.locator(f'#activity li[data-watch-id="{wid}"]', has_text="succeeded")
+    expect(succeeded).to_have_count(1, timeout=WAIT_MS)
+    # the failure, with the platform's own message
+    failure = page.locator(f'#failures li[data-watch-id="{watch_id("geobox", failing.uuid)}"]')
+    expect(failure.locator('[data-field="last_error"]')).to_contain_text("band B08 missing")
+    expect(page.locator('#counts .card[data-state="succeeded"] .num')).to_have_text("1")
+    expect(page.locator('#providers tr[data-provider="geobox"]')).to_be_visible()
+    expect(page.locator("#banner")).to_be_hidden()
+
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    assert tab.problems == []
+    keep_screenshot(page, "dashboard.png")
+    dash.warden.cli("cancel", watch_id("geobox", endless.uuid))
+
+
+def test_without_the_event_stream_polling_keeps_the_page_current(dash: Dash, tab: Tab) -> None:
+    """When the event stream cannot be had (a proxy that buffers or blocks it), the page says it
+    is polling and still shows the watch run and succeed."""
+    page = tab.page
+    page.route("**/v1/events*", lambda route: route.abort())
+    page.goto(dash.url + "/")
+    expect(page.locator("#conn")).to_have_attribute("data-mode", "polling", timeout=WAIT_MS)
+
+    task = dash.sim.geobox.add_task(name="polled", pending_seconds=0.5, running_seconds=5)
+    dash.warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch_row = page.locator(f'#watches tr[data-watch-id="{watch_id("geobox", task.uuid)}"]')
+    expect(watch_row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    expect(watch_row).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    expect(page.locator("#conn")).to_have_attribute("data-mode", "polling")
+    expect(page.locator("#activity li")).to_have_count(0)  # nothing came by the stream
+    # the browser reports each refused stream request; nothing else went wrong
+    assert [p for p in tab.problems if "ERR_FAILED" not in p] == []
+
+
+def test_platform_text_is_shown_as_text_never_as_html(dash: Dash, tab: Tab) -> None:
+    """A name, status word and error message carrying markup appear verbatim and run nothing."""
+    geobox = dash.sim.geobox
+    named = geobox.add_task(name=XSS, running_seconds=0.5, outcome="failure", failure_msg=XSS)
+    odd = geobox.add_task(name="odd status", outcome="never")
+    fault = dash.sim.inject(kind="unknown_status", task=odd.uuid, word=XSS, count=None)
+    try:
+        for t in (named, odd):
+            dash.warden.send_track(provider="geobox", remote_id=t.uuid)
+        named_id, odd_id = watch_id("geobox", named.uuid), watch_id("geobox", odd.uuid)
+        dash.warden.wait_final(named_id, timeout=60)
+
+        def odd_recorded() -> bool:
+            watch = dash.warden.store.get(odd_id)
+            return watch is not None and watch.raw_status == XSS
+
+        wait_for(odd_recorded, timeout=60)
+
+        page = tab.page
+        page.goto(dash.url + "/")
+        named_row = page.locator(f'#watches tr[data-watch-id="{named_id}"]')
+        expect(named_row.locator('[data-field="name"]')).to_have_text(XSS, timeout=WAIT_MS)
+        odd_row = page.locator(f'#watches tr[data-watch-id="{odd_id}"]')
+        expect(odd_row.locator('[data-field="raw_status"]')).to_have_text(XSS)
+        failure = page.locator(f'#failures li[data-watch-id="{named_id}"]')
+        expect(failure.locator('[data-field="last_error"]')).to_contain_text(XSS)
+        expect(failure.locator(".name")).to_have_text(XSS)
+        page.wait_for_timeout(1500)  # an injected image would have failed to load by now
+        assert page.evaluate("window.__xss") is None
+        assert page.locator("main img").count() == 0
+        assert tab.problems == []
+    finally:
+        dash.sim.faults.remove(fault)
+        dash.warden.cli("cancel", watch_id("geobox", odd.uuid))
+
+
+def test_a_read_protected_api_is_read_with_a_token_from_the_url(
+    dash: Dash, tab: Tab, tmp_path: Path
+) -> None:
+    """With read auth on, the page says it needs a token; given one in ``#token=`` it reads the
+    API and follows the event stream with it, drops it from the address bar, and keeps it."""
+    auth = {"TASKWARDEN_API__READ_AUTH": "true", "TASKWARDEN_API__TOKEN": READ_TOKEN}
+    task = dash.sim.geobox.add_task(name="protected", running_seconds=0.5)
+    dash.warden.send_track(provider="geobox", remote_id=task.uuid)
+    wid = watch_id("geobox", task.uuid)
+    assert dash.warden.wait_final(wid, timeout=60).state is State.SUCCEEDED
+
+    with serving_api(dash.warden, tmp_path, **auth) as url:
+        page = tab.page
+        page.goto(url + "/")
+        expect(page.locator("#conn")).to_have_attribute("data-mode", "auth", timeout=WAIT_MS)
+        expect(page.locator("#banner")).to_contain_text("needs a token")
+        expect(page.locator(f'#watches tr[data-watch-id="{wid}"]')).to_have_count(0)
+
+        tab.problems.clear()  # the browser logs each refused request; from here on, none
+        page.goto("about:blank")
+        page.goto(f"{url}/#token={READ_TOKEN}")
+        expect(page.locator("#conn")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
+        expect(page.locator(f'#watches tr[data-watch-id="{wid}"]')).to_have_attribute(
+            "data-state", "succeeded"
+        )
+        assert page.url == url + "/", "the token stays out of the address bar"
+        page.reload()
+        expect(page.locator("#conn")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
+        expect(page.locator("#banner")).to_be_hidden()
+        assert tab.problems == []
+
+
+def test_the_dashboard_files_ship_with_the_package() -> None:
+    """The page and its script and stylesheet are package data, found by importlib.resources."""
+    from importlib.resources import files
+
+    web = files("taskwarden.web")
+    html = web.joinpath("dashboard.html").read_text()
+    for name in ("dashboard.js", "dashboard.css"):
+        assert f"/static/{name}" in html
+        assert web.joinpath(name).is_file()
+    # nothing is fetched from elsewhere: no CDN, no remote font
+    for name in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        text = web.joinpath(name).read_text()
+        assert "http://" not in text and "https://" not in text, name

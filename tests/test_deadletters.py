@@ -1,0 +1,178 @@
+"""What cannot become a watch is dead-lettered with its reason: targets a provider refuses at
+registration, and messages Celery cannot decode or has no task for."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from kombu import Exchange, Queue
+
+from taskwarden import registration
+from taskwarden.config import (
+    GenericHttpSettings,
+    GenericProfile,
+    IsahitSettings,
+    ProvidersSettings,
+    Settings,
+)
+from taskwarden.errors import InvalidRegistration
+from taskwarden.lifecycle import State
+from taskwarden.models import watch_id
+from taskwarden.simulator.generic import profile as generic_profile
+from taskwarden.simulator.server import SimulatorServer
+from taskwarden.store import Store
+
+from .conftest import Warden, running_warden, wait_for
+
+SETTINGS = Settings(
+    providers=ProvidersSettings(
+        http=GenericHttpSettings(
+            profiles={"acme": GenericProfile.model_validate(generic_profile("http://acme.test/"))}
+        ),
+        isahit=IsahitSettings(project_id=None),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("provider", "remote_id", "params", "reason"),
+    [
+        ("http", "ghost:42", {"project": "p"}, "no http profile 'ghost'"),
+        ("http", "acme:42", {}, "status_url needs {project}"),
+        ("http", "42", {}, "'<profile>:<task id>'"),
+        ("http", "acme:42", {"project": "p", "spec": {}}, "ALLOW_INLINE_SPECS"),
+        ("isahit", "t1", {}, "params.project_id"),
+        ("isahit", "b1", {"kind": "batch"}, "params.project_id"),
+        ("isahit", "t1", {"project_id": "p", "kind": "lot"}, "'task' or 'batch'"),
+        ("isahit", "t1", {"project_id": "p", "optional_fields": ["x"]}, "optional_fields"),
+        ("up42", "j1", {"project": "typo"}, "unknown up42 params ['project']"),
+        ("up42", "j1", {"job_id": "j"}, "needs project_id"),
+        ("up42", "j1", {"project_id": ""}, "non-empty string"),
+        ("descarteslabs", "p1", {"kind": "move"}, "params.kind must be one of"),
+        ("descarteslabs", "e1", {"kind": "export"}, "needs params.product_id"),
+        ("descarteslabs", "p1", {"kind": "copy", "product_id": "a/b"}, "product id"),
+    ],
+)
+def test_a_target_its_provider_refuses_is_dead_lettered(
+    store: Store, provider: str, remote_id: str, params: dict[str, Any], reason: str
+) -> None:
+    """The provider's check runs at registration: refused, dead-lettered, no watch."""
+    data = {"provider": provider, "remote_id": remote_id, "params": params}
+    with pytest.raises(InvalidRegistration, match="refuses this task") as caught:
+        registration.register(store, SETTINGS, data, source="api")
+    assert reason in str(caught.value)
+    letter = store.dead_letters(1)[0]
+    assert (letter["source"], letter["reason"]) == ("api", str(caught.value))
+    assert json.loads(letter["body"]) == data
+    assert store.get(watch_id(provider, remote_id)) is None
+
+
+@pytest.mark.parametrize(
+    ("provider", "remote_id", "params"),
+    [
+        ("geobox", "anything", {}),
+        ("http", "acme:42", {"project": "p"}),
+        ("isahit", "t1", {"project_id": "p"}),
+        ("up42", "j1", {"project_id": "p"}),
+        ("up42", "j1", {}),
+        ("descarteslabs", "p1", {"kind": "copy"}),
+    ],
+)
+def test_a_target_its_provider_accepts_becomes_a_watch(
+    store: Store, provider: str, remote_id: str, params: dict[str, Any]
+) -> None:
+    """Good targets pass every provider's check."""
+    remote_id = f"{remote_id}-{uuid.uuid4().hex[:8]}"
+    data = {"provider": provider, "remote_id": remote_id, "params": params}
+    watch, created = registration.register(store, SETTINGS, data, source="cli")
+    assert created and watch.state is State.PENDING
+
+
+# -- messages Celery cannot run ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def warden(tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer) -> Iterator[Warden]:
+    with running_warden(tmp_path_factory.mktemp("deadletters"), sim) as w:
+        yield w
+
+
+def _publish(w: Warden, body: bytes, content_type: str, headers: dict[str, Any]) -> None:
+    producer = Celery(broker=w.redis_url, set_as_current=False)
+    exchange = Exchange("celery", type="direct")
+    with producer.connection_for_write() as conn:
+        conn.Producer().publish(
+            body,
+            exchange=exchange,
+            routing_key="celery",
+            declare=[Queue("celery", exchange, "celery")],
+            content_type=content_type,
+            content_encoding="utf-8" if not content_type.endswith("serialize") else "binary",
+            headers=headers,
+        )
+
+
+def _task_headers(name: str) -> dict[str, Any]:
+    return {"task": name, "id": str(uuid.uuid4()), "lang": "py", "argsrepr": "", "kwargsrepr": ""}
+
+
+def test_messages_celery_cannot_run_are_dead_lettered_and_the_worker_goes_on(
+    warden: Warden,
+) -> None:
+    """Non-JSON, an unknown content type, pickle, an unknown task and a message naming no task
+    each appear in `taskwarden deadletters` with a clear reason; a good registration sent
+    afterwards is served."""
+    marker = uuid.uuid4().hex
+    _publish(
+        warden,
+        b"{not json " + marker.encode(),
+        "application/json",
+        _task_headers("taskwarden.track"),
+    )
+    _publish(
+        warden, f"a: {marker}".encode(), "application/x-yaml", _task_headers("taskwarden.track")
+    )
+    producer = Celery(broker=warden.redis_url, set_as_current=False)
+    with producer.connection_for_write() as conn:
+        producer.send_task(
+            "taskwarden.track",
+            kwargs={"provider": "geobox", "remote_id": f"pickled-{marker}"},
+            serializer="pickle",
+            connection=conn,
+        )
+        producer.send_task(
+            "taskwarden.nope", kwargs={"remote_id": f"unknown-{marker}"}, connection=conn
+        )
+    _publish(
+        warden, json.dumps({"remote_id": f"taskless-{marker}"}).encode(), "application/json", {}
+    )
+
+    def letters() -> list[dict[str, Any]] | None:
+        mine = [d for d in warden.store.dead_letters(200) if marker in d["body"]]
+        return mine if len(mine) >= 5 else None
+
+    reasons = sorted(d["reason"] for d in wait_for(letters, timeout=60))
+    text = "\n".join(reasons)
+    assert "undecodable message (application/json)" in text
+    assert "application/x-yaml" in text
+    assert "application/x-python-serialize" in text
+    assert "unknown task 'taskwarden.nope'; this worker runs" in text
+    assert "not a Celery task message" in text
+    assert all(
+        d["source"] == "queue" for d in warden.store.dead_letters(200) if marker in d["body"]
+    )
+
+    out = warden.cli("deadletters", "--limit", "200")
+    assert out.returncode == 0, out.stderr
+    assert "unknown task 'taskwarden.nope'" in out.stdout
+
+    task = warden.sim.geobox.add_task(file_size=10)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    assert warden.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
+    assert warden.store.get(watch_id("geobox", f"pickled-{marker}")) is None
+    assert warden.service.alive()

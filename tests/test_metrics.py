@@ -1,0 +1,124 @@
+"""Prometheus metrics: totals over every worker process, read back through the real parser."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from taskwarden import metrics
+from taskwarden.lifecycle import State
+from taskwarden.models import watch_id
+from taskwarden.simulator.server import SimulatorServer
+
+from .conftest import running_warden, wait_for
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(client: redis.Redis) -> tuple[Samples, str]:
+    body, content_type = metrics.exposition(client)
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples, content_type
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of every sample of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+def test_exposition_sums_every_process(tmp_path: Path, sim: SimulatorServer) -> None:
+    """Two poll and two archive processes, a rate limit, platform errors: the scrape reports
+    the totals the watches themselves show (polls, archive bytes, states, HTTP errors)."""
+    good = sim.geobox.add_tasks([{"running_seconds": 0.5, "file_size": 3000} for _ in range(4)])
+    flaky = sim.geobox.add_task(running_seconds=0.5, file_size=10)
+    sim.inject(kind="status", status=503, task=flaky.uuid, route="tasks/{uuid}/", count=2)
+    missing = str(uuid.uuid4())
+    limits = {
+        "TASKWARDEN_RATE_LIMITS__GEOBOX__RATE": "8",
+        "TASKWARDEN_RATE_LIMITS__GEOBOX__BURST": "1",
+    }
+    with running_warden(tmp_path, sim, processes=2, **limits) as w:
+        client = redis.Redis.from_url(w.redis_url)
+        for task in [*good, flaky]:
+            w.send_track(provider="geobox", remote_id=task.uuid)
+        w.send_track(provider="geobox", remote_id=missing)
+        ids = [watch_id("geobox", t.uuid) for t in [*good, flaky]]
+        finals = [w.wait_final(wid, timeout=60) for wid in ids]
+        assert all(f.state is State.SUCCEEDED for f in finals)
+        assert w.wait_final(watch_id("geobox", missing), timeout=60).state is State.ERROR
+
+        watches = [w.store.get(wid) for wid in [*ids, watch_id("geobox", missing)]]
+        polls = sum(x.polls for x in watches if x is not None)
+        archived = sum(o["size"] for f in finals for o in f.outputs)
+
+        def settled() -> Samples | None:
+            # the counters are flushed just after each commit: wait for the last flush
+            samples, _ = scrape(client)
+            done = total(samples, "taskwarden_polls_total") == polls
+            done = done and total(samples, "taskwarden_archives_total") == len(finals)
+            return samples if done else None
+
+        samples = wait_for(settled, timeout=30)
+        _, content_type = scrape(client)
+        rates = metrics.recent_rates(client)
+        client.close()
+
+    assert content_type.startswith("text/plain")
+    ok = total(samples, "taskwarden_polls_total", provider="geobox", outcome="ok")
+    assert 0 < ok < polls  # the 503s and the 404 were polls that did not succeed
+    assert total(samples, "taskwarden_poll_duration_seconds_count", provider="geobox") == polls
+    assert total(samples, "taskwarden_poll_duration_seconds_bucket", le="+Inf") == polls
+    assert total(samples, "taskwarden_poll_duration_seconds_sum") > 0
+    assert total(samples, "taskwarden_http_errors_total", provider="geobox", status="503") == 2
+    assert total(samples, "taskwarden_http_errors_total", provider="geobox", status="404") == 1
+    assert total(samples, "taskwarden_archive_bytes_total", provider="geobox") == archived
+    assert archived >= 4 * 3000
+    assert total(samples, "taskwarden_archive_duration_seconds_count") == len(finals)
+    assert total(samples, "taskwarden_archives_total", outcome="succeeded") == len(finals)
+    assert total(samples, "taskwarden_watches", state="succeeded") == 5
+    assert total(samples, "taskwarden_watches", state="error") == 1
+    assert total(samples, "taskwarden_watches", state="running") == 0
+    assert total(samples, "taskwarden_rate_limit_waits_total", provider="geobox") > 0
+    assert total(samples, "taskwarden_rate_limit_wait_seconds_total", provider="geobox") > 0
+    assert ("taskwarden_dispatch_lag_seconds", ()) in samples
+    assert rates["geobox"]["polls_per_s"] > 0
+    assert rates["geobox"]["errors_per_s"] > 0
+    assert rates["geobox"]["rate_limit_waits_per_s"] > 0
+
+
+def test_dispatch_lag_is_the_oldest_overdue_watch(redis_url: str) -> None:
+    """The lag gauge is how long the longest-waiting due watch has waited, over providers."""
+    client = redis.Redis.from_url(redis_url)
+    client.sadd("taskwarden:providers", "a", "b")
+    client.zadd("taskwarden:due:a", {"w1": 100.0, "w2": 500.0})
+    client.zadd("taskwarden:due:b", {"w3": 90.0})
+    assert metrics.dispatch_lag(client, now=200.0) == 110.0
+    assert metrics.dispatch_lag(client, now=80.0) == 0.0
+    samples, _ = scrape(client)  # a scrape of an idle warden has every family, at zero
+    assert total(samples, "taskwarden_polls_total") == 0
+    assert total(samples, "taskwarden_watches", state="pending") == 0
+    client.close()
+
+
+def test_recent_rates_cover_the_window(redis_url: str) -> None:
+    """Rates are counts over the seconds the recent buckets cover; older buckets drop out."""
+    client = redis.Redis.from_url(redis_url)
+    now = 10_000.0  # a bucket boundary
+    old, recent = metrics.Batch(), metrics.Batch()
+    for _ in range(50):
+        old.poll("p", "ok", 0.01)
+    for _ in range(30):
+        recent.poll("p", "retryable_error", 0.01)
+    old.flush(client, now=now - 120)
+    recent.flush(client, now=now - 5)
+    rates = metrics.recent_rates(client, window_s=60, now=now)
+    # six 10-second buckets (the current one included) cover 50 s before `now`
+    assert rates == {"p": {"polls_per_s": 0.6, "errors_per_s": 0.6, "rate_limit_waits_per_s": 0.0}}
+    client.close()

@@ -1,0 +1,295 @@
+"""The store's reading side on a real Redis: filtered, sorted, cursor-paged listing; re-arming;
+the transition events stream; dispatch lag and counts by provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from taskwarden import store_queries
+from taskwarden.lifecycle import Decision, State
+from taskwarden.models import Registration, Watch
+from taskwarden.store import Commit, NotRearmable, Store
+from taskwarden.store_queries import BadQuery
+
+NOW = 1_700_000_000.0
+
+
+def reg(remote_id: str, provider: str = "geobox", **kw: Any) -> Registration:
+    return Registration.model_validate({"provider": provider, "remote_id": remote_id, **kw})
+
+
+def move(store: Store, wid: str, state: State, now: float, **kw: Any) -> bool:
+    """Claim ``wid`` (making it due first) and commit ``state`` for it."""
+    provider = store.get(wid).provider  # type: ignore[union-attr]
+    store.redis.zadd(f"taskwarden:due:{provider}", {wid: 0})
+    claims = [c for c in store.claim_due(provider, now, 10_000, now + 60) if c.watch_id == wid]
+    final = state.final
+    decision = Decision(state, kw.pop("raw", state.upper()), kw.pop("progress", None), 1.0,
+                        kw.pop("errors", 0), None if final else now + 1000, note=f"to {state}",
+                        **kw)  # fmt: skip
+    return store.commit(Commit(claims[0], decision, now))
+
+
+def all_pages(store: Store, limit: int, **filters: Any) -> Iterator[list[Watch]]:
+    cursor = None
+    while True:
+        page, cursor = store.list_watches(limit=limit, cursor=cursor, **filters)
+        yield page
+        if cursor is None:
+            return
+
+
+def ids(watches: list[Watch]) -> list[str]:
+    return [w.remote_id for w in watches]
+
+
+@pytest.fixture
+def population(store: Store) -> list[Watch]:
+    """60 watches over two providers, three label values and a few states, some created at the
+    same instant (ties), each updated at a different time than it was created."""
+    watches = []
+    for i in range(60):
+        labels = {"team": ["a", "b", "c"][i % 3], "k=x": "v"}
+        provider = "geobox" if i % 4 else "up42"
+        created = NOW + (i // 2)  # pairs share a created_at
+        w, _ = store.register(reg(f"task-{i:02d}", provider, labels=labels), created)
+        watches.append(w)
+    for i in range(0, 60, 5):
+        move(store, watches[i].id, State.RUNNING, NOW + 1000 - i)
+    for i in range(1, 60, 7):
+        move(store, watches[i].id, State.SUCCEEDED, NOW + 2000 + i)
+    return [store.get(w.id) for w in watches]  # type: ignore[misc]
+
+
+CASES: list[dict[str, Any]] = [
+    {},
+    {"sort": "created_at"},
+    {"sort": "updated_at"},
+    {"sort": "-updated_at"},
+    {"state": "running"},
+    {"state": "pending", "provider": "geobox"},
+    {"provider": "up42", "sort": "created_at"},
+    {"labels": {"team": "b"}},
+    {"labels": {"team": "b", "k=x": "v"}, "state": "pending"},
+    {"q": "TASK-1"},
+    {"created_after": NOW + 5, "created_before": NOW + 20},
+    {"updated_after": NOW + 1000 - 30, "sort": "updated_at"},
+    {"updated_before": NOW + 2000, "provider": "geobox", "sort": "-updated_at"},
+]
+
+
+def expected(population: list[Watch], f: dict[str, Any]) -> list[str]:
+    def keep(w: Watch) -> bool:
+        return (
+            (f.get("state") is None or w.state == f["state"])
+            and (f.get("provider") is None or w.provider == f["provider"])
+            and all(w.labels.get(k) == v for k, v in f.get("labels", {}).items())
+            and (f.get("q") is None or f["q"].lower() in (w.id + w.remote_id).lower())
+            and w.created_at >= f.get("created_after", 0)
+            and w.created_at < f.get("created_before", float("inf"))
+            and w.updated_at >= f.get("updated_after", 0)
+            and w.updated_at < f.get("updated_before", float("inf"))
+        )
+
+    sort = f.get("sort", "-created_at")
+    key = sort.lstrip("-")
+    rows = sorted((getattr(w, key), w.id) for w in population if keep(w))
+    if sort.startswith("-"):
+        rows.reverse()
+    by_id = {w.id: w.remote_id for w in population}
+    return [by_id[wid] for _, wid in rows]
+
+
+@pytest.mark.parametrize("small_set", [store_queries.SMALL_SET, 0], ids=["in-memory", "walk"])
+@pytest.mark.parametrize("filters", CASES, ids=[str(c) for c in CASES])
+def test_pages_cover_exactly_the_matching_watches_in_order(
+    store: Store,
+    population: list[Watch],
+    filters: dict[str, Any],
+    small_set: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Following cursors yields every matching watch once, in the asked order, by either plan
+    (a small filter set ordered in memory, or an index walked in order)."""
+    monkeypatch.setattr(store_queries, "SMALL_SET", small_set)
+    want = expected(population, filters)
+    for limit in (1, 7, 500):
+        pages = list(all_pages(store, limit, **filters))
+        assert all(len(p) <= limit for p in pages)
+        assert [i for p in pages for i in ids(p)] == want
+
+
+def test_pages_are_stable_while_watches_arrive(store: Store) -> None:
+    """Watches registered between two pages neither repeat nor hide the ones already listed."""
+    for i in range(30):
+        store.register(reg(f"old-{i:02d}"), NOW + i)
+    seen: list[str] = []
+    cursor = None
+    n = 0
+    while True:
+        page, cursor = store.list_watches(limit=4, cursor=cursor)
+        seen += ids(page)
+        store.register(reg(f"new-{n}"), NOW + 100 + n)  # newest first: before the cursor
+        n += 1
+        if cursor is None:
+            break
+    assert seen == [f"old-{i:02d}" for i in reversed(range(30))]
+
+
+def test_updated_sort_follows_a_watch_that_moves(store: Store) -> None:
+    """A watch updated after a page was read moves to the front of -updated_at; the cursor
+    still continues where it was (resuming by score when its own watch moved)."""
+    ws = [store.register(reg(f"t{i}"), NOW + i)[0] for i in range(10)]
+    page, cursor = store.list_watches(sort="-updated_at", limit=3)
+    assert ids(page) == ["t9", "t8", "t7"]
+    move(store, ws[7].id, State.RUNNING, NOW + 50)  # the cursor's own watch moves away
+    rest, cursor = store.list_watches(sort="-updated_at", limit=100, cursor=cursor)
+    assert ids(rest) == ["t6", "t5", "t4", "t3", "t2", "t1", "t0"]
+    assert cursor is None
+    assert ids(store.list_watches(sort="-updated_at", limit=1)[0]) == ["t7"]
+
+
+def test_a_sparse_filter_returns_short_pages_not_an_endless_scan(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a scan budget, a filter no index answers gives short pages with a cursor; following
+    them still finds every match."""
+    monkeypatch.setattr(store_queries, "SCAN_BUDGET", 10)
+    for i in range(50):
+        store.register(reg(f"t{i:02d}"), NOW + i)
+    pages = list(all_pages(store, 5, q="t0"))
+    assert len(pages) > 2
+    assert [i for p in pages for i in ids(p)] == [f"t0{i}" for i in reversed(range(10))]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"sort": "name"}, "sort must be one of"),
+        ({"state": "done"}, "unknown state 'done'"),
+        ({"limit": 0}, "limit must be at least 1"),
+        ({"cursor": "not-a-cursor"}, "cursor is not one this server returned"),
+    ],
+)
+def test_bad_queries_say_why(store: Store, kwargs: dict[str, Any], reason: str) -> None:
+    """Each unanswerable request is refused with its reason."""
+    with pytest.raises(BadQuery, match=reason):
+        store.list_watches(**kwargs)
+
+
+def test_a_cursor_only_fits_its_own_query(store: Store) -> None:
+    """A cursor replayed with other filters or another sort is refused, not misread."""
+    for i in range(3):
+        store.register(reg(f"t{i}"), NOW + i)
+    _, cursor = store.list_watches(limit=1)
+    assert cursor is not None
+    with pytest.raises(BadQuery, match="other filters or another sort"):
+        store.list_watches(limit=1, cursor=cursor, sort="created_at")
+    with pytest.raises(BadQuery, match="other filters"):
+        store.list_watches(limit=1, cursor=cursor, state="pending")
+
+
+def test_rearm_puts_an_error_watch_back_on_the_schedule(store: Store) -> None:
+    """Re-arming an error watch makes it pending and due now, resets errors, renews the
+    deadline, and fences off any job still holding the old claim."""
+    w, _ = store.register(reg("t1", timeout=60), NOW)
+    claim = store.claim_due("geobox", NOW, 10, NOW + 60)[0]
+    gone = Decision(State.ERROR, None, None, None, 5, None, note="gave up", last_error="boom")
+    assert store.commit(Commit(claim, gone, NOW + 10))
+    again = store.rearm(w.id, NOW + 100)
+    assert again is not None
+    assert (again.state, again.errors, again.last_error) == (State.PENDING, 0, None)
+    assert (again.deadline, again.next_poll_at, again.finished_at) == (NOW + 160, NOW + 100, None)
+    assert again.fence > claim.fence
+    assert store.commit(Commit(claim, gone, NOW + 101)) is False
+    assert store.redis.zscore("taskwarden:due:geobox", w.id) == NOW + 100
+    assert store.history(w.id)[-1] == {
+        "at": NOW + 100, "from": "error", "to": "pending", "raw": None,
+        "note": "re-armed (was error: boom)",
+    }  # fmt: skip
+    assert store.counts_by_provider()["geobox"]["pending"] == 1
+    assert store.list_watches(state="pending")[0] == [again]
+    new_claim = store.claim_due("geobox", NOW + 100, 10, NOW + 160)
+    assert [c.watch_id for c in new_claim] == [w.id]
+
+
+@pytest.mark.parametrize("state", [State.PENDING, State.RUNNING, State.SUCCEEDED])
+def test_rearm_refuses_other_states(store: Store, state: State) -> None:
+    """Only error and timed_out watches can be re-armed; the refusal names the state."""
+    w, _ = store.register(reg("t1"), NOW)
+    if state is not State.PENDING:
+        move(store, w.id, state, NOW + 1)
+    with pytest.raises(NotRearmable, match=f"is {state}") as info:
+        store.rearm(w.id, NOW + 2)
+    assert info.value.state == state
+    assert store.get(w.id).state is state  # type: ignore[union-attr]
+
+
+def test_rearm_of_a_missing_watch_is_none(store: Store) -> None:
+    """Re-arming an unknown id says so (None) and creates nothing."""
+    assert store.rearm("wnothere", NOW) is None
+    assert store.get("wnothere") is None
+
+
+def test_every_transition_is_one_event(store: Store) -> None:
+    """Register, a commit that changes state, a timeout, a re-arm and a cancel each append one
+    event; a commit that changes nothing appends none."""
+    w, _ = store.register(reg("t1"), NOW)
+    store.register(reg("t1"), NOW + 1)  # idempotent repeat: no event
+    move(store, w.id, State.RUNNING, NOW + 2, raw="RUN", progress=0.25)
+    move(store, w.id, State.RUNNING, NOW + 3, raw="RUN", progress=0.5)  # no state change
+    move(store, w.id, State.TIMED_OUT, NOW + 4)
+    store.rearm(w.id, NOW + 5)
+    assert store.cancel(w.id, NOW + 6)
+    assert store.cancel(w.id, NOW + 7) is False  # already ended: no event
+    events = store.events()
+    assert [(e["from"], e["to"]) for _, e in events] == [
+        ("", "pending"), ("pending", "running"), ("running", "timed_out"),
+        ("timed_out", "pending"), ("pending", "cancelled"),
+    ]  # fmt: skip
+    first = events[1][1]
+    assert first == {
+        "watch_id": w.id, "provider": "geobox", "remote_id": "t1", "from": "pending",
+        "to": "running", "raw": "RUN", "progress": "0.25", "note": "to running",
+        "at": repr(NOW + 2),
+    }  # fmt: skip
+    assert events[4][1]["note"] == "cancelled by user"
+    after = store.events(after=events[2][0])
+    assert [e for e, _ in after] == [e for e, _ in events[3:]]
+    assert store.events(after=events[-1][0], block_ms=50) == []
+
+
+def test_dispatch_lag_is_the_oldest_due_wait(store: Store) -> None:
+    """Lag is how long the longest-waiting due watch has waited, across providers; 0 if none."""
+    assert store.dispatch_lag(NOW) == 0.0
+    store.register(reg("a"), NOW + 10)
+    store.register(reg("b", "up42"), NOW + 4)
+    assert store.dispatch_lag(NOW + 14) == 10.0
+    assert store.dispatch_lag(NOW) == 0.0  # not due yet
+    store.claim_due("up42", NOW + 14, 10, NOW + 100)
+    assert store.dispatch_lag(NOW + 14) == 4.0
+
+
+def test_counts_by_provider_follow_every_transition(store: Store) -> None:
+    """Counts per provider and state track registers, state changes, cancels and re-arms."""
+    a, _ = store.register(reg("a"), NOW)
+    b, _ = store.register(reg("b"), NOW)
+    store.register(reg("c", "up42"), NOW)
+    move(store, a.id, State.RUNNING, NOW + 1)
+    move(store, a.id, State.ERROR, NOW + 2)
+    store.cancel(b.id, NOW + 3)
+    store.rearm(a.id, NOW + 4)
+    counts = store.counts_by_provider()
+    assert {s: n for s, n in counts["geobox"].items() if n} == {"pending": 1, "cancelled": 1}
+    assert {s: n for s, n in counts["up42"].items() if n} == {"pending": 1}
+    assert set(counts["geobox"]) == {str(s) for s in State}
+
+
+def test_worker_heartbeats_are_read_back(store: Store) -> None:
+    """Each worker node's heartbeat is listed by node name."""
+    store.worker_heartbeat("poll-1@host", NOW, ttl=30)
+    store.worker_heartbeat("archive-1@host", NOW + 1, ttl=30)
+    assert store.worker_heartbeats() == {"archive-1@host": NOW + 1, "poll-1@host": NOW}
