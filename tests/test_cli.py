@@ -192,3 +192,13 @@ def test_redis_check_warns_when_nothing_persists(tmp_path: Path) -> None:
         assert any("persists nothing" in w for w in check_redis(volatile.url))
     with RedisServer(tmp_path / "durable", persist=True) as durable:
         assert check_redis(durable.url) == []
+
+
+def test_redis_older_than_6_2_is_refused() -> None:
+    """The broker transport idles in BLMOVE (Redis 6.2); the check reads INFO's version."""
+    from taskwarden.redis_server import too_old
+
+    assert [v for v in ("5.0.7", "6.0.16", "6.2.0", "6.2.14", "7.0.15", "10.1") if too_old(v)] == [
+        "5.0.7",
+        "6.0.16",
+    ]

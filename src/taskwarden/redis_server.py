@@ -163,22 +163,39 @@ def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, RedisServe
     return server.url, server
 
 
+MINIMUM_VERSION = (6, 2)
+
+
+def too_old(version: str) -> bool:
+    """Whether a ``redis_version`` such as ``6.0.16`` is older than :data:`MINIMUM_VERSION`."""
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    return tuple(parts) < MINIMUM_VERSION
+
+
 def check_redis(url: str) -> list[str]:
     """Refuse a Redis that would lose watches; return warnings about weaker settings.
 
     An evicting ``maxmemory-policy`` silently drops keys (watches, leases, the schedule) under
-    memory pressure, so it is refused. No persistence at all (no AOF, no RDB snapshots) loses
-    everything on a restart; that is allowed (tests, throwaway demos) but warned about.
+    memory pressure, so it is refused, as is a Redis older than 6.2, which lacks the ``BLMOVE``
+    that the broker transport (:mod:`taskwarden.broker`) idles in. No persistence at all (no
+    AOF, no RDB snapshots) loses everything on a restart; that is allowed (tests, throwaway
+    demos) but warned about.
     """
     client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
     try:
+        version = str(client.info("server").get("redis_version", "0"))
+        if too_old(version):
+            raise ConfigError(
+                f"Redis {version} is too old: taskwarden needs Redis "
+                f"{'.'.join(map(str, MINIMUM_VERSION))} or later (for BLMOVE)"
+            )
         config: dict[str, str] = {}
         for name in ("maxmemory-policy", "appendonly", "save"):
             # redis-py's hints for sync calls differ between versions; this is the sync client
             config.update(cast(dict[str, str], client.config_get(name)))
     except redis.ResponseError:
         return [
-            "cannot read the Redis configuration (CONFIG GET is disabled); make sure it "
+            "cannot read the Redis configuration (INFO or CONFIG GET is disabled); make sure it "
             "persists (appendonly yes) and never evicts (maxmemory-policy noeviction)"
         ]
     finally:

@@ -57,6 +57,8 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, but a worker killed while fetching cannot lose the message
+        broker_transport="taskwarden.broker:Transport",
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
