@@ -19,6 +19,7 @@ from taskwarden.errors import (
     RateLimited,
     RemoteNotFound,
     RequestRejected,
+    ResponseTooLarge,
 )
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import isahit
@@ -42,8 +43,14 @@ def lab(server: SimulatorServer) -> SimulatorServer:
     return server
 
 
-def settings(server: SimulatorServer, read_timeout: float = 5.0, **fields: Any) -> Settings:
-    """Settings as a worker reads them, pointing at ``server`` with the default logins."""
+def settings(
+    server: SimulatorServer,
+    read_timeout: float = 5.0,
+    http: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Settings:
+    """Settings as a worker reads them, pointing at ``server`` with the default logins;
+    ``http`` overrides HTTP settings, ``fields`` the provider's."""
     isahit_fields: dict[str, Any] = {
         "base_url": server.isahit_url,
         "access_id": "sim-access-id",
@@ -53,17 +60,25 @@ def settings(server: SimulatorServer, read_timeout: float = 5.0, **fields: Any) 
     return Settings(
         providers=ProvidersSettings(isahit=IsahitSettings(**isahit_fields)),
         # few pools: each costs an SSL context (~50 ms), and a test builds a client per call
-        http=HttpSettings(read_timeout=read_timeout, connect_timeout=2.0, max_connections=4),
+        http=HttpSettings(
+            **{
+                "read_timeout": read_timeout,
+                "connect_timeout": 2.0,
+                "max_connections": 4,
+                **(http or {}),
+            }
+        ),
     )
 
 
 def call(
     server: SimulatorServer,
     action: Callable[[isahit.IsahitProvider], Awaitable[T]],
+    http: dict[str, Any] | None = None,
     **fields: Any,
 ) -> T:
     """Run ``action`` on a provider built as a worker builds it, on a fresh client and loop."""
-    config = settings(server, **fields)
+    config = settings(server, http=http, **fields)
 
     async def main() -> T:
         async with build_client(config.http) as client:
@@ -80,8 +95,10 @@ def batch_target(batch_id: str, **params: Any) -> Target:
     return Target(batch_id, {"project_id": PROJECT, "kind": "batch", **params})
 
 
-def status(server: SimulatorServer, target: Target, **fields: Any) -> Observation:
-    return call(server, lambda p: p.fetch_status(target), **fields)
+def status(
+    server: SimulatorServer, target: Target, http: dict[str, Any] | None = None, **fields: Any
+) -> Observation:
+    return call(server, lambda p: p.fetch_status(target), http, **fields)
 
 
 def archive(server: SimulatorServer, target: Target) -> dict[str, bytes]:
@@ -408,12 +425,38 @@ def test_429_is_rate_limited_with_retry_after(
     ],
 )
 def test_broken_responses_are_retryable(lab: SimulatorServer, fault: dict[str, Any]) -> None:
-    """5xx, a cut-off body, garbled JSON or a reset are ProviderUnavailable; the next check works."""
+    """5xx, a cut-off body, garbled JSON or a reset are ProviderUnavailable (with in-call
+    retries off, so that each one surfaces); the next check works."""
     task = lab.isahit.add_task()
     lab.inject(task=task.task_id, route=TASKS, **fault)
     with pytest.raises(ProviderUnavailable):
-        status(lab, task_target(task.task_id))
+        status(lab, task_target(task.task_id), http={"retries": 0})
     assert status(lab, task_target(task.task_id)).remote is Remote.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "fault", [{"kind": "status", "status": 503}, {"kind": "reset"}, {"kind": "truncate"}]
+)
+def test_one_transient_failure_is_absorbed_within_one_check(
+    lab: SimulatorServer, fault: dict[str, Any]
+) -> None:
+    """The in-call retries every provider has: one 503, reset or cut-off body costs one more
+    request, not a failed check."""
+    task = lab.isahit.add_task()
+    lab.inject(task=task.task_id, route=TASKS, count=1, **fault)
+    assert status(lab, task_target(task.task_id), http={"retry_backoff": 0.01}).remote is (
+        Remote.SUCCEEDED
+    )
+    assert lists(lab, task.task_id) == 2
+
+
+def test_a_page_over_the_body_cap_is_too_large(lab: SimulatorServer) -> None:
+    """Pages are read under TASKWARDEN_HTTP__MAX_JSON_BYTES, as every provider's JSON is."""
+    task = lab.isahit.add_task(annotations=200)
+    target = task_target(task.task_id)
+    with pytest.raises(ResponseTooLarge, match="MAX_JSON_BYTES"):
+        call(lab, lambda p: p.list_outputs(target), http={"max_json_bytes": 2048})
+    assert len(call(lab, lambda p: p.list_outputs(target))) == 1
 
 
 def test_a_slow_platform_times_out_as_unavailable(lab: SimulatorServer) -> None:

@@ -76,6 +76,8 @@ from taskwarden.providers.transport import ShardedTransport
 MAX_MESSAGE = 300  # platform messages are quoted into watch histories; keep them a line long
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any error document; a huge one is not worth reading
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# puts an error-tree exception in a platform's own words, given the error response's body
+Reword = Callable[[TaskwardenError, bytes], TaskwardenError]
 
 log = logs.get("taskwarden.http")
 
@@ -180,13 +182,15 @@ async def request(
     provider: str,
     what: str | None = None,
     idempotent: bool | None = None,
+    reword: Reword | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request and return its (fully read) 2xx response, or raise from the error tree.
 
     ``what`` names the thing asked for in a 404 message ("task 1234"); ``idempotent`` overrides
-    whether the method may be sent again on failure (GET, HEAD, OPTIONS by default); ``kwargs``
-    go to httpx. The body is read up to the client's ``max_json_bytes``.
+    whether the method may be sent again on failure (GET, HEAD, OPTIONS by default); ``reword``
+    puts a non-2xx error in the platform's own words, given the error body; ``kwargs`` go to
+    httpx. The body is read up to the client's ``max_json_bytes``.
     """
     calls = call_policy(client)
     again = method.upper() in IDEMPOTENT if idempotent is None else idempotent
@@ -198,8 +202,9 @@ async def request(
         attempt += 1
         try:
             return await _request_once(
-                client, method, url, provider, what, calls.max_json_bytes, send_options, kwargs
-            )
+                client, method, url, provider, what, calls.max_json_bytes, send_options, kwargs,
+                reword,
+            )  # fmt: skip
         except TaskwardenError as exc:
             if not (again or _never_sent(exc)):
                 raise
@@ -219,6 +224,7 @@ async def _request_once(
     max_bytes: int,
     send_options: dict[str, Any],
     kwargs: dict[str, Any],
+    reword: Reword | None,
 ) -> httpx.Response:
     try:
         built = client.build_request(method, url, **kwargs)
@@ -228,7 +234,12 @@ async def _request_once(
     try:
         if not response.is_success:
             body = await _read_error_body(response)
-            raise_for_status(response, provider=provider, what=what, body=body)
+            try:
+                raise_for_status(response, provider=provider, what=what, body=body)
+            except TaskwardenError as exc:
+                if reword is None:
+                    raise
+                raise reword(exc, body) from exc
         await read_capped(response, provider=provider, limit=max_bytes)
     except httpx.HTTPError as exc:
         raise transport_error(exc, provider=provider, method=method, url=url) from exc

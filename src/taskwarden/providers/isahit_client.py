@@ -141,16 +141,11 @@ class IsahitApi:
 async def send(
     client: httpx.AsyncClient, method: str, url: str, *, what: str, **kwargs: Any
 ) -> httpx.Response:
-    """One request; its 2xx response, or the error-tree exception in isahit's own words."""
-    try:
-        response = await client.request(method, url, **kwargs)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise http.transport_error(exc, provider=NAME, method=method, url=url) from exc
-    try:
-        http.raise_for_status(response, provider=NAME, what=what)
-    except TaskwardenError as exc:
-        raise reworded(exc, response.content) from exc
-    return response
+    """One request, with the in-call retries and body cap every provider has (:func:`http.request`);
+    its 2xx response, or the error-tree exception in isahit's own words."""
+    return await http.request(
+        client, method, url, provider=NAME, what=what, reword=reworded, **kwargs
+    )
 
 
 def reworded(exc: TaskwardenError, body: bytes) -> TaskwardenError:
