@@ -391,10 +391,13 @@ def test_health_and_readiness_say_what_is_missing(http: httpx.Client) -> None:
     r = http.get("/readyz")
     assert r.status_code == 503
     checks = r.json()["checks"]
-    assert set(checks) == {"redis", "broker", "archive", "beat", "workers", "dispatch_lag"}
-    assert {name for name, c in checks.items() if not c["ok"]} == {"beat", "workers"}
+    assert set(checks) == {
+        "redis", "broker", "archive", "beat", "workers", "queues", "dispatch_lag"
+    }  # fmt: skip
+    assert {name for name, c in checks.items() if not c["ok"]} == {"beat", "workers", "queues"}
     assert "no dispatch heartbeat" in checks["beat"]["detail"]
     assert "no worker heartbeat" in checks["workers"]["detail"]
+    assert checks["queues"]["detail"].startswith(f"no worker consumes {keys.QUEUE_DEFAULT}, ")
 
 
 def test_readiness_fails_on_an_unreachable_archive_and_a_lagging_dispatch(
@@ -423,6 +426,8 @@ def test_readiness_fails_on_an_unreachable_archive_and_a_lagging_dispatch(
     checks = r.json()["checks"]
     assert {name for name, c in checks.items() if not c["ok"]} == {"archive", "dispatch_lag"}
     assert "more than 5 s" in checks["dispatch_lag"]["detail"]
+    # a heartbeat without queues (an older worker) cannot tell, so it does not fail readiness
+    assert "do not report their queues" in checks["queues"]["detail"]
     assert checks["archive"]["detail"]
 
 

@@ -34,6 +34,9 @@ from taskwarden.store_queries import Query, decode_cursor, encode_cursor, list_p
 MAX_DEADLETTERS = 10_000
 MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was wrong
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
+# string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
+# consumes (a JSON list). Not under keys.WORKER_HEARTBEAT, whose keys hold bare times.
+WORKER_QUEUES = keys.HEARTBEAT + "queues:"
 
 
 class NotRearmable(Exception):
@@ -423,8 +426,22 @@ class Store:
         value = cast(str | None, self.redis.get(keys.HEARTBEAT + component))
         return float(value) if value else None
 
-    def worker_heartbeat(self, node: str, now: float, ttl: float) -> None:
-        self.redis.set(self.worker_key(node), now, px=int(ttl * 1000))
+    def worker_heartbeat(
+        self, node: str, now: float, ttl: float, queues: Iterable[str] | None = None
+    ) -> None:
+        """Say worker ``node`` is alive for ``ttl`` seconds and, when given, which queues it
+        consumes (in a key of its own: a reader from before queues were reported still reads
+        the heartbeat as a bare time)."""
+        px = int(ttl * 1000)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.worker_key(node), now, px=px)
+        if queues is not None:
+            pipe.set(WORKER_QUEUES + node, json.dumps(sorted(queues)), px=px)
+        pipe.execute()
+
+    def forget_worker(self, node: str) -> None:
+        """A worker node stopped: drop its heartbeat rather than wait for the TTL."""
+        self.redis.delete(self.worker_key(node), WORKER_QUEUES + node)
 
     @staticmethod
     def worker_key(node: str) -> str:
@@ -436,3 +453,12 @@ class Store:
         values = cast(list[str | None], self.redis.mget(names)) if names else []
         prefix = len(keys.WORKER_HEARTBEAT)
         return {n[prefix:]: float(v) for n, v in zip(names, values, strict=True) if v}
+
+    def worker_queues(self) -> dict[str, list[str] | None]:
+        """The queues each live Celery worker node consumes; None for a node that does not say
+        (a worker of a taskwarden from before workers reported their queues)."""
+        nodes = list(self.worker_heartbeats())
+        if not nodes:
+            return {}
+        raw = cast(list[str | None], self.redis.mget([WORKER_QUEUES + n for n in nodes]))
+        return {n: json.loads(v) if v else None for n, v in zip(nodes, raw, strict=True)}

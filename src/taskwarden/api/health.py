@@ -28,7 +28,7 @@ class Readiness:
         self.store = store
         self.producer = producer
         self._archive: archives.ArchiveStore | None = None
-        self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="readyz")
+        self._pool = ThreadPoolExecutor(max_workers=7, thread_name_prefix="readyz")
 
     def run(self) -> dict[str, tuple[bool, str]]:
         checks: dict[str, Callable[[], tuple[bool, str]]] = {
@@ -37,6 +37,7 @@ class Readiness:
             "archive": self.archive,
             "beat": self.beat,
             "workers": self.workers,
+            "queues": self.queues,
             "dispatch_lag": self.dispatch_lag,
         }
         futures = {name: self._pool.submit(check) for name, check in checks.items()}
@@ -92,6 +93,29 @@ class Readiness:
             return False, "no worker heartbeat: no worker is running"
         now = time.time()
         return True, ", ".join(f"{n} ({max(0.0, now - t):.1f} s ago)" for n, t in beats.items())
+
+    def queues(self) -> tuple[bool, str]:
+        """Every queue is consumed by a live worker (by the queues their heartbeats report)."""
+        consumed = self.store.worker_queues()
+        consumers = {
+            queue: sorted(n for n, qs in consumed.items() if qs is not None and queue in qs)
+            for queue in keys.ALL_QUEUES
+        }
+        idle = [queue for queue, nodes in consumers.items() if not nodes]
+        if not idle:
+            return True, ", ".join(f"{q} ({', '.join(n)})" for q, n in consumers.items())
+        silent = sorted(n for n, qs in consumed.items() if qs is None)
+        if silent:
+            # an older worker does not say what it consumes: it may well consume these
+            return True, (
+                f"no reported consumer of {', '.join(idle)}; workers that do not report their "
+                f"queues (a taskwarden older than this one) may consume them: {', '.join(silent)}"
+            )
+        return False, (
+            f"no worker consumes {', '.join(idle)}: nothing is taken from "
+            f"{'it' if len(idle) == 1 else 'them'}; start one with "
+            f"`taskwarden worker -Q {','.join(idle)}`"
+        )
 
     def dispatch_lag(self) -> tuple[bool, str]:
         lag = self.store.dispatch_lag(time.time())
