@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskwarden import keys, metrics, registration, webhooks
+from taskwarden.api import create_app
 from taskwarden.config import load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
 from taskwarden.lifecycle import State
@@ -28,6 +29,7 @@ from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store import Store
 
 from .conftest import Warden, running_warden, wait_for
+from .test_api import AUTH, TOKEN, serve
 
 SECRET = "test-webhook-secret"
 
@@ -299,3 +301,127 @@ def test_signature_is_hmac_of_timestamp_dot_body() -> None:
     assert not webhooks.verify(b"k", str(now), body + b" ", signature)
     assert not webhooks.verify(b"other", str(now), body, signature)
     assert not webhooks.verify(b"k", str(now - 3600), body, webhooks.sign(b"k", now - 3600, body))
+
+
+# refused at registration: the send-time address rules and allow setting, without DNS
+
+STRICT = {"webhooks": {"secret": SECRET}, "http": {"allow_private_addresses": False}}
+
+
+@pytest.mark.parametrize(
+    ("webhook", "why"),
+    [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1 is a loopback address"),
+        ("http://[::1]/hook", "::1 is a loopback address"),
+        ("http://localhost:9000/hook", "localhost (127.0.0.1) is a loopback address"),
+        ("http://api.LOCALHOST./hook", "api.localhost (127.0.0.1) is a loopback address"),
+        ("http://127.1/hook", "127.1 (127.0.0.1) is a loopback address"),  # getaddrinfo reads it so
+        ("http://2130706433/hook", "2130706433 (127.0.0.1) is a loopback address"),
+        ("https://10.1.2.3/hook", "10.1.2.3 is a private address"),
+        ("http://169.254.169.254/latest", "169.254.169.254 is the cloud metadata address"),
+        ("http://[fe80::1]/hook", "fe80::1 is a link-local address"),
+        ("http://[::ffff:192.168.0.7]/hook", "is a private address (as 192.168.0.7)"),
+        ("http://0.0.0.0/hook", "0.0.0.0 is an unspecified address"),
+    ],
+)
+def test_webhook_on_a_private_address_is_refused_at_registration(
+    store: Store, webhook: str, why: str
+) -> None:
+    """A webhook URL that spells a non-public address is refused when registered, with the
+    send-time check's reason and the setting that allows it, and dead-lettered; no watch."""
+    settings = load_settings(**STRICT)
+    data = {"provider": "geobox", "remote_id": str(uuid.uuid4()), "webhook": webhook}
+    with pytest.raises(InvalidRegistration) as caught:
+        registration.register(store, settings, data, source="api")
+    reason = str(caught.value)
+    assert reason.startswith("invalid registration: webhook: ")
+    assert why in reason
+    assert "set TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=true to allow it" in reason
+    letter = store.dead_letters(1)[0]
+    assert (letter["source"], letter["reason"]) == ("api", reason)
+    assert store.get(watch_id("geobox", data["remote_id"])) is None
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        "https://hooks.example.com/taskwarden",  # a name: its DNS answer is judged when sent
+        "http://93.184.216.34:8443/hook",
+        "https://[2606:4700::1111]/hook",
+        "http://localhost.example.com/hook",  # only localhost itself and its subdomains
+    ],
+)
+def test_webhook_on_a_public_address_or_a_name_is_accepted(store: Store, webhook: str) -> None:
+    """Public literals, and host names (which need DNS, so the send-time check judges them),
+    pass registration."""
+    settings = load_settings(**STRICT)
+    data = {"provider": "geobox", "remote_id": str(uuid.uuid4()), "webhook": webhook}
+    watch, created = registration.register(store, settings, data, source="api")
+    assert created and watch.webhook == webhook
+
+
+@pytest.mark.parametrize(
+    ("hooks_allow", "http_allow", "accepted"),
+    [
+        (True, False, True),
+        (None, True, True),  # unset: the global TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES
+        (None, False, False),
+        (False, True, False),  # the webhooks' own setting wins
+    ],
+)
+def test_registration_follows_the_send_time_allow_setting(
+    store: Store, receiver: Receiver, hooks_allow: bool | None, http_allow: bool, accepted: bool
+) -> None:
+    """Registration allows a loopback receiver exactly when the sender would call it: the same
+    setting decides both."""
+    settings = load_settings(
+        webhooks={"secret": SECRET, "allow_private_addresses": hooks_allow},
+        http={"allow_private_addresses": http_allow},
+    )
+    assert webhooks.url_policy(settings).allow_private is accepted
+    data = {"provider": "geobox", "remote_id": str(uuid.uuid4()), "webhook": receiver.url}
+    if accepted:
+        watch, created = registration.register(store, settings, data, source="cli")
+        assert created and watch.webhook == receiver.url
+    else:
+        with pytest.raises(InvalidRegistration, match="is a loopback address"):
+            registration.register(store, settings, data, source="cli")
+
+
+def test_api_answers_422_for_a_private_webhook(
+    store: Store, redis_url: str, tmp_path: Path
+) -> None:
+    """Through the HTTP API, a loopback webhook is a 422 with the reason; allowed, a 201."""
+
+    def app(allow: bool) -> Any:
+        settings = load_settings(
+            data_dir=tmp_path, archive_url=(tmp_path / "archive").as_uri(), api={"token": TOKEN},
+            webhooks={"secret": SECRET, "allow_private_addresses": allow},
+        )  # fmt: skip
+        return create_app(settings, redis_url)
+
+    body = {"provider": "geobox", "remote_id": str(uuid.uuid4()), "webhook": "http://[::1]/h"}
+    with serve(app(False)) as client:
+        refused = client.post("/v1/watches", json=body, headers=AUTH)
+    assert refused.status_code == 422
+    assert "::1 is a loopback address" in refused.json()["detail"]
+    assert store.dead_letters(1)[0]["source"] == "api"
+    with serve(app(True)) as client:
+        assert client.post("/v1/watches", json=body, headers=AUTH).status_code == 201
+
+
+@pytest.mark.slow
+def test_queue_registration_with_a_private_webhook_is_dead_lettered(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """A registration message whose webhook is on loopback is refused by the worker and
+    dead-lettered (source queue) with the reason; no watch is created."""
+    env = {"TASKWARDEN_WEBHOOKS__SECRET": SECRET,
+           "TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES": "false"}  # fmt: skip
+    with running_warden(tmp_path, sim, **env) as w:
+        remote_id = str(uuid.uuid4())
+        w.send_track(provider="geobox", remote_id=remote_id, webhook="http://127.0.0.1:9/hook")
+        letter = w.dead_letter(remote_id)
+        assert letter["source"] == "queue"
+        assert "webhook: 127.0.0.1 is a loopback address" in letter["reason"]
+        assert w.store.get(watch_id("geobox", remote_id)) is None

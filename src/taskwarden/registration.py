@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from taskwarden import logs, providers
+from taskwarden import logs, providers, webhooks
 from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration, PermanentError
 from taskwarden.models import Registration, Watch
@@ -23,12 +23,24 @@ def parse(data: object, settings: Settings | None = None) -> Registration:
     """A validated registration, or :class:`InvalidRegistration` with every reason.
 
     With ``settings``, the provider checks the target too (its params, its id's shape: see
-    :class:`~taskwarden.providers.base.TargetValidator`), without a network call.
+    :class:`~taskwarden.providers.base.TargetValidator`), and the webhook URL is held to the
+    webhooks' address rules (:func:`check_webhook`), without a network call.
     """
     reg = Registration.parse(data, provider_names())
     if settings is not None:
+        check_webhook(settings, reg)
         check_target(settings, reg)
     return reg
+
+
+def check_webhook(settings: Settings, reg: Registration) -> None:
+    """Raise InvalidRegistration when ``reg``'s webhook URL would be refused when sent to (a
+    private, loopback or link-local address, unless allowed), as far as that shows without DNS."""
+    if reg.webhook is None:
+        return
+    why = webhooks.refusal(settings, reg.webhook)
+    if why is not None:
+        raise InvalidRegistration(f"invalid registration: webhook: {why}")
 
 
 def check_target(settings: Settings, reg: Registration) -> None:

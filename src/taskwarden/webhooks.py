@@ -16,6 +16,8 @@ Where a delivery comes from and how it is kept, durably, in Redis (names in :mod
    delay (``Retry-After`` when the receiver sends one), until ``max_attempts``. A refused URL
    (private address, no secret to sign with) is not retried. The outcome is recorded on the
    watch (``webhook_status``, ``webhook_error``, ``webhook_attempts``) and in its history.
+   Registration already refuses a watch's own URL that spells a non-public address, by the
+   same rules (:func:`refusal`); this check stays for names, whose DNS answer can change.
 
 Delivery is at least once: a receiver may see a delivery twice (``X-Taskwarden-Delivery`` is
 the same) and should be idempotent.
@@ -30,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -55,6 +59,7 @@ CONSUMER = "dispatch"  # one consumer name for every dispatcher: pending entries
 READ_COUNT = 1000
 MAX_BATCHES = 4  # delivery tasks sent per tick
 ERROR_CHARS = 300
+ALLOW_PRIVATE_SETTING = "TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES"
 
 log = logs.get("taskwarden.webhooks")
 
@@ -250,6 +255,50 @@ def pump(client: redis.Redis, settings: Settings, now: float, send: SendDeliveri
     return len(ids)
 
 
+# --- which URLs may be called (registration and worker side) -------------------------------
+
+
+def url_policy(settings: Settings) -> urls.Policy:
+    """What webhook URLs may reach: private addresses only when
+    ``TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES`` (unset: ``TASKWARDEN_HTTP__...``) says so."""
+    allow = settings.webhooks.allow_private_addresses
+    if allow is None:
+        allow = settings.http.allow_private_addresses
+    return urls.Policy("webhooks", allow_private=allow, setting=ALLOW_PRIVATE_SETTING)
+
+
+def refusal(settings: Settings, url: str) -> str | None:
+    """Why a watch's webhook URL will be refused, judged now without DNS (at registration), or
+    None. Only what the host spells is judged: an IP literal (in any form the resolver
+    accepts, such as ``127.1``) or a ``localhost`` name (RFC 6761: always loopback). Any other
+    name passes here, since its DNS answer may change; the send-time check
+    (:class:`~taskwarden.providers.urls.Guard`) resolves it and checks every address."""
+    policy = url_policy(settings)
+    if policy.allow_private:
+        return None
+    host = urls.origin(url)[1]
+    address = _spelled_address(host)
+    why = None if address is None else urls.non_public(address)
+    if address is None or why is None:
+        return None
+    shown = host if urls.literal(host) is not None else f"{host} ({address})"  # as Guard says
+    return f"{shown} is {why}; set {policy.setting}=true to allow it"
+
+
+def _spelled_address(host: str) -> urls.IPAddress | None:
+    """The address ``host`` stands for with no DNS: an IP literal, a legacy IPv4 spelling the
+    resolver would accept (``127.1``, ``0x7f.0.0.1``, ``2130706433``), or a localhost name."""
+    address = urls.literal(host)
+    if address is not None:
+        return address
+    if host == "localhost" or host.endswith(".localhost"):
+        return ipaddress.IPv4Address("127.0.0.1")
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, UnicodeError, ValueError):
+        return None  # a name: left to the send-time check
+
+
 # --- sending (worker side) -----------------------------------------------------------------
 
 
@@ -271,20 +320,12 @@ class Sender:
         self.store = store
         hooks = settings.webhooks
         self.policy: RetryPolicy = hooks.retry_policy()
-        allow = hooks.allow_private_addresses
-        if allow is None:
-            allow = settings.http.allow_private_addresses
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(hooks.timeout),
             follow_redirects=False,
             headers={"User-Agent": f"taskwarden-webhooks/{__version__}"},
         )
-        policy = urls.Policy(
-            "webhooks",
-            allow_private=allow,
-            setting="TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES",
-        )
-        urls.Guard(policy).install(self.client)
+        urls.Guard(url_policy(settings)).install(self.client)
         self.rng = random.Random()
 
     async def aclose(self) -> None:
