@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from taskwarden import keys
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, watch_id
-from taskwarden.store import Claim, Commit, Store
+from taskwarden.store import SCHEMA, SCHEMA_VERSION, Backfill, Claim, Commit, Store
 
 NOW = 1_700_000_000.0
 
@@ -162,3 +163,50 @@ def test_dead_letters_keep_reason_and_a_bounded_body(store: Store) -> None:
     ]  # fmt: skip
     assert len(got[1]["body"]) == 4096
     assert got[2]["body"] == '{"provider": "x"}'
+
+
+def test_backfill_indexes_what_an_older_version_left_out_once(store: Store) -> None:
+    """Watches whose ``updated`` and label entries are missing (as an older version wrote them)
+    are found by label and by updated range after one backfill, with their own times; an
+    entry a live write made is left alone; a second backfill reads one key and scans nothing."""
+    watches = [store.register(reg(f"old-{i}", labels={"team": "a" if i % 2 else "b", "n": str(i)}),
+                              NOW + i)[0] for i in range(5)]  # fmt: skip
+    claim = store.claim_due("geobox", NOW + 10, 1, NOW + 100)[0]  # the oldest, old-0
+    assert store.commit(Commit(claim, running(NOW + 20), NOW + 20, previous=State.PENDING))
+    ids = [w.id for w in watches]
+    store.redis.zrem(keys.UPDATED, *ids)
+    store.redis.delete(*store.redis.keys(keys.LABEL + "*"))
+
+    def by_label(team: str) -> set[str]:
+        return {w.id for w in store.list_watches(labels={"team": team}, limit=100)[0]}
+
+    def updated_between(low: float, high: float) -> list[str]:
+        page, _ = store.list_watches(updated_after=low, updated_before=high, sort="updated_at")
+        return [w.id for w in page]
+
+    assert by_label("a") == set() and updated_between(0, NOW + 100) == []
+    store.redis.zadd(keys.UPDATED, {ids[4]: NOW + 50})  # a live write that raced the backfill
+
+    done = store.backfill_indexes(batch=2)
+
+    assert done == Backfill(ran=True, watches=5, added=4 + 5 * 2)
+    assert by_label("a") == {ids[1], ids[3]}
+    assert by_label("b") == {ids[0], ids[2], ids[4]}
+    assert [w.id for w in store.list_watches(labels={"n": "3"})[0]] == [ids[3]]
+    assert updated_between(NOW, NOW + 4) == ids[1:4]  # registered at NOW + 1..3, never updated
+    assert updated_between(NOW + 20, NOW + 21) == [ids[0]]  # its commit's time
+    assert store.redis.zscore(keys.UPDATED, ids[4]) == NOW + 50  # not set back
+    assert store.redis.zscore(keys.label("team", "a"), ids[1]) == NOW + 1  # by created at
+
+    store.redis.zrem(keys.UPDATED, ids[1])
+    assert store.backfill_indexes(batch=2) == Backfill(ran=False)
+    assert store.redis.zscore(keys.UPDATED, ids[1]) is None  # the second run did nothing
+
+
+def test_backfill_of_an_empty_store_marks_it_done(store: Store) -> None:
+    """A new deployment has nothing to backfill; the first start records that, the next ones
+    only read the schema key."""
+    assert store.backfill_indexes() == Backfill(ran=True, watches=0, added=0)
+    assert store.redis.get(SCHEMA) == str(SCHEMA_VERSION)
+    store.register(reg("new"), NOW)
+    assert store.backfill_indexes() == Backfill(ran=False)

@@ -12,6 +12,8 @@ Layout (names in :mod:`taskwarden.keys`):
   at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
   (:mod:`taskwarden.store_queries`); ``counts:<provider>`` hashes, state -> n.
 - ``events`` stream: one entry per state transition, written by the same script as the change.
+- ``schema``: the index layout the stored watches were brought up to by
+  :meth:`Store.backfill_indexes`, which indexes what an older version left unindexed.
 
 Every multi-key change is one Lua script (:mod:`taskwarden.store_scripts`), so a crash between
 two writes cannot tear a watch.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any, cast
 
 import redis
@@ -37,6 +40,10 @@ MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MA
 # string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
 # consumes (a JSON list). Not under keys.WORKER_HEARTBEAT, whose keys hold bare times.
 WORKER_QUEUES = keys.HEARTBEAT + "queues:"
+# string: the index layout the stored watches were brought up to (see Store.backfill_indexes)
+SCHEMA = keys.PREFIX + "schema"
+SCHEMA_VERSION = 1  # 1: the ``updated`` and ``label:<pair>`` indexes hold every watch
+BACKFILL_BATCH = 500  # watches read per round trip by a backfill
 
 
 class NotRearmable(Exception):
@@ -66,6 +73,15 @@ class Commit:
     previous: State | None = None  # the state the job saw, for the history entry
     lease_until: float | None = None  # keep the lease (archiving) instead of releasing it
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What :meth:`Store.backfill_indexes` did: whether it scanned, and what it found."""
+
+    ran: bool
+    watches: int = 0  # watches examined
+    added: int = 0  # index entries that were missing and are now there
 
 
 def history_entry(
@@ -416,6 +432,43 @@ class Store:
         return [
             {"id": entry_id, **fields, "at": float(fields["at"])} for entry_id, fields in entries
         ]
+
+    # upgrades
+
+    def backfill_indexes(self, batch: int = BACKFILL_BATCH) -> Backfill:
+        """Index the watches an older taskwarden wrote, once: it kept no ``updated`` or
+        ``label:<pair>`` entries, so listings by label or by updated time missed its watches.
+
+        Unless the schema key says it is done, scan every watch (SCAN, ``batch`` at a time)
+        and add the entries it lacks (ZADD NX: an entry a live write made is never set back
+        to an older time); then record the version. Every step is idempotent, so two
+        processes starting at once, or a crash halfway, only repeat work.
+        """
+        done = cast(str | None, self.redis.get(SCHEMA))
+        if done is not None and int(done) >= SCHEMA_VERSION:
+            return Backfill(ran=False)
+        watches = added = 0
+        found = self.redis.scan_iter(keys.WATCH + "*", count=batch, _type="hash")
+        while chunk := list(islice(found, batch)):
+            watches += len(chunk)
+            added += self._backfill_chunk(chunk)
+        self.redis.set(SCHEMA, SCHEMA_VERSION)
+        return Backfill(ran=True, watches=watches, added=added)
+
+    def _backfill_chunk(self, names: list[str]) -> int:
+        fields = ("created_at", "updated_at", "labels")
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(name, fields)
+        rows: list[list[str | None]] = pipe.execute()
+        for name, (created, updated, labels) in zip(names, rows, strict=True):
+            wid = name[len(keys.WATCH) :]
+            if updated:
+                pipe.zadd(keys.UPDATED, {wid: float(updated)}, nx=True)
+            if created and labels:
+                for key, value in json.loads(labels).items():
+                    pipe.zadd(keys.label(key, value), {wid: float(created)}, nx=True)
+        return sum(int(n) for n in pipe.execute())
 
     # liveness
 
