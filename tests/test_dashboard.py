@@ -1,29 +1,41 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against
 a running warden and its HTTP API: a watch moves from running to succeeded on the page without a
-reload, untrusted platform text stays text, and a read-protected API is read with a token.
+reload, untrusted platform text stays text, a read-protected API is read with a token, a watch
+beyond the first page is reached, and the page works behind a reverse proxy under a prefix.
 
 The screenshots land in ``test-artifacts/`` at the repository root, which CI keeps."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
 
-from taskwarden.lifecycle import State
-from taskwarden.models import watch_id
+from taskwarden import keys
+from taskwarden.lifecycle import Decision, State
+from taskwarden.models import Registration, watch_id
 from taskwarden.simulator.server import SimulatorServer
+from taskwarden.store import Commit, Store
 
-from .conftest import Warden, running_warden, wait_for
+from .conftest import Warden, running_warden, wait_for, warden_env
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +54,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving_api(warden: Warden, log_dir: Path, **extra: str) -> Iterator[str]:
-    """``taskwarden api`` in its own process against the warden's Redis; yields its base URL."""
+def serving_api(settings: dict[str, str], log_dir: Path, **extra: str) -> Iterator[str]:
+    """``taskwarden api`` in its own process with these settings (a warden's, usually); yields
+    its base URL."""
     port = free_port()
-    env = {**os.environ, **warden.env, **extra}
+    env = {**os.environ, **settings, **extra}
     log_path = log_dir / f"api-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -90,7 +103,7 @@ class Dash:
 def dash(tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer) -> Iterator[Dash]:
     """A warden of this module's own with its HTTP API (reads open, as by default)."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    with running_warden(tmp, sim, processes=1) as warden, serving_api(warden, tmp) as url:
+    with running_warden(tmp, sim, processes=1) as warden, serving_api(warden.env, tmp) as url:
         yield Dash(warden, url)
 
 
@@ -277,7 +290,7 @@ def test_a_read_protected_api_is_read_with_a_token_from_the_url(
     wid = watch_id("geobox", task.uuid)
     assert dash.warden.wait_final(wid, timeout=60).state is State.SUCCEEDED
 
-    with serving_api(dash.warden, tmp_path, **auth) as url:
+    with serving_api(dash.warden.env, tmp_path, **auth) as url:
         page = tab.page
         page.goto(url + "/")
         expect(page.locator("#conn")).to_have_attribute("data-mode", "auth", timeout=WAIT_MS)
@@ -298,16 +311,182 @@ def test_a_read_protected_api_is_read_with_a_token_from_the_url(
         assert tab.problems == []
 
 
+PAGED = 60  # more than the page's 50
+
+
+def start_running(store: Store, wid: str, progress: float) -> None:
+    """Commit ``running`` for a pending watch, as a poll worker would after a check."""
+    provider = store.get(wid).provider  # type: ignore[union-attr]
+    now = time.time()
+    store.redis.zadd(keys.due(provider), {wid: 0})
+    claim = next(c for c in store.claim_due(provider, now, 10_000, now + 60) if c.watch_id == wid)
+    decision = Decision(State.RUNNING, "RUNNING", progress, 1.0, 0, now + 3600, note="started")
+    assert store.commit(Commit(claim, decision, now))
+
+
+def test_a_watch_beyond_the_first_page_is_reached_and_stays_live(
+    store: Store, redis_url: str, sim: SimulatorServer, tab: Tab, tmp_path: Path
+) -> None:
+    """With more watches than a page holds, the oldest is not on the first page; Next shows it,
+    its row follows a transition there without a reload, Previous goes back, and a new search
+    starts again at page one."""
+    started = time.time() - 600
+    for i in range(PAGED):
+        reg = Registration.model_validate({"provider": "geobox", "remote_id": f"paged-{i:02d}"})
+        store.register(reg, started + i)
+    newest, oldest = watch_id("geobox", f"paged-{PAGED - 1}"), watch_id("geobox", "paged-00")
+    # the API alone on this Redis: no worker moves these watches but the test
+    settings = warden_env(redis_url, sim, tmp_path / "data")
+    settings["TASKWARDEN_ARCHIVE_URL"] = (tmp_path / "archive").as_uri()
+    with serving_api(settings, tmp_path) as url:
+        page = tab.page
+        rows = page.locator("#watches tbody tr")
+        info = page.locator("#page-info")
+        page.goto(url + "/")
+        expect(rows).to_have_count(50, timeout=WAIT_MS)
+        expect(rows.first).to_have_attribute("data-watch-id", newest)
+        expect(page.locator(f'#watches tr[data-watch-id="{oldest}"]')).to_have_count(0)
+        expect(info).to_have_text(f"page 1 · {PAGED} watches in all")
+        expect(page.locator("#page-prev")).to_be_disabled()
+        page.evaluate("window.__sameDocument = true")  # a reload would lose it
+
+        page.locator("#page-next").click()
+        expect(info).to_have_text(f"page 2 · {PAGED} watches in all", timeout=WAIT_MS)
+        expect(rows).to_have_count(PAGED - 50)
+        oldest_row = page.locator(f'#watches tr[data-watch-id="{oldest}"]')
+        expect(oldest_row).to_have_attribute("data-state", "pending")
+        expect(page.locator("#page-next")).to_be_disabled()
+
+        # the page shown is live: a transition of a watch on it shows there
+        start_running(store, oldest, 0.4)
+        expect(oldest_row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+        expect(oldest_row.locator('[data-field="raw_status"]')).to_have_text("RUNNING")
+        expect(oldest_row.locator('[role="progressbar"]')).to_have_attribute("aria-valuenow", "40")
+        expect(page.locator(f'#activity li[data-watch-id="{oldest}"]')).to_have_count(1)
+        keep_screenshot(page, "dashboard-page-2.png")
+
+        page.locator("#page-prev").click()
+        expect(info).to_have_text(f"page 1 · {PAGED} watches in all", timeout=WAIT_MS)
+        expect(rows).to_have_count(50)
+        expect(rows.first).to_have_attribute("data-watch-id", newest)
+
+        # a cursor fits only its own query: a search from page 2 starts again at page one
+        page.locator("#page-next").click()
+        expect(info).to_have_text(f"page 2 · {PAGED} watches in all", timeout=WAIT_MS)
+        page.locator("#f-q").fill("paged-0")
+        expect(info).to_have_text("page 1", timeout=WAIT_MS)
+        expect(rows).to_have_count(10)
+        expect(rows.last).to_have_attribute("data-watch-id", oldest)
+        expect(page.locator("#page-next")).to_be_disabled()
+
+        assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+        assert tab.problems == []
+
+
+PREFIX = "/taskwarden"
+# hop-by-hop, or recomputed by the proxy's own server
+NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                 "host", "content-length"}  # fmt: skip
+
+
+def prefix_proxy(upstream: str) -> Starlette:
+    """A reverse proxy serving ``upstream`` under PREFIX, as nginx's ``location /taskwarden/
+    { proxy_pass http://upstream/; }`` does: the prefix is stripped, anything outside it is a
+    404, and bodies are streamed as they come (the event stream's included)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(30, read=None)  # an event stream may be quiet for a while
+        async with httpx.AsyncClient(base_url=upstream, timeout=timeout) as client:
+            app.state.client = client
+            yield
+
+    async def forward(request: Request) -> Response:
+        path = request.url.path
+        if not path.startswith(PREFIX + "/"):
+            return PlainTextResponse(f"not under {PREFIX}/", status_code=404)
+        client: httpx.AsyncClient = request.app.state.client
+        outgoing = client.build_request(
+            request.method,
+            path.removeprefix(PREFIX),
+            params=request.url.query,
+            headers=[(k, v) for k, v in request.headers.items() if k not in NOT_FORWARDED],
+            content=await request.body(),
+        )
+        answer = await client.send(outgoing, stream=True)
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in NOT_FORWARDED}
+        return StreamingResponse(
+            answer.aiter_raw(),
+            answer.status_code,
+            headers,
+            background=BackgroundTask(answer.aclose),
+        )
+
+    methods = ["GET", "HEAD", "POST"]
+    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)], lifespan=lifespan)
+
+
+@contextmanager
+def serving_in_thread(app: Starlette) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=30)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_the_dashboard_works_behind_a_proxy_under_a_prefix(dash: Dash, tab: Tab) -> None:
+    """Served at /taskwarden/ by a proxy that strips the prefix, the page loads its script and
+    stylesheet, reads the API, follows the event stream, keeps a token out of the address bar,
+    and asks for nothing outside the prefix (where the proxy has nothing)."""
+    task = dash.sim.geobox.add_task(name="behind a proxy", pending_seconds=0.5, running_seconds=3)
+    wid = watch_id("geobox", task.uuid)
+    asked: list[str] = []
+    with serving_in_thread(prefix_proxy(dash.url)) as proxy:
+        base = proxy + PREFIX + "/"
+        page = tab.page
+        page.on("request", lambda request: asked.append(request.url))
+        page.goto(base + "#token=unused-while-reads-are-open")
+        expect(page.locator("#conn")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
+        assert page.url == base, "the token leaves the address bar, the prefix stays"
+        header = "getComputedStyle(document.querySelector('header')).backgroundColor"
+        assert page.evaluate(header) == "rgb(31, 41, 55)", "the stylesheet is applied"
+
+        dash.warden.send_track(provider="geobox", remote_id=task.uuid)
+        row = page.locator(f'#watches tr[data-watch-id="{wid}"]')
+        expect(row).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+        succeeded = page.locator(f'#activity li[data-watch-id="{wid}"]', has_text="succeeded")
+        expect(succeeded).to_have_count(1, timeout=WAIT_MS)  # by the event stream
+        expect(page.locator("#banner")).to_be_hidden()
+        keep_screenshot(page, "dashboard-under-a-prefix.png")
+        page.goto("about:blank")  # ends the event stream before the proxy stops
+
+    fetched = [u for u in asked if u.startswith("http")]
+    assert any("/v1/events" in u for u in fetched) and any("/v1/stats" in u for u in fetched)
+    assert [u for u in fetched if not u.startswith(base)] == []
+    assert tab.problems == []
+
+
 def test_the_dashboard_files_ship_with_the_package() -> None:
     """The page and its script and stylesheet are package data, found by importlib.resources."""
     from importlib.resources import files
 
     web = files("taskwarden.web")
     html = web.joinpath("dashboard.html").read_text()
+    assert 'href="static/dashboard.css"' in html and 'src="static/dashboard.js"' in html
     for name in ("dashboard.js", "dashboard.css"):
-        assert f"/static/{name}" in html
         assert web.joinpath(name).is_file()
-    # nothing is fetched from elsewhere: no CDN, no remote font
     for name in ("dashboard.html", "dashboard.js", "dashboard.css"):
         text = web.joinpath(name).read_text()
+        # nothing is fetched from elsewhere: no CDN, no remote font
         assert "http://" not in text and "https://" not in text, name
+        # nor from the server's root, which is not the page's behind a proxy under a prefix
+        assert not re.search(r"""["'`(]/(v1|static)/""", text), name

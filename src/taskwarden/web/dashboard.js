@@ -1,10 +1,13 @@
 // The taskwarden ops dashboard: plain JavaScript, no build step, no third-party code.
 //
-// It polls /v1/stats and /v1/watches every two seconds (progress is not a transition, so only
-// polling moves the bars) and follows /v1/events (server-sent events) to refresh at once on a
-// transition. The event stream is read with fetch rather than EventSource, because EventSource
-// cannot send the Authorization header a warden with read auth wants; if the stream cannot be
-// had, polling alone keeps the page current.
+// It polls v1/stats and one page of v1/watches every two seconds (progress is not a transition,
+// so only polling moves the bars) and follows v1/events (server-sent events) to refresh at once
+// on a transition. The event stream is read with fetch rather than EventSource, because
+// EventSource cannot send the Authorization header a warden with read auth wants; if the stream
+// cannot be had, polling alone keeps the page current.
+//
+// Every URL is relative to the page, so the same page works at / and behind a reverse proxy that
+// serves the warden under a prefix (ops.example/taskwarden/, say).
 //
 // Everything a platform or a user wrote (names, status words, error messages) is untrusted: it
 // only ever reaches the page as textContent or an attribute value, never as HTML.
@@ -20,6 +23,7 @@
   const FAILURES_EVERY_MS = 30000;
   const MAX_ACTIVITY = 40;
   const TOKEN_KEY = "taskwarden.token";
+  const PAGE_SIZE = 50;
 
   const $ = (id) => document.getElementById(id);
 
@@ -125,8 +129,13 @@
     return h;
   }
 
+  // `path` has no leading slash: it is resolved against the page's own address
+  const apiUrl = (path) => new URL(path, document.baseURI).href;
+
   async function getJson(path) {
-    const response = await fetch(path, { headers: headers("application/json"), cache: "no-store" });
+    const response = await fetch(apiUrl(path), {
+      headers: headers("application/json"), cache: "no-store",
+    });
     const date = Date.parse(response.headers.get("Date") || "");
     if (!isNaN(date)) {
       const offset = (date - Date.now()) / 1000;
@@ -146,13 +155,62 @@
     return response.json();
   }
 
+  // --- the page of watches shown ------------------------------------------------------------
+  //
+  // One page at a time, opened by the cursor the previous page gave (cursors[i] opens page i + 1;
+  // null, the first). Every page visited keeps its cursor, so Previous is exact; a later page
+  // stays anchored where it began while new watches arrive on the first. The filters are taken
+  // when they change, not at each poll, because a cursor only fits the query that made it.
+
+  let filters = { state: "", q: "" };
+  let cursors = [null];
+  let nextCursor = null;
+  let view = 0; // bumped on every change of page or filters, so that a late answer is dropped
+
   function watchesPath() {
-    const query = new URLSearchParams({ limit: "50", sort: "-created_at" });
-    const state = $("f-state").value;
-    const q = $("f-q").value.trim();
-    if (state) query.set("state", state);
-    if (q) query.set("q", q);
-    return "/v1/watches?" + query;
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE), sort: "-created_at" });
+    if (filters.state) query.set("state", filters.state);
+    if (filters.q) query.set("q", filters.q);
+    const cursor = cursors[cursors.length - 1];
+    if (cursor) query.set("cursor", cursor);
+    return "v1/watches?" + query;
+  }
+
+  async function loadWatches() {
+    try {
+      return await getJson(watchesPath());
+    } catch (err) {
+      // a cursor this server no longer takes (an upgrade between two polls): back to page one
+      if (!(err instanceof ApiError && err.status === 422 && cursors.length > 1)) throw err;
+      cursors = [null];
+      return getJson(watchesPath());
+    }
+  }
+
+  function changeView(newFilters, newCursors) {
+    filters = newFilters;
+    cursors = newCursors;
+    nextCursor = null;
+    view += 1;
+    renderPager(null);
+    $("watches").setAttribute("aria-busy", "true");
+    refresh();
+  }
+
+  function renderPager(total) {
+    const first = cursors.length === 1;
+    $("page-first").disabled = first;
+    $("page-prev").disabled = first;
+    $("page-next").disabled = !nextCursor;
+    let info = `page ${cursors.length}`;
+    if (typeof total === "number") info += ` · ${total} watch${total === 1 ? "" : "es"} in all`;
+    setText($("page-info"), info);
+  }
+
+  // how many watches the filters match, when the counts by state say (not for a text search)
+  function matching(counts) {
+    if (filters.q) return null;
+    return filters.state ? counts[filters.state] || 0 : sum(counts, STATES);
   }
 
   // --- connection status ---------------------------------------------------------------------
@@ -171,7 +229,7 @@
       banner.textContent = token
         ? "The warden refused this token. Paste the right one in the API token field."
         : "This warden needs a token to read. Paste it in the API token field, " +
-          "or open the page as /#token=<token>.";
+          "or add #token=<token> to this page's address.";
       banner.hidden = false;
     } else if (error) {
       mode = "offline";
@@ -334,6 +392,11 @@
     cells.updated.title = isoTime(w.updated_at);
   }
 
+  function emptyText() {
+    if (cursors.length > 1) return "No watches on this page.";
+    return filters.state || filters.q ? "No watches match these filters." : "No watches.";
+  }
+
   function renderWatches(items) {
     const body = $("watches").querySelector("tbody");
     const seen = new Set();
@@ -353,7 +416,9 @@
         rowsById.delete(id);
       }
     }
+    setText($("watches-empty"), emptyText());
     $("watches-empty").hidden = items.length > 0;
+    $("watches").removeAttribute("aria-busy");
   }
 
   // --- rendering: recent failures ------------------------------------------------------------
@@ -380,7 +445,7 @@
 
   async function refreshFailures() {
     const lists = await Promise.all(FAILURES.map((state) =>
-      getJson(`/v1/watches?state=${state}&sort=-updated_at&limit=10`)));
+      getJson(`v1/watches?state=${state}&sort=-updated_at&limit=10`)));
     const all = lists.flatMap((page) => page.items || []);
     all.sort((a, b) => (b.updated_at || 0) - (a.updated_at || 0));
     const shown = all.slice(0, 12);
@@ -415,13 +480,19 @@
     clearTimeout(timer);
     let error = null;
     try {
-      const [stats, page] = await Promise.all([getJson("/v1/stats"), getJson(watchesPath())]);
+      const asked = view;
+      const [stats, page] = await Promise.all([getJson("v1/stats"), loadWatches()]);
       const counts = stats.counts || {};
       renderCounts(counts);
       renderLag(stats.dispatch_lag_seconds);
       renderProviders(stats.providers);
       renderWorkers(stats.workers);
-      renderWatches(page.items || []);
+      // the page or the filters changed while this was asked: the next refresh shows the new one
+      if (asked === view) {
+        renderWatches(page.items || []);
+        nextCursor = page.next_cursor || null;
+        renderPager(matching(counts));
+      }
       // failed watches change rarely: fetch them when their counts move, or now and then
       const key = FAILURES.map((s) => counts[s] || 0).join(",");
       if (key !== failuresKey || Date.now() - failuresAt > FAILURES_EVERY_MS) {
@@ -547,9 +618,9 @@
       streamAbort = new AbortController();
       const h = headers("text/event-stream");
       if (lastEventId) h["Last-Event-ID"] = lastEventId;
-      const path = "/v1/events" + (lastEventId ? "?after=" + encodeURIComponent(lastEventId) : "");
+      const path = "v1/events" + (lastEventId ? "?after=" + encodeURIComponent(lastEventId) : "");
       try {
-        const response = await fetch(path, {
+        const response = await fetch(apiUrl(path), {
           headers: h, cache: "no-store", signal: streamAbort.signal,
         });
         if (!response.ok || !response.body) throw new ApiError(response.status, "event stream");
@@ -582,15 +653,29 @@
   function start() {
     const select = $("f-state");
     for (const state of STATES) select.append(el("option", { value: state }, state.replace("_", " ")));
-    select.addEventListener("change", refresh);
+    // what the browser may have kept in the fields across a reload is what the table shows
+    filters = { state: select.value, q: $("f-q").value.trim() };
     let typing = null;
+    const filtersChanged = () => {
+      clearTimeout(typing);
+      const wanted = { state: select.value, q: $("f-q").value.trim() };
+      if (wanted.state === filters.state && wanted.q === filters.q) return false;
+      changeView(wanted, [null]);
+      return true;
+    };
+    select.addEventListener("change", filtersChanged);
     $("f-q").addEventListener("input", () => {
       clearTimeout(typing);
-      typing = setTimeout(refresh, 300);
+      typing = setTimeout(filtersChanged, 300);
     });
     $("filters").addEventListener("submit", (event) => {
       event.preventDefault();
-      refresh();
+      if (!filtersChanged()) refresh(); // Enter: look again now
+    });
+    $("page-first").addEventListener("click", () => changeView(filters, [null]));
+    $("page-prev").addEventListener("click", () => changeView(filters, cursors.slice(0, -1)));
+    $("page-next").addEventListener("click", () => {
+      if (nextCursor) changeView(filters, [...cursors, nextCursor]);
     });
 
     const field = $("token");
