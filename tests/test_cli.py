@@ -202,3 +202,33 @@ def test_redis_older_than_6_2_is_refused() -> None:
         "5.0.7",
         "6.0.16",
     ]
+
+
+def test_a_long_running_command_backfills_what_an_older_version_stored(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """`beat` (like `worker` and `run`) brings an older store up to date as it starts: a watch
+    without its label index entry, as an older version wrote it, is then found by label."""
+    from taskwarden.models import Registration
+    from taskwarden.store import Store
+
+    store = Store.from_url(redis_url)
+    watch, _ = store.register(
+        Registration(provider="geobox", remote_id="old-1", labels={"team": "maps"}), 1.0
+    )
+    store.redis.delete(*store.redis.keys("taskwarden:label:*"))
+    assert store.list_watches(labels={"team": "maps"})[0] == []
+    env = {**os.environ, "TASKWARDEN_REDIS_URL": redis_url, "TASKWARDEN_DATA_DIR": str(tmp_path)}
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "taskwarden", "beat"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: store.redis.get("taskwarden:schema"), timeout=30)
+    finally:
+        beat.terminate()
+        beat.wait(30)
+    assert [w.id for w in store.list_watches(labels={"team": "maps"})[0]] == [watch.id]
+    store.redis.close()

@@ -7,7 +7,7 @@ import threading
 from taskwarden import keys
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, watch_id
-from taskwarden.store import SCHEMA, SCHEMA_VERSION, Backfill, Claim, Commit, Store
+from taskwarden.store import SCHEMA_VERSION, Backfill, Claim, Commit, Store
 
 NOW = 1_700_000_000.0
 
@@ -207,6 +207,6 @@ def test_backfill_of_an_empty_store_marks_it_done(store: Store) -> None:
     """A new deployment has nothing to backfill; the first start records that, the next ones
     only read the schema key."""
     assert store.backfill_indexes() == Backfill(ran=True, watches=0, added=0)
-    assert store.redis.get(SCHEMA) == str(SCHEMA_VERSION)
+    assert store.redis.get(keys.SCHEMA) == str(SCHEMA_VERSION)
     store.register(reg("new"), NOW)
     assert store.backfill_indexes() == Backfill(ran=False)

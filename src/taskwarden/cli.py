@@ -78,10 +78,24 @@ def _redis(settings: Settings, *, checked: bool = False) -> Iterator[str]:
                     logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
+            _upgrade(url)
         yield url
     finally:
         if server is not None:
             server.stop()
+
+
+def _upgrade(url: str) -> None:
+    """Bring what an older taskwarden stored up to this version's layout (once; then one GET)."""
+    store = Store.from_url(url)
+    try:
+        done = store.backfill_indexes()
+    finally:
+        store.redis.close()
+    if done.ran:
+        logs.get("taskwarden.cli").info(
+            "store.backfilled", watches=done.watches, index_entries_added=done.added
+        )
 
 
 @contextmanager

@@ -21,6 +21,10 @@ COUNTS = PREFIX + "counts:"  # hash per provider: state -> number of watches in 
 EVENTS = PREFIX + "events"  # stream: one entry per state transition, capped
 HEARTBEAT = PREFIX + "heartbeat:"  # string per component (beat, dispatch) with a TTL
 WORKER_HEARTBEAT = HEARTBEAT + "worker:"  # string per Celery worker node with a TTL
+# string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
+# consumes (a JSON list). Not under WORKER_HEARTBEAT, whose keys hold bare times.
+WORKER_QUEUES = HEARTBEAT + "queues:"
+SCHEMA = PREFIX + "schema"  # string: the index layout the watches were brought up to (backfill)
 RUNNING = PREFIX + "running:"  # string per watch while an archive job runs: the run's token
 RATE = PREFIX + "rate:"  # string per provider: the rate limiter's next free slot (µs)
 DEADLETTERS = PREFIX + "deadletters"  # stream of refused registrations, capped

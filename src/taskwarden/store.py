@@ -37,11 +37,6 @@ from taskwarden.store_queries import Query, decode_cursor, encode_cursor, list_p
 MAX_DEADLETTERS = 10_000
 MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was wrong
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
-# string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
-# consumes (a JSON list). Not under keys.WORKER_HEARTBEAT, whose keys hold bare times.
-WORKER_QUEUES = keys.HEARTBEAT + "queues:"
-# string: the index layout the stored watches were brought up to (see Store.backfill_indexes)
-SCHEMA = keys.PREFIX + "schema"
 SCHEMA_VERSION = 1  # 1: the ``updated`` and ``label:<pair>`` indexes hold every watch
 BACKFILL_BATCH = 500  # watches read per round trip by a backfill
 
@@ -444,7 +439,7 @@ class Store:
         to an older time); then record the version. Every step is idempotent, so two
         processes starting at once, or a crash halfway, only repeat work.
         """
-        done = cast(str | None, self.redis.get(SCHEMA))
+        done = cast(str | None, self.redis.get(keys.SCHEMA))
         if done is not None and int(done) >= SCHEMA_VERSION:
             return Backfill(ran=False)
         watches = added = 0
@@ -452,7 +447,7 @@ class Store:
         while chunk := list(islice(found, batch)):
             watches += len(chunk)
             added += self._backfill_chunk(chunk)
-        self.redis.set(SCHEMA, SCHEMA_VERSION)
+        self.redis.set(keys.SCHEMA, SCHEMA_VERSION)
         return Backfill(ran=True, watches=watches, added=added)
 
     def _backfill_chunk(self, names: list[str]) -> int:
@@ -489,12 +484,12 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.worker_key(node), now, px=px)
         if queues is not None:
-            pipe.set(WORKER_QUEUES + node, json.dumps(sorted(queues)), px=px)
+            pipe.set(keys.WORKER_QUEUES + node, json.dumps(sorted(queues)), px=px)
         pipe.execute()
 
     def forget_worker(self, node: str) -> None:
         """A worker node stopped: drop its heartbeat rather than wait for the TTL."""
-        self.redis.delete(self.worker_key(node), WORKER_QUEUES + node)
+        self.redis.delete(self.worker_key(node), keys.WORKER_QUEUES + node)
 
     @staticmethod
     def worker_key(node: str) -> str:
@@ -513,5 +508,5 @@ class Store:
         nodes = list(self.worker_heartbeats())
         if not nodes:
             return {}
-        raw = cast(list[str | None], self.redis.mget([WORKER_QUEUES + n for n in nodes]))
+        raw = cast(list[str | None], self.redis.mget([keys.WORKER_QUEUES + n for n in nodes]))
         return {n: json.loads(v) if v else None for n, v in zip(nodes, raw, strict=True)}
