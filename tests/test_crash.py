@@ -132,6 +132,26 @@ def test_redis_restart_under_load_loses_no_watch(tmp_path: Path, sim: SimulatorS
         assert json.loads(manifest.read_text())["remote_id"] == task.uuid
 
 
+def test_a_registration_reaching_a_worker_as_it_is_killed_is_not_lost(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """The poll worker's main process frozen while a registration message arrives, then killed:
+    the instant in which Celery's stock Redis transport loses a message (it is off the queue and
+    not yet recorded; tests/test_broker.py). taskwarden's transport keeps it: the restarted
+    worker registers it and the task is followed to its end."""
+    warm_up, task = sim.geobox.add_tasks([{"running_seconds": 0.5, "file_size": 10}] * 2)
+    with running_warden(tmp_path, sim, processes=1) as w:
+        w.send_track(provider="geobox", remote_id=warm_up.uuid)  # the worker is up and idle
+        assert w.wait_final(watch_id("geobox", warm_up.uuid), timeout=60).state is State.SUCCEEDED
+        main = w.service.processes[list(w.service.argvs).index("poll")].pid
+        os.kill(main, signal.SIGSTOP)
+        w.send_track(provider="geobox", remote_id=task.uuid)
+        time.sleep(0.5)  # a pending fetch would have been answered by now
+        os.kill(main, signal.SIGKILL)
+        wait_for(lambda: w.service.restarts.get("poll") == 1, timeout=10)
+        assert w.wait_final(watch_id("geobox", task.uuid), timeout=90).state is State.SUCCEEDED
+
+
 def test_a_dead_process_is_started_again(tmp_path: Path, sim: SimulatorServer) -> None:
     """The beat scheduler and the poll worker, killed outright, are restarted by the supervisor
     and watches registered afterwards still finish."""
