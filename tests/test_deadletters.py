@@ -176,3 +176,45 @@ def test_messages_celery_cannot_run_are_dead_lettered_and_the_worker_goes_on(
     assert warden.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
     assert warden.store.get(watch_id("geobox", f"pickled-{marker}")) is None
     assert warden.service.alive()
+
+
+def test_text_pushed_onto_a_queue_is_dead_lettered_and_stops_no_worker(warden: Warden) -> None:
+    """Items that are no Celery message at all, pushed onto the queue a producer sends to (a raw
+    LPUSH): each is dead-lettered with the reason, the worker is not restarted (Celery's stock
+    Redis transport stops it on the first one), and a good registration is served afterwards."""
+    marker = uuid.uuid4().hex
+    envelope = {  # kombu's shape, but a body that is not the base64 it claims
+        "body": f"{marker}x",  # 33 base64 characters: incorrect padding
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {},
+        "properties": {
+            "delivery_tag": marker,
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "", "routing_key": "celery"},
+        },
+    }
+    items = [
+        f"not json {marker}",
+        json.dumps({"provider": "geobox", "remote_id": f"raw-{marker}"}),
+        json.dumps([marker]),
+        json.dumps(envelope),
+    ]
+    restarts = dict(warden.service.restarts)
+    warden.store.redis.lpush("celery", *items)
+
+    def letters() -> list[dict[str, Any]] | None:
+        mine = [d for d in warden.store.dead_letters(200) if marker in d["body"]]
+        return mine if len(mine) >= len(items) else None
+
+    found = wait_for(letters, timeout=60)
+    assert all("not a Celery message" in d["reason"] for d in found), found
+    assert {d["source"] for d in found} == {"queue"}
+    assert warden.store.redis.hlen("unacked") == 0 or not any(
+        marker in str(v) for v in warden.store.redis.hvals("unacked")
+    )
+
+    task = warden.sim.geobox.add_task(file_size=10)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    assert warden.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
+    assert dict(warden.service.restarts) == restarts

@@ -21,7 +21,9 @@ fetches again. A message on that first queue wakes the worker at once; one on an
 waits for the timeout, which Redis rounds up to its ``hz`` tick (100 ms at the default
 ``hz 10``). A busy worker never waits: it fetches again as soon as it has room.
 
-Producers are unchanged (kombu's ``LPUSH``), so any Celery client still sends to taskwarden.
+Producers are unchanged (kombu's ``LPUSH``), so any Celery client still sends to taskwarden. What
+is not a Celery message at all (any text pushed onto a queue) is dead-lettered, where stock kombu
+stops the worker.
 Needs Redis 6.2 or later (``BLMOVE``); :func:`taskwarden.redis_server.check_redis` checks. This
 subclasses private methods of kombu's Redis channel, so ``pyproject.toml`` pins kombu's minor
 version and the tests run it against a real worker. Selected by Celery's ``broker_transport``
@@ -38,9 +40,14 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from taskwarden import logs
+from taskwarden.store import dead_letter
+
+log = logs.get("taskwarden.broker")
+
 # KEYS: unacked hash, unacked index, then the queue keys in order; ARGV: the time of the fetch.
-# Returns false, or {queue key, message, 1 if recorded}. A message that is no kombu envelope
-# (no string delivery tag) is handed over unrecorded, and fails in kombu as it would have anyway.
+# Returns false, or {queue key, message, 1 if recorded}. An item that is no kombu envelope (no
+# string delivery tag) is handed over unrecorded, to be dead-lettered (Channel._readable).
 FETCH = """
 for i = 3, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
@@ -126,7 +133,10 @@ class Channel(kombu_redis.Channel):
             key, item, recorded = reply
             queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            self._deliver_fetched(loads(bytes_to_str(item)), queue, bool(recorded))
+            payload = self._readable(item, queue, bool(recorded))
+            if payload is None:
+                raise virtual.Empty()
+            self._deliver_fetched(payload, queue, bool(recorded))
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]  # kombu's own reset
@@ -140,8 +150,39 @@ class Channel(kombu_redis.Channel):
         if not reply:
             raise virtual.Empty()
         _, item, recorded = reply
-        payload: dict[str, Any] = loads(bytes_to_str(item))
+        payload = self._readable(item, queue, bool(recorded))
+        if payload is None:
+            raise virtual.Empty()
         self.fetched_tag = _tag(payload) if recorded else None
+        return payload
+
+    def _readable(self, item: bytes, queue: str, recorded: bool) -> dict[str, Any] | None:
+        """The message, or None once an item kombu cannot read is dead-lettered.
+
+        Something other than a kombu envelope in a queue (a raw ``LPUSH`` of any text, an
+        envelope whose body cannot be decoded) makes stock kombu raise in the worker's event
+        loop, which stops the worker ("Unrecoverable error"), item lost. Here it goes to the
+        dead-letter stream (``taskwarden deadletters``) with the reason, and the worker goes on.
+        """
+        try:
+            payload = loads(bytes_to_str(item))
+            if not isinstance(payload, dict):
+                raise TypeError(f"a JSON {type(payload).__name__}, not an object")
+            self.Message(payload, channel=self)  # what kombu builds on delivery: fails alike
+        except Exception as exc:
+            reason = (
+                f"unreadable message on queue {queue!r}, not a Celery message: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            log.warning("message.dead_lettered", queue=queue, reason=reason)
+            text = item.decode("utf-8", errors="replace")
+            with self.conn_or_acquire() as client:
+                pipe = client.pipeline()  # MULTI: the dead letter replaces the unacked record
+                dead_letter(pipe, time.time(), "queue", reason, text)
+                if recorded and isinstance(payload := _json_or_none(item), dict):
+                    self.qos._remove_from_indices(_tag(payload), pipe)
+                pipe.execute()
+            return None
         return payload
 
     def _deliver_fetched(self, payload: dict[str, Any], queue: str, recorded: bool) -> None:
@@ -162,6 +203,13 @@ class Channel(kombu_redis.Channel):
 
 def _tag(payload: dict[str, Any]) -> str:
     return str(payload["properties"]["delivery_tag"])
+
+
+def _json_or_none(item: bytes) -> Any:
+    try:
+        return loads(bytes_to_str(item))
+    except ValueError:
+        return None
 
 
 class Transport(kombu_redis.Transport):

@@ -50,6 +50,21 @@ class NotRearmable(Exception):
         self.state = state
 
 
+def dead_letter(client: redis.Redis, now: float, source: str, reason: str, body: object) -> None:
+    """Append to the dead-letter stream (:meth:`Store.dead_letter`; the broker transport writes
+    with its own client). The body is kept as JSON, or failing that as its repr."""
+    try:
+        text = json.dumps(body, default=repr)
+    except (TypeError, ValueError):
+        text = repr(body)
+    client.xadd(
+        keys.DEADLETTERS,
+        {"at": now, "source": source, "reason": reason[:2000], "body": text[:MAX_DEAD_BODY]},
+        maxlen=MAX_DEADLETTERS,
+        approximate=True,
+    )
+
+
 @dataclass(frozen=True)
 class Claim:
     """A watch handed to one poll or archive job; ``fence`` proves the job still owns it."""
@@ -408,16 +423,7 @@ class Store:
 
     def dead_letter(self, now: float, source: str, reason: str, body: object) -> None:
         """Keep a refused registration for `taskwarden deadletters` (capped, oldest go first)."""
-        try:
-            text = json.dumps(body, default=repr)
-        except (TypeError, ValueError):
-            text = repr(body)
-        self.redis.xadd(
-            keys.DEADLETTERS,
-            {"at": now, "source": source, "reason": reason[:2000], "body": text[:MAX_DEAD_BODY]},
-            maxlen=MAX_DEADLETTERS,
-            approximate=True,
-        )
+        dead_letter(self.redis, now, source, reason, body)
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """Refused registrations, newest first."""
