@@ -325,7 +325,7 @@ def test_stats(http: httpx.Client, store: Store) -> None:
     for i in range(3):
         track(http, f"t{i}")
     to_state(store, watch_id("geobox", "t0"), State.RUNNING)
-    store.worker_heartbeat("poll-1@here", time.time(), ttl=30)
+    store.worker_heartbeat("poll-1@here", time.time(), ttl=30, queues=["celery", "taskwarden.poll"])
     stats = http.get("/v1/stats").json()
     assert stats["counts"]["pending"] == 2 and stats["counts"]["running"] == 1
     geobox = stats["providers"]["geobox"]
@@ -334,6 +334,7 @@ def test_stats(http: httpx.Client, store: Store) -> None:
     assert stats["dispatch_lag_seconds"] >= 0
     assert list(stats["workers"]) == ["poll-1@here"]
     assert stats["workers"]["poll-1@here"]["age_seconds"] < 30
+    assert stats["workers"]["poll-1@here"]["queues"] == ["celery", "taskwarden.poll"]
 
 
 def read_events(response: httpx.Response, n: int) -> tuple[list[dict[str, Any]], int]:

@@ -232,3 +232,21 @@ def test_a_long_running_command_backfills_what_an_older_version_stored(
         beat.wait(30)
     assert [w.id for w in store.list_watches(labels={"team": "maps"})[0]] == [watch.id]
     store.redis.close()
+
+
+def test_a_global_webhook_on_a_private_address_stops_the_warden_at_start(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """TASKWARDEN_WEBHOOKS__URL is judged as a watch's webhook is at registration: a loopback
+    receiver is refused before anything starts, unless private addresses are allowed."""
+    env = {
+        **os.environ,
+        "TASKWARDEN_REDIS_URL": redis_url,
+        "TASKWARDEN_DATA_DIR": str(tmp_path),
+        "TASKWARDEN_WEBHOOKS__URL": "http://127.0.0.1:9/hook",
+        "TASKWARDEN_WEBHOOKS__SECRET": "s3cret-for-tests",
+    }
+    refused = cli(env, "beat")
+    assert refused.returncode != 0
+    assert "TASKWARDEN_WEBHOOKS__URL: 127.0.0.1 is a loopback address" in refused.stderr
+    assert "TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=true" in refused.stderr

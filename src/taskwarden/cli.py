@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from taskwarden import keys, logs, registration
+from taskwarden import keys, logs, registration, webhooks
 from taskwarden.config import Settings, load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
 from taskwarden.models import Watch
@@ -78,6 +78,9 @@ def _redis(settings: Settings, *, checked: bool = False) -> Iterator[str]:
                     logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
+            hook = settings.webhooks.url
+            if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
+                raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")
             _upgrade(url)
         yield url
     finally:

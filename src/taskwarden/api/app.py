@@ -211,6 +211,7 @@ def create_app(
         now = time.time()
         rates = _recent_rates(client)
         zero = {"polls_per_s": 0.0, "errors_per_s": 0.0, "rate_limit_waits_per_s": 0.0}
+        queues = store.worker_queues()
         return {
             "counts": store.counts(),
             "providers": {
@@ -219,7 +220,11 @@ def create_app(
             },
             "dispatch_lag_seconds": store.dispatch_lag(now),
             "workers": {
-                node: {"last_seen": at, "age_seconds": max(0.0, now - at)}
+                node: {
+                    "last_seen": at,
+                    "age_seconds": max(0.0, now - at),
+                    "queues": queues.get(node),
+                }
                 for node, at in store.worker_heartbeats().items()
             },
         }

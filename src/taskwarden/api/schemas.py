@@ -77,6 +77,7 @@ class ProviderStats(BaseModel):
 class WorkerBeat(BaseModel):
     last_seen: float
     age_seconds: float
+    queues: list[str] | None = None  # None: a worker too old to say which queues it consumes
 
 
 class Stats(BaseModel):
