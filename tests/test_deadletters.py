@@ -13,12 +13,12 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from taskwarden import registration
-from taskwarden.config import (
+from taskwarden.config import Settings
+from taskwarden.config_providers import (
     GenericHttpSettings,
     GenericProfile,
     IsahitSettings,
     ProvidersSettings,
-    Settings,
 )
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State

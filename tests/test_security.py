@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from taskwarden.config import (
+from taskwarden.config import HttpSettings, Settings
+from taskwarden.config_providers import (
     GenericHttpSettings,
     GenericProfile,
-    HttpSettings,
     ProvidersSettings,
-    Settings,
     Up42Settings,
 )
 from taskwarden.errors import UrlRefused

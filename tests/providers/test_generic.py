@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from taskwarden.config import GenericHttpSettings, HttpSettings, ProvidersSettings, Settings
+from taskwarden.config import HttpSettings, Settings
+from taskwarden.config_providers import GenericHttpSettings, ProvidersSettings
 from taskwarden.errors import (
     CredentialsRejected,
     OutputInvalid,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from taskwarden.config import GenericHttpSettings, GenericProfile
+from taskwarden.config_providers import GenericHttpSettings, GenericProfile
 from taskwarden.errors import OutputInvalid, ProviderUnavailable
 from taskwarden.lifecycle import Remote
 from taskwarden.providers.generic_spec import (

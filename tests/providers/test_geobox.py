@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import GeoboxSettings, HttpSettings, ProvidersSettings, Settings
+from taskwarden.config import HttpSettings, Settings
+from taskwarden.config_providers import GeoboxSettings, ProvidersSettings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,

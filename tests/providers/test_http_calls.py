@@ -21,13 +21,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import (
-    GenericHttpSettings,
-    GeoboxSettings,
-    HttpSettings,
-    ProvidersSettings,
-    Settings,
-)
+from taskwarden.config import HttpSettings, Settings
+from taskwarden.config_providers import GenericHttpSettings, GeoboxSettings, ProvidersSettings
 from taskwarden.errors import ProviderUnavailable, RateLimited, ResponseTooLarge
 from taskwarden.lifecycle import Remote
 from taskwarden.providers import generic, geobox, http

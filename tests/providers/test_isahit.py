@@ -12,7 +12,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, IsahitSettings, ProvidersSettings, Settings
+from taskwarden.config import HttpSettings, Settings
+from taskwarden.config_providers import IsahitSettings, ProvidersSettings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,

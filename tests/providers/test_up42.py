@@ -15,7 +15,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, ProvidersSettings, Settings, Up42Settings
+from taskwarden.config import HttpSettings, Settings
+from taskwarden.config_providers import ProvidersSettings, Up42Settings
 from taskwarden.errors import (
     CredentialsRejected,
     OutputInvalid,

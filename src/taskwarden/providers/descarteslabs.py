@@ -41,7 +41,8 @@ from urllib.parse import quote
 
 import httpx
 
-from taskwarden.config import DescartesLabsSettings, Settings
+from taskwarden.config import Settings
+from taskwarden.config_providers import DescartesLabsSettings
 from taskwarden.errors import (
     CredentialsRejected,
     OutputInvalid,

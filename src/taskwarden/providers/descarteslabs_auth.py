@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from taskwarden.config import DescartesLabsSettings
+from taskwarden.config_providers import DescartesLabsSettings
 from taskwarden.errors import (
     CredentialsRejected,
     PermanentError,

@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
-from taskwarden.config import GenericHttpSettings, GenericProfile, Settings
+from taskwarden.config import Settings
+from taskwarden.config_providers import GenericHttpSettings, GenericProfile
 from taskwarden.errors import (
     CredentialsRejected,
     PermanentError,

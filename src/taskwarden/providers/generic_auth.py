@@ -1,9 +1,9 @@
 """Bearer tokens for the generic HTTP provider, from a platform's token endpoint.
 
-A profile with a ``token`` section (:class:`~taskwarden.config.GenericToken`) gets its bearer
-token by POSTing its form (OAuth2 client credentials, a refresh token, a password grant, an API
-key exchange: whatever the form says) to the token URL. The token is kept per process and per
-endpoint-and-credentials, so every watch of a profile shares one; it is fetched again shortly
+A profile with a ``token`` section (:class:`~taskwarden.config_providers.GenericToken`) gets its
+bearer token by POSTing its form (OAuth2 client credentials, a refresh token, a password grant,
+an API key exchange: whatever the form says) to the token URL. The token is kept per process and
+per endpoint-and-credentials, so every watch of a profile shares one; it is fetched again shortly
 before the lifetime the endpoint announced (``expires_in``) runs out, and at once when the
 platform answers 401 to it. Concurrent checks that find the token stale fetch it once.
 """
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from taskwarden.config import GenericToken
+from taskwarden.config_providers import GenericToken
 from taskwarden.errors import ProviderUnavailable
 from taskwarden.providers import http
 from taskwarden.providers.jsonpath import lookup

@@ -1,7 +1,7 @@
 """What a generic HTTP profile makes of a status document: pure functions, no I/O.
 
-:class:`Spec` is a :class:`~taskwarden.config.GenericProfile` made ready to use (paths parsed,
-words indexed); :func:`observe` turns a status document into an
+:class:`Spec` is a :class:`~taskwarden.config_providers.GenericProfile` made ready to use (paths
+parsed, words indexed); :func:`observe` turns a status document into an
 :class:`~taskwarden.lifecycle.Observation`, and :func:`output_links` lists the outputs it names.
 The adapter around them is :mod:`taskwarden.providers.generic`.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from taskwarden.config import GenericProfile
+from taskwarden.config_providers import GenericProfile
 from taskwarden.errors import OutputInvalid, ProviderUnavailable
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import http

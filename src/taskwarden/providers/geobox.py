@@ -34,7 +34,8 @@ from urllib.parse import quote
 
 import httpx
 
-from taskwarden.config import GeoboxSettings, Settings
+from taskwarden.config import Settings
+from taskwarden.config_providers import GeoboxSettings
 from taskwarden.errors import ProviderUnavailable, RemoteNotFound, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import http

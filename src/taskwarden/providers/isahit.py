@@ -39,7 +39,8 @@ from urllib.parse import quote
 
 import httpx
 
-from taskwarden.config import IsahitSettings, Settings
+from taskwarden.config import Settings
+from taskwarden.config_providers import IsahitSettings
 from taskwarden.errors import ProviderUnavailable, RemoteNotFound, RequestRejected
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import http

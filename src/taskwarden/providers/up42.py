@@ -39,7 +39,8 @@ from urllib.parse import quote
 
 import httpx
 
-from taskwarden.config import Settings, Up42Settings
+from taskwarden.config import Settings
+from taskwarden.config_providers import Up42Settings
 from taskwarden.errors import RemoteNotFound, RequestRejected, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers import http

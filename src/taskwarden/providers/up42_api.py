@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from taskwarden.config import Up42Settings
+from taskwarden.config_providers import Up42Settings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,

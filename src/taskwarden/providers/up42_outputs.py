@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
-from taskwarden.config import Up42Settings
+from taskwarden.config_providers import Up42Settings
 from taskwarden.errors import (
     CredentialsRejected,
     OutputInvalid,
