@@ -191,9 +191,10 @@ class Channel(kombu_redis.Channel):
         try:
             self.connection._deliver(payload, queue)
         except Exception:
-            # kombu could not even build the message (a broken envelope): it never reached the
-            # QoS, so nothing would ever ack it. Drop the record, as stock kombu would have
-            # dropped the message, rather than restore a poison message forever.
+            # the delivery failed before the QoS took the message (_readable has already
+            # turned away what kombu cannot build), so nothing would ever ack it: drop the
+            # record, as stock kombu would have dropped the message, rather than restore it
+            # forever.
             if tag is not None and tag not in self.qos._delivered:
                 self.qos._remove_from_indices(tag).execute()
             raise
