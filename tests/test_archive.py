@@ -33,8 +33,9 @@ from obstore.exceptions import BaseError
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 from pydantic import SecretStr
 
-from taskwarden import archive
-from taskwarden.archive import ArchiveStore, Manifest
+from taskwarden import archive, archive_names, archive_store
+from taskwarden.archive import Manifest
+from taskwarden.archive_store import ArchiveStore
 from taskwarden.config import S3Settings, Settings
 from taskwarden.errors import (
     ConfigError,
@@ -185,18 +186,18 @@ def kind(request: pytest.FixtureRequest) -> str:
 def store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> ArchiveStore:
     """The archive on each kind of store; the S3 one under a key prefix."""
     if kind == "file":
-        return archive.open_store(
+        return archive_store.open_store(
             Settings(data_dir=tmp_path, archive_url=(tmp_path / "arch").as_uri())
         )
     if kind == "memory":
-        return archive.open_store(Settings(data_dir=tmp_path, archive_url="memory:///"))
+        return archive_store.open_store(Settings(data_dir=tmp_path, archive_url="memory:///"))
     endpoint = request.getfixturevalue("moto_endpoint")
     name = request.getfixturevalue("bucket")
-    return archive.open_store(s3_settings(endpoint, f"s3://{name}/runs/prod", tmp_path))
+    return archive_store.open_store(s3_settings(endpoint, f"s3://{name}/runs/prod", tmp_path))
 
 
 def keys(store: ArchiveStore) -> list[str]:
-    return [obj.key for obj in archive.list_objects(store)]
+    return [obj.key for obj in archive_store.list_objects(store)]
 
 
 def assert_no_leftovers(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -229,8 +230,8 @@ def test_outputs_and_manifest_land_with_correct_bytes(store: ArchiveStore, kind:
     assert keys(store) == sorted(
         [f"{base}/summary.json", f"{base}/raster.tif", f"{base}/manifest.json"]
     )
-    assert archive.read_object(store, f"{base}/summary.json") == inline
-    assert archive.read_object(store, f"{base}/raster.tif") == streamed
+    assert archive_store.read_object(store, f"{base}/summary.json") == inline
+    assert archive_store.read_object(store, f"{base}/raster.tif") == streamed
     assert [
         (o.name, o.key, o.size, o.sha256, o.content_type, o.source) for o in manifest.outputs
     ] == [
@@ -251,7 +252,7 @@ def test_outputs_and_manifest_land_with_correct_bytes(store: ArchiveStore, kind:
             "test://r1/1",
         ),
     ]
-    stored = json.loads(archive.read_object(store, f"{base}/manifest.json"))
+    stored = json.loads(archive_store.read_object(store, f"{base}/manifest.json"))
     assert stored["watch_id"] == "w-42" and stored["provider"] == "testplat"
     assert stored["remote_id"] == "r1" and stored["final_status"] == "COMPLETED"
     assert stored["archived_at"] == "2026-01-02T03:04:05Z"
@@ -265,7 +266,7 @@ def test_s3_upload_is_multipart_with_content_type(
     moto_endpoint: str, bucket: str, s3_client: Any, tmp_path: Path
 ) -> None:
     """A stream larger than the chunk size goes up as a multipart upload (ETag "-3") with its content type."""
-    store = archive.open_store(s3_settings(moto_endpoint, f"s3://{bucket}", tmp_path))
+    store = archive_store.open_store(s3_settings(moto_endpoint, f"s3://{bucket}", tmp_path))
     data = pattern(2 * CHUNK + 12345, seed=2)
     manifest = run_archive(
         store, Platform([Out("big.bin", data, piece=64 * 1024, content_type="image/tiff")])
@@ -279,7 +280,7 @@ def test_s3_upload_is_multipart_with_content_type(
 
 def test_local_store_rechunks_large_stream(tmp_path: Path) -> None:
     """A multi-chunk stream with an odd tail lands intact on disk, with no staging files left."""
-    store = archive.open_store(
+    store = archive_store.open_store(
         Settings(data_dir=tmp_path, archive_url=(tmp_path / "arch").as_uri())
     )
     data = pattern(2 * CHUNK + 999, seed=3)
@@ -293,7 +294,7 @@ def test_local_store_rechunks_large_stream(tmp_path: Path) -> None:
 def test_empty_stream_is_archived(store: ArchiveStore) -> None:
     """A zero-byte output is archived as an empty object."""
     manifest = run_archive(store, Platform([Out("empty.txt", b"")]))
-    assert archive.read_object(store, manifest.outputs[0].key) == b""
+    assert archive_store.read_object(store, manifest.outputs[0].key) == b""
     assert (manifest.outputs[0].size, manifest.outputs[0].sha256) == (0, sha(b""))
 
 
@@ -423,7 +424,7 @@ def test_hostile_output_names_stay_under_the_prefix(
         [o.key for o in manifest.outputs] + [f"{base}/manifest.json"]
     )
     for output, (name, _) in zip(manifest.outputs, HOSTILE, strict=True):
-        assert archive.read_object(store, output.key) == name.encode() + b"!"
+        assert archive_store.read_object(store, output.key) == name.encode() + b"!"
     assert archive.read_manifest_sync(store, "testplat", "r1") == manifest
     if kind == "file":
         root = tmp_path / "arch" / "testplat" / "r1"
@@ -473,14 +474,14 @@ def test_small_chunk_size_is_refused(store: ArchiveStore) -> None:
 )
 def test_safe_name(name: str, expected: str) -> None:
     """Output names reduce to one harmless, bounded segment."""
-    assert archive.safe_name(name) == expected
+    assert archive_names.safe_name(name) == expected
 
 
 def test_unique_name_counts_before_the_extension() -> None:
     """Repeated names get -2, -3 before the extension, skipping names already taken."""
     used = {"manifest.json", "a-2.txt"}
     assert [
-        archive.unique_name(n, used) for n in ["a.txt", "a.txt", "a.txt", "README", "README"]
+        archive_names.unique_name(n, used) for n in ["a.txt", "a.txt", "a.txt", "README", "README"]
     ] == [
         "a.txt",
         "a-3.txt",
@@ -496,18 +497,18 @@ def test_unique_name_counts_before_the_extension() -> None:
 def test_open_store_schemes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each supported scheme opens the right store with its key prefix; file:// creates its directory."""
     target = tmp_path / "new" / "archive"
-    opened = archive.open_store(Settings(data_dir=tmp_path, archive_url=target.as_uri()))
+    opened = archive_store.open_store(Settings(data_dir=tmp_path, archive_url=target.as_uri()))
     assert isinstance(opened.store, LocalStore) and target.is_dir() and opened.prefix == ""
-    default = archive.open_store(Settings(data_dir=tmp_path / "data"))
+    default = archive_store.open_store(Settings(data_dir=tmp_path / "data"))
     assert isinstance(default.store, LocalStore) and (tmp_path / "data" / "archive").is_dir()
-    memory = archive.open_store(Settings(data_dir=tmp_path, archive_url="memory:///a/b/"))
+    memory = archive_store.open_store(Settings(data_dir=tmp_path, archive_url="memory:///a/b/"))
     assert isinstance(memory.store, MemoryStore) and memory.key("p", "r") == "a/b/p/r"
-    s3 = archive.open_store(s3_settings("http://127.0.0.1:9", "s3://bkt/x//y/", tmp_path))
+    s3 = archive_store.open_store(s3_settings("http://127.0.0.1:9", "s3://bkt/x//y/", tmp_path))
     assert isinstance(s3.store, S3Store) and s3.prefix == "x/y"
-    gcs = archive.open_store(Settings(data_dir=tmp_path, archive_url="gs://bkt/pre"))
+    gcs = archive_store.open_store(Settings(data_dir=tmp_path, archive_url="gs://bkt/pre"))
     assert isinstance(gcs.store, GCSStore) and gcs.store.prefix == "pre"
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "devaccount")
-    azure = archive.open_store(Settings(data_dir=tmp_path, archive_url="az://container/pre"))
+    azure = archive_store.open_store(Settings(data_dir=tmp_path, archive_url="az://container/pre"))
     assert isinstance(azure.store, AzureStore)
 
 
@@ -528,7 +529,7 @@ def test_open_store_refuses_bad_settings(
     """Unsupported schemes and unsafe or incomplete S3 settings are a ConfigError naming the variable to set."""
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
     with pytest.raises(ConfigError, match=needle):
-        archive.open_store(
+        archive_store.open_store(
             Settings(data_dir=tmp_path, archive_url=url, s3=S3Settings.model_validate(s3))
         )
 
@@ -573,7 +574,7 @@ def test_store_failures_are_storage_unavailable(
         if failure == "refused"
         else request.getfixturevalue("unavailable_endpoint")
     )
-    store = archive.open_store(s3_settings(endpoint, "s3://bkt/p", tmp_path))
+    store = archive_store.open_store(s3_settings(endpoint, "s3://bkt/p", tmp_path))
     platform = Platform([Out("a.bin", b"x" * 100)])
     with pytest.raises(StorageUnavailable) as caught:
         run_archive(store, platform)
@@ -585,7 +586,7 @@ def test_store_failures_are_storage_unavailable(
 @pytest.mark.parametrize("inline", [True, False])
 def test_refused_write_is_storage_unavailable(tmp_path: Path, inline: bool) -> None:
     """A store that refuses an output's write (a directory squats its key) raises StorageUnavailable with obstore's error as cause, and writes no manifest."""
-    store = archive.open_store(
+    store = archive_store.open_store(
         Settings(data_dir=tmp_path, archive_url=(tmp_path / "arch").as_uri())
     )
     (tmp_path / "arch" / "testplat" / "r1" / "a.bin" / "squatter").mkdir(parents=True)
@@ -601,7 +602,7 @@ SETTLE_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from pydantic import SecretStr
-    from taskwarden import archive
+    from taskwarden import archive, archive_store
     from taskwarden.config import S3Settings, Settings
     from taskwarden.providers.base import OutputRef, Target
 
@@ -613,11 +614,11 @@ SETTLE_SCRIPT = textwrap.dedent(
     async def main():
         s3 = S3Settings(endpoint_url=sys.argv[1], access_key_id=SecretStr("t"),
                         secret_access_key=SecretStr("t"), allow_http=True)
-        store = archive.open_store(Settings(archive_url=sys.argv[2], s3=s3))
+        store = archive_store.open_store(Settings(archive_url=sys.argv[2], s3=s3))
         await archive.archive_outputs(store, Platform(), Target(sys.argv[3]), watch_id="w",
                                       provider_name="testplat", final_status="DONE", now=0.0,
                                       chunk_size=5 * 2**20)
-        await archive.settle()
+        await archive_store.settle()
 
     asyncio.run(main())
     """
@@ -649,7 +650,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import asyncio, hashlib, json, sys
     from contextlib import asynccontextmanager
-    from taskwarden import archive
+    from taskwarden import archive, archive_store
     from taskwarden.config import Settings
     from taskwarden.providers.base import OutputRef, OutputStream, Target
 
@@ -678,7 +679,7 @@ MEMORY_SCRIPT = textwrap.dedent(
         return int(line.split()[1]) / 1024
 
     async def main():
-        store = archive.open_store(Settings(archive_url=sys.argv[1]))
+        store = archive_store.open_store(Settings(archive_url=sys.argv[1]))
         before = peak_mib()
         manifest = await archive.archive_outputs(store, Platform(), Target("r1"), watch_id="w",
                                                  provider_name="testplat", final_status="DONE", now=0.0,
@@ -724,9 +725,11 @@ def test_streaming_memory_stays_bounded(tmp_path: Path) -> None:
 def test_outputs_over_the_size_limit_are_refused(tmp_path: Path, out: Out, fetched: int) -> None:
     """An output larger than max_bytes fails with a message naming the setting, stores nothing,
     and is not downloaded past the limit."""
-    store = archive.open_store(Settings(data_dir=tmp_path, archive_url=(tmp_path / "a").as_uri()))
+    store = archive_store.open_store(
+        Settings(data_dir=tmp_path, archive_url=(tmp_path / "a").as_uri())
+    )
     platform = Platform([out])
     with pytest.raises(OutputInvalid, match="TASKWARDEN_MAX_OUTPUT_BYTES"):
         run_archive(store, platform, max_bytes=4096)
     assert platform.sent.get(out.name, 0) <= fetched
-    assert archive.list_objects(store) == []
+    assert archive_store.list_objects(store) == []

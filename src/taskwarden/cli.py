@@ -126,11 +126,11 @@ def main() -> None:
 @click.option("-n", "--hostname", default=None, help="Celery node name.")
 def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
     """Start a worker (polls, archives and registrations; pick with --queues)."""
-    from taskwarden import archive
+    from taskwarden import archive_store
     from taskwarden.tasks import create_app
 
     settings = _settings()
-    archive.open_store(settings)  # refuse to start on a bad archive URL, before forking
+    archive_store.open_store(settings)  # refuse to start on a bad archive URL, before forking
     unknown = sorted(set(settings.rate_limits) - set(provider_names()))
     if unknown:
         raise click.ClickException(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import redis.asyncio as aioredis
 
-from taskwarden import archive, logs, metrics, webhooks
+from taskwarden import archive, archive_store, logs, metrics, webhooks
 from taskwarden.config import Settings
 from taskwarden.errors import PermanentError, RetryableError, TaskwardenError
 from taskwarden.lifecycle import (
@@ -71,7 +71,7 @@ class Runtime:
             self.http_errors.install(client, name)
             self.clients[name] = client
             self.providers[name] = factory(settings, client)
-        self.archive = archive.open_store(settings)
+        self.archive = archive_store.open_store(settings)
         self.poll_policy = settings.poll_policy()
         # each provider's policy, resolved once; a watch's own overrides go over it
         self.retry_policies = {name: settings.retry_policy(name) for name in self.providers}
@@ -102,7 +102,7 @@ class Runtime:
             self.run(client.aclose())
         self.run(self.limiter.aclose())
         self.run(self.webhooks.aclose())
-        self.run(archive.settle())  # obstore needs the loop to breathe before it closes
+        self.run(archive_store.settle())  # obstore needs the loop to breathe before it closes
         self.loop.close()
         self.store.redis.close()
 

@@ -11,8 +11,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import obstore
 from celery import Celery
 
-from taskwarden import archive as archives
-from taskwarden import keys
+from taskwarden import archive_store, keys
 from taskwarden.config import Settings
 from taskwarden.errors import ConfigError
 from taskwarden.store import Store
@@ -27,7 +26,7 @@ class Readiness:
         self.settings = settings
         self.store = store
         self.producer = producer
-        self._archive: archives.ArchiveStore | None = None
+        self._archive: archive_store.ArchiveStore | None = None
         self._pool = ThreadPoolExecutor(max_workers=7, thread_name_prefix="readyz")
 
     def run(self) -> dict[str, tuple[bool, str]]:
@@ -70,7 +69,7 @@ class Readiness:
         url = self.settings.resolved_archive_url
         if self._archive is None:
             try:
-                self._archive = archives.open_store(self.settings)
+                self._archive = archive_store.open_store(self.settings)
             except ConfigError as exc:
                 return False, str(exc)
         # one listing page of at most one key: reachable and readable, whatever its size
