@@ -41,7 +41,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from taskwarden import logs
-from taskwarden.store import dead_letter
+from taskwarden.store_ops import dead_letter
 
 log = logs.get("taskwarden.broker")
 

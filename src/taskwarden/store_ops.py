@@ -1,0 +1,158 @@
+"""The store's operational records, kept beside the watches: who is alive, what was refused,
+and which index layout the stored watches were brought up to.
+
+- ``heartbeat:<component>`` and ``heartbeat:worker:<node>`` strings, each living for its TTL,
+  with ``heartbeat:queues:<node>`` beside the latter (names in :mod:`taskwarden.keys`).
+- ``deadletters`` stream: refused input, capped, written by :func:`dead_letter` (the broker
+  transport calls it with its own client) or :meth:`StoreOps.dead_letter`.
+- ``schema``: the index layout version, for :meth:`StoreOps.backfill_indexes`.
+
+:class:`StoreOps` is mixed into :class:`~taskwarden.store.Store`, so callers keep calling
+``store.heartbeat(...)``, ``store.dead_letters()``... on the one store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, cast
+
+from redis import Redis
+
+from taskwarden import keys
+
+MAX_DEADLETTERS = 10_000
+MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was wrong
+SCHEMA_VERSION = 1  # 1: the ``updated`` and ``label:<pair>`` indexes hold every watch
+BACKFILL_BATCH = 500  # watches read per round trip by a backfill
+
+
+def dead_letter(client: Redis, now: float, source: str, reason: str, body: object) -> None:
+    """Append to the dead-letter stream (:meth:`StoreOps.dead_letter`; the broker transport
+    writes with its own client). The body is kept as JSON, or failing that as its repr."""
+    try:
+        text = json.dumps(body, default=repr)
+    except (TypeError, ValueError):
+        text = repr(body)
+    client.xadd(
+        keys.DEADLETTERS,
+        {"at": now, "source": source, "reason": reason[:2000], "body": text[:MAX_DEAD_BODY]},
+        maxlen=MAX_DEADLETTERS,
+        approximate=True,
+    )
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What :meth:`StoreOps.backfill_indexes` did: whether it scanned, and what it found."""
+
+    ran: bool
+    watches: int = 0  # watches examined
+    added: int = 0  # index entries that were missing and are now there
+
+
+class StoreOps:
+    """Heartbeats, dead letters and the index backfill; a mixin of
+    :class:`~taskwarden.store.Store`, which provides ``redis``."""
+
+    redis: Redis
+
+    # liveness
+
+    def heartbeat(self, component: str, now: float, ttl: float) -> None:
+        self.redis.set(keys.HEARTBEAT + component, now, px=int(ttl * 1000))
+
+    def last_heartbeat(self, component: str) -> float | None:
+        value = cast(str | None, self.redis.get(keys.HEARTBEAT + component))
+        return float(value) if value else None
+
+    def worker_heartbeat(
+        self, node: str, now: float, ttl: float, queues: Iterable[str] | None = None
+    ) -> None:
+        """Say worker ``node`` is alive for ``ttl`` seconds and, when given, which queues it
+        consumes (in a key of its own: a reader from before queues were reported still reads
+        the heartbeat as a bare time)."""
+        px = int(ttl * 1000)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.worker_key(node), now, px=px)
+        if queues is not None:
+            pipe.set(keys.WORKER_QUEUES + node, json.dumps(sorted(queues)), px=px)
+        pipe.execute()
+
+    def forget_worker(self, node: str) -> None:
+        """A worker node stopped: drop its heartbeat rather than wait for the TTL."""
+        self.redis.delete(self.worker_key(node), keys.WORKER_QUEUES + node)
+
+    @staticmethod
+    def worker_key(node: str) -> str:
+        return keys.WORKER_HEARTBEAT + node
+
+    def worker_heartbeats(self) -> dict[str, float]:
+        """Last heartbeat of each Celery worker node still alive (by its key's TTL)."""
+        names = sorted(self.redis.scan_iter(keys.WORKER_HEARTBEAT + "*", count=1000))
+        values = cast(list[str | None], self.redis.mget(names)) if names else []
+        prefix = len(keys.WORKER_HEARTBEAT)
+        return {n[prefix:]: float(v) for n, v in zip(names, values, strict=True) if v}
+
+    def worker_queues(self) -> dict[str, list[str] | None]:
+        """The queues each live Celery worker node consumes; None for a node that does not say
+        (a worker of a taskwarden from before workers reported their queues)."""
+        nodes = list(self.worker_heartbeats())
+        if not nodes:
+            return {}
+        raw = cast(list[str | None], self.redis.mget([keys.WORKER_QUEUES + n for n in nodes]))
+        return {n: json.loads(v) if v else None for n, v in zip(nodes, raw, strict=True)}
+
+    # refused input
+
+    def dead_letter(self, now: float, source: str, reason: str, body: object) -> None:
+        """Keep a refused registration for `taskwarden deadletters` (capped, oldest go first)."""
+        dead_letter(self.redis, now, source, reason, body)
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Refused registrations, newest first."""
+        entries: list[tuple[str, dict[str, str]]] = self.redis.xrevrange(  # type: ignore[assignment]
+            keys.DEADLETTERS, count=limit
+        )
+        return [
+            {"id": entry_id, **fields, "at": float(fields["at"])} for entry_id, fields in entries
+        ]
+
+    # upgrades
+
+    def backfill_indexes(self, batch: int = BACKFILL_BATCH) -> Backfill:
+        """Index the watches an older taskwarden wrote, once: it kept no ``updated`` or
+        ``label:<pair>`` entries, so listings by label or by updated time missed its watches.
+
+        Unless the schema key says it is done, scan every watch (SCAN, ``batch`` at a time)
+        and add the entries it lacks (ZADD NX: an entry a live write made is never set back
+        to an older time); then record the version. Every step is idempotent, so two
+        processes starting at once, or a crash halfway, only repeat work.
+        """
+        done = cast(str | None, self.redis.get(keys.SCHEMA))
+        if done is not None and int(done) >= SCHEMA_VERSION:
+            return Backfill(ran=False)
+        watches = added = 0
+        found = self.redis.scan_iter(keys.WATCH + "*", count=batch, _type="hash")
+        while chunk := list(islice(found, batch)):
+            watches += len(chunk)
+            added += self._backfill_chunk(chunk)
+        self.redis.set(keys.SCHEMA, SCHEMA_VERSION)
+        return Backfill(ran=True, watches=watches, added=added)
+
+    def _backfill_chunk(self, names: list[str]) -> int:
+        fields = ("created_at", "updated_at", "labels")
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(name, fields)
+        rows: list[list[str | None]] = pipe.execute()
+        for name, (created, updated, labels) in zip(names, rows, strict=True):
+            wid = name[len(keys.WATCH) :]
+            if updated:
+                pipe.zadd(keys.UPDATED, {wid: float(updated)}, nx=True)
+            if created and labels:
+                for key, value in json.loads(labels).items():
+                    pipe.zadd(keys.label(key, value), {wid: float(created)}, nx=True)
+        return sum(int(n) for n in pipe.execute())
