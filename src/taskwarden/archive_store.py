@@ -212,6 +212,13 @@ def list_objects(archive: ArchiveStore, *segments: str) -> list[StoredObject]:
     )
 
 
+def probe(archive: ArchiveStore) -> None:
+    """Read one listing page of at most one key: the store is reachable and readable, whatever
+    its size (readiness checks). Raises what obstore raises."""
+    for _ in obstore.list(archive.store, archive.prefix or None, chunk_size=1):
+        break
+
+
 def sweep_staging(archive: ArchiveStore, under: str) -> int:
     """Delete what killed uploads left under ``under`` in a ``file://`` archive; return how many.
 

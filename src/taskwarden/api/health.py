@@ -8,7 +8,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-import obstore
 from celery import Celery
 
 from taskwarden import archive_store, keys
@@ -72,9 +71,7 @@ class Readiness:
                 self._archive = archive_store.open_store(self.settings)
             except ConfigError as exc:
                 return False, str(exc)
-        # one listing page of at most one key: reachable and readable, whatever its size
-        for _ in obstore.list(self._archive.store, self._archive.prefix or None, chunk_size=1):
-            break
+        archive_store.probe(self._archive)
         return True, f"listed {url}"
 
     def beat(self) -> tuple[bool, str]:
