@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskwarden import store_queries
+from taskwarden import store_queries, store_scripts
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, Watch
 from taskwarden.store import Commit, NotRearmable, Store
@@ -78,6 +78,9 @@ CASES: list[dict[str, Any]] = [
     {"created_after": NOW + 5, "created_before": NOW + 20},
     {"updated_after": NOW + 1000 - 30, "sort": "updated_at"},
     {"updated_before": NOW + 2000, "provider": "geobox", "sort": "-updated_at"},
+    {"updated_after": NOW + 1000 - 30, "updated_before": NOW + 1000 - 10},
+    {"q": "task-1", "updated_after": NOW + 1000 - 40, "sort": "created_at"},
+    {"q": "K-4", "created_before": NOW + 25, "labels": {"team": "a"}, "sort": "-updated_at"},
 ]
 
 
@@ -163,6 +166,125 @@ def test_a_sparse_filter_returns_short_pages_not_an_endless_scan(
     pages = list(all_pages(store, 5, q="t0"))
     assert len(pages) > 2
     assert [i for p in pages for i in ids(p)] == [f"t0{i}" for i in reversed(range(10))]
+
+
+# remote id, name: ASCII in any case, and texts whose casefold differs from their lower case
+TEXTS = [
+    ("Remote-ABC", None),
+    ("plain-1", "MiXeD Case Job"),
+    ("plain-2", "Straße 12"),
+    ("plain-3", "STRASSE 12"),
+    ("plain-4", "Kelvin 5\u212a"),  # the Kelvin sign: casefold gives 'k'
+    ("plain-5", "\u017ftate"),  # long s: casefold gives 's'
+    ("plain-6", "Ünïcode Ärger"),
+    ("ÉTÉ-7", "summer"),
+    ("plain-8", "ordinary"),
+    ("plain-9", "ǅ digraph"),  # titlecase: casefold gives 'ǆ'
+]
+NEEDLES = ["strasse", "STRASSE", "ß", "SS", "straße", "k", "\u212a", "5K", "\u017f", "S", "state",
+           "mixed case", "MIXED", "ünï", "ÜNÏCODE", "été", "ÉTÉ-7", "remote-abc", "REMOTE",
+           "ǆ", "Ǆ", "ǅ", "plain", "geobox", "nothing", "e", " "]  # fmt: skip
+
+
+def casefold_search(watches: list[Watch], q: str) -> set[str]:
+    """What the text search means: a casefold substring of the id, remote id or name."""
+    needle = q.casefold()
+    return {w.remote_id for w in watches
+            if any(needle in (t or "").casefold() for t in (w.id, w.remote_id, w.name))}  # fmt: skip
+
+
+@pytest.fixture
+def named(store: Store) -> list[Watch]:
+    """The TEXTS as watches, each named by its (simulated) provider in a commit at a fractional
+    time, so the other-key time range is checked at float precision."""
+    for i, (remote_id, _) in enumerate(TEXTS):
+        store.register(reg(remote_id, "geobox" if i % 2 else "up42"), NOW + i / 10)
+    for provider in ("geobox", "up42"):
+        claims = store.claim_due(provider, NOW + 10, 100, NOW + 100)
+        for claim in claims:
+            w = store.get(claim.watch_id)
+            assert w is not None
+            i = [r for r, _ in TEXTS].index(w.remote_id)
+            name = TEXTS[i][1]
+            d = Decision(State.RUNNING, "RUN", None, 1.0, 0, NOW + 1000)
+            extra = {"name": name} if name else None
+            assert store.commit(Commit(claim, d, NOW + 20 + i / 10, extra=extra))
+    return [w for w in (store.get(wid) for wid in store.redis.zrange("taskwarden:watches", 0, -1))
+            if w is not None]  # fmt: skip
+
+
+@pytest.mark.parametrize("small_set", [store_queries.SMALL_SET, 0], ids=["in-memory", "walk"])
+@pytest.mark.parametrize("q", NEEDLES)
+def test_search_finds_what_casefold_finds(
+    store: Store, named: list[Watch], q: str, small_set: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text search keeps exactly Python's casefold substring match on id, remote id and
+    name ('ß' = 'SS', the Kelvin sign = 'k', non-ASCII needles), through cursors, combined with
+    a provider filter and with the other key's time range (bounds at float precision)."""
+    monkeypatch.setattr(store_queries, "SMALL_SET", small_set)
+    assert {w.name for w in named} >= {"Straße 12", "Kelvin 5\u212a"}
+    want = casefold_search(named, q)
+    got = [i for p in all_pages(store, 2, q=q) for i in ids(p)]
+    assert sorted(got) == sorted(want) and len(got) == len(set(got))
+    geobox = [w for w in named if w.provider == "geobox"]
+    got = [i for p in all_pages(store, 2, q=q, provider="geobox") for i in ids(p)]
+    assert set(got) == casefold_search(geobox, q)
+    cut = named[4].updated_at  # fractional: NOW + 20.4
+    later = [w for w in named if w.updated_at >= cut]
+    assert 0 < len(later) < len(named)
+    got = [i for p in all_pages(store, 3, q=q, updated_after=cut) for i in ids(p)]
+    assert set(got) == casefold_search(later, q)
+    got = [i for p in all_pages(store, 3, q=q, updated_before=cut, sort="created_at")
+           for i in ids(p)]  # fmt: skip
+    assert set(got) == casefold_search([w for w in named if w.updated_at < cut], q)
+
+
+def test_search_by_id_finds_the_watch(store: Store, named: list[Watch]) -> None:
+    """A watch's own id (any part of it, in any case) finds it."""
+    w = named[3]
+    assert ids(store.list_watches(q=w.id[1:9].upper())[0]) == [w.remote_id]
+
+
+def test_the_script_rules_out_what_it_can_decide(store: Store, named: list[Watch]) -> None:
+    """The light-filter script alone drops gone watches, the ones outside the other-key range
+    and ASCII-only ones that do not match; it keeps every match and every watch with non-ASCII
+    text, for Python's casefold to decide (so the search reads few whole watches)."""
+    script = store.redis.register_script(store_scripts.LIGHT_FILTER)
+    chunk = [(w.id, w.created_at) for w in named] + [("wgone", NOW)]
+    non_ascii = {w.remote_id for w in named if not all(t.isascii() for t in
+                                                     (w.id, w.remote_id, w.name or ""))}  # fmt: skip
+    by_id = {w.id: w.remote_id for w in named}
+
+    def kept(q: str | None, **bounds: float) -> set[str]:
+        query = store_queries.Query(q=q, **bounds)
+        return {by_id[m] for m, _ in store_queries._light_filter(script, query, chunk)}
+
+    assert kept(None) == set(by_id.values())  # "wgone" dropped
+    assert kept("plain") == {r for r, _ in TEXTS if r.startswith("plain")} | non_ascii
+    assert kept("strasse") == {"plain-3"} | non_ascii
+    assert kept("nothing") == non_ascii
+    assert kept("ünï") == non_ascii  # a non-ASCII needle is in no ASCII text
+    cut = named[4].updated_at
+    assert kept(None, updated_after=cut) == {w.remote_id for w in named if w.updated_at >= cut}
+    assert kept(None, updated_before=cut) == {w.remote_id for w in named if w.updated_at < cut}
+    assert kept("ordinary", updated_before=cut) == ({"plain-8"} | non_ascii) & {
+        w.remote_id for w in named if w.updated_at < cut
+    }
+
+
+def test_a_search_reads_whole_only_the_watches_that_may_match(store: Store) -> None:
+    """Over many ASCII watches, a search reads in full only its match (and the one watch whose
+    non-ASCII name only casefold can judge); the rest are ruled out by the script."""
+    for i in range(300):
+        store.register(reg(f"job-{i:03d}"), NOW + i)
+    claim = store.claim_due("geobox", NOW + 1000, 1000, NOW + 2000)[0]
+    d = Decision(State.RUNNING, "RUN", None, 1.0, 0, NOW + 3000)
+    assert store.commit(Commit(claim, d, NOW + 1000, extra={"name": "Maße"}))
+    store.redis.config_resetstat()
+    page, cursor = store.list_watches(q="JOB-123", limit=10)
+    assert (ids(page), cursor) == (["job-123"], None)
+    stats = store.redis.info("commandstats")
+    assert stats["cmdstat_hgetall"]["calls"] <= 2
 
 
 @pytest.mark.parametrize(

@@ -218,3 +218,35 @@ end
 local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
 return redis.call('ZRANGE', KEYS[1], rank + 1, rank + n, 'WITHSCORES')
 """
+
+# KEYS: watch hashes. ARGV: length of the watch key prefix, the casefolded needle ('' for none),
+#   the field of the other time range, its low and high bounds ('' for none; low <= t < high).
+# Returns the 1-based positions of the keys kept: the watch exists, is in the range, and matches
+# the needle, or may match it. Lua lowers ASCII only (Redis leaves LC_CTYPE at "C"), and
+# casefold maps some non-ASCII characters to ASCII ('ß' -> 'ss'), so a text with a byte over
+# 127 is never ruled out here: the caller's casefold decides it. On ASCII text the two agree,
+# and a non-ASCII needle is in none, by either.
+LIGHT_FILTER = r"""
+local skip, needle, field = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local low, high = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function verdict(text)
+  if not text then return false end
+  if string.find(text, '[\128-\255]') then return nil end
+  return string.find(string.lower(text), needle, 1, true) ~= nil
+end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local w = redis.call('HMGET', key, 'remote_id', 'name', field)
+  local keep = w[1] ~= false
+  if keep and (low or high) then
+    local t = tonumber(w[3])
+    if t then keep = not (low and t < low) and not (high and t >= high) end  -- as Python: NaN
+  end
+  if keep and needle ~= '' then
+    local a, b, c = verdict(string.sub(key, skip + 1)), verdict(w[1]), verdict(w[2])
+    keep = a or b or c or a == nil or b == nil or c == nil
+  end
+  if keep then out[#out + 1] = i end
+end
+return out
+"""
