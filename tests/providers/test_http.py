@@ -19,7 +19,7 @@ from taskwarden.errors import (
     RequestRejected,
     TaskwardenError,
 )
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors, http_headers
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -50,7 +50,7 @@ def response(code: int, body: bytes = b"", headers: dict[str, str] | None = None
 def test_status_codes_map_onto_the_error_tree(code: int, error: type[TaskwardenError]) -> None:
     """Each HTTP error status raises its error-tree class, carrying the status code."""
     with pytest.raises(error) as caught:
-        http.raise_for_status(response(code), provider="p")
+        http_errors.raise_for_status(response(code), provider="p")
     assert type(caught.value) is error
     assert caught.value.status_code == code
     assert caught.value.provider == "p"
@@ -58,13 +58,15 @@ def test_status_codes_map_onto_the_error_tree(code: int, error: type[TaskwardenE
 
 def test_success_raises_nothing() -> None:
     """A 2xx response passes through raise_for_status untouched."""
-    http.raise_for_status(response(200), provider="p")
+    http_errors.raise_for_status(response(200), provider="p")
 
 
 def test_messages_leave_out_the_query_string() -> None:
     """An API key in the URL never reaches an error message."""
     with pytest.raises(RemoteNotFound) as caught:
-        http.raise_for_status(response(404, b'{"detail": "nope"}'), provider="p", what="task t1")
+        http_errors.raise_for_status(
+            response(404, b'{"detail": "nope"}'), provider="p", what="task t1"
+        )
     message = str(caught.value)
     assert "SECRET" not in message
     assert message == "task t1 not found (GET https://api.example.test/v1/tasks/t1/): nope"
@@ -91,15 +93,15 @@ def test_messages_leave_out_the_query_string() -> None:
 )
 def test_platform_messages_are_found_in_every_error_shape(body: Any, expected: str | None) -> None:
     """error_message reads FastAPI, JSON:API and plain error documents."""
-    assert http.error_message(body) == expected
+    assert http_errors.error_message(body) == expected
 
 
 def test_a_long_message_is_cut_to_one_line() -> None:
     """A platform message is squashed to a single line of bounded length."""
-    message = http.error_message({"detail": "word\n" * 500})
+    message = http_errors.error_message({"detail": "word\n" * 500})
     assert message is not None
     assert "\n" not in message
-    assert len(message) <= http.MAX_MESSAGE
+    assert len(message) <= http_errors.MAX_MESSAGE
 
 
 @pytest.mark.parametrize(
@@ -118,13 +120,13 @@ def test_a_long_message_is_cut_to_one_line() -> None:
 )
 def test_retry_after_is_seconds_or_an_http_date(header: str | None, expected: float | None) -> None:
     """Retry-After gives seconds to wait, from a number or a date; garbage means not said."""
-    assert http.parse_retry_after(header, now=NOW) == expected
+    assert http_headers.parse_retry_after(header, now=NOW) == expected
 
 
 def test_rate_limited_carries_retry_after() -> None:
     """A 429's Retry-After ends up on the RateLimited error."""
     with pytest.raises(RateLimited) as caught:
-        http.raise_for_status(response(429, headers={"Retry-After": "9"}), provider="p")
+        http_errors.raise_for_status(response(429, headers={"Retry-After": "9"}), provider="p")
     assert caught.value.retry_after == 9.0
 
 
@@ -147,7 +149,7 @@ def test_content_disposition_gives_a_safe_base_name(
     header: str | None, expected: str | None
 ) -> None:
     """The announced file name is decoded and stripped of any directory part."""
-    assert http.content_disposition_filename(header) == expected
+    assert http_headers.content_disposition_filename(header) == expected
 
 
 def test_malformed_json_is_retryable() -> None:

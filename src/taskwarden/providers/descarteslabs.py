@@ -51,7 +51,7 @@ from taskwarden.errors import (
     RequestRejected,
 )
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors, http_headers
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.descarteslabs_auth import NAME, TokenSource
 
@@ -243,7 +243,7 @@ class DescartesLabsProvider:
         url = f"{self._storage}/data/get/{_key_path(ref.key[len(_DATA) :])}"
         async with AsyncExitStack() as stack:
             response = await self._stream(stack, url)
-            length = http.content_length(response)
+            length = http_headers.content_length(response)
             yield OutputStream(
                 http.iter_body(response, provider=NAME, expected=length),
                 response.headers.get("Content-Type") or ref.content_type,
@@ -302,7 +302,7 @@ def job_observation(job: Job, attributes: Mapping[str, Any]) -> Observation:
     errors = attributes.get("errors")
     message = None
     if errors:
-        said = http.error_message({"errors": errors}) or json.dumps(errors)
+        said = http_errors.error_message({"errors": errors}) or json.dumps(errors)
         count = len(errors) if isinstance(errors, list) else 1
         remote = Remote.FAILED
         message = f"{job.kind} job reported {count} error{'s' if count != 1 else ''}: {said}"

@@ -43,7 +43,7 @@ from taskwarden.errors import (
     UrlRefused,
 )
 from taskwarden.lifecycle import Observation
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors, http_headers
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.generic_auth import TokenCache
 from taskwarden.providers.generic_spec import (
@@ -265,8 +265,8 @@ class GenericHttpProvider:
                 status_code=exc.status_code,
             ) from exc
         try:
-            length = http.content_length(response)
-            disposition = http.content_disposition_filename(
+            length = http_headers.content_length(response)
+            disposition = http_headers.content_disposition_filename(
                 response.headers.get("Content-Disposition")
             )
             yield OutputStream(
@@ -287,7 +287,7 @@ class GenericHttpProvider:
             limit = http.call_policy(self._client).max_json_bytes
             await http.read_capped(response, provider=NAME, limit=limit)
         except httpx.HTTPError as exc:
-            raise http.transport_error(exc, provider=NAME, method=method, url=url) from exc
+            raise http_errors.transport_error(exc, provider=NAME, method=method, url=url) from exc
         finally:
             await response.aclose()
         return response
@@ -330,7 +330,9 @@ class GenericHttpProvider:
                     json=json_body,
                 )
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise http.transport_error(exc, provider=NAME, method=method, url=url) from exc
+                raise http_errors.transport_error(
+                    exc, provider=NAME, method=method, url=url
+                ) from exc
             response = await self._follow(job, request)
             if response.status_code == 401 and token is not None and refused is None:
                 await response.aclose()
@@ -338,7 +340,7 @@ class GenericHttpProvider:
                 continue
             if not response.is_success:
                 body = await _error_body(response)
-                http.raise_for_status(response, provider=NAME, what=_what(job), body=body)
+                http_errors.raise_for_status(response, provider=NAME, what=_what(job), body=body)
             return response
 
     async def _follow(self, job: Job, request: httpx.Request) -> httpx.Response:
@@ -348,7 +350,7 @@ class GenericHttpProvider:
             try:
                 response = await self._client.send(request, stream=True, follow_redirects=False)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise http.transport_error(
+                raise http_errors.transport_error(
                     exc, provider=NAME, method=request.method, url=request.url
                 ) from exc
             following = response.next_request

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from taskwarden.config_providers import GenericProfile
 from taskwarden.errors import OutputInvalid, ProviderUnavailable
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import http
+from taskwarden.providers import http_errors, http_headers
 from taskwarden.providers.jsonpath import MISSING, Path, compile_path, resolve
 from taskwarden.providers.urls import host_allowed
 
@@ -123,10 +123,10 @@ def message_at(document: Any, path: Path | None) -> str | None:
     if not value:  # absent, null, false, 0, "", [] and {} all mean "no error"
         return None
     if isinstance(value, str | list | dict):
-        said = http.error_message(value)
+        said = http_errors.error_message(value)
         if said:
             return said
-    return http.error_message(json.dumps(value, sort_keys=True, default=str))
+    return http_errors.error_message(json.dumps(value, sort_keys=True, default=str))
 
 
 def progress_fraction(value: Any, total: Any, maximum: float) -> float | None:
@@ -179,14 +179,14 @@ def output_links(spec: Spec, document: Any, base: str) -> list[Link]:
                 f"http profile {spec.name!r}: output {index} has a malformed URL ({exc})",
                 provider=NAME,
             ) from None
-        named = http.safe_filename(name) if isinstance(name, str) else None
+        named = http_headers.safe_filename(name) if isinstance(name, str) else None
         links.append(Link(absolute, named))
     return links
 
 
 def url_filename(url: str) -> str | None:
     """The last segment of a URL's path, decoded, when it makes a file name."""
-    return http.safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
+    return http_headers.safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

@@ -38,7 +38,7 @@ from taskwarden.config import Settings
 from taskwarden.config_providers import GeoboxSettings
 from taskwarden.errors import ProviderUnavailable, RemoteNotFound, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors, http_headers
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 
 NAME = "geobox"
@@ -180,7 +180,7 @@ class GeoboxProvider:
         if key == "file_uuid":
             info = _document(response)
             announced = info.get("name")
-            name = http.safe_filename(announced) if isinstance(announced, str) else None
+            name = http_headers.safe_filename(announced) if isinstance(announced, str) else None
             refs.append(
                 OutputRef(
                     name=name or asset,
@@ -212,12 +212,12 @@ class GeoboxProvider:
             headers={**self._headers, "Accept-Encoding": "identity"},
             params=self._params,
         ) as response:
-            length = http.content_length(response)
+            length = http_headers.content_length(response)
             yield OutputStream(
                 chunks=http.iter_body(response, provider=NAME, expected=length),
                 content_type=response.headers.get("Content-Type"),
                 length=length,
-                filename=http.content_disposition_filename(
+                filename=http_headers.content_disposition_filename(
                     response.headers.get("Content-Disposition")
                 ),
             )
@@ -247,9 +247,9 @@ def failure_message(result: Any) -> str | None:
         kind = detail.get("type")
         return f"{kind}: {msg}" if isinstance(kind, str) and kind else msg
     if detail:
-        return http.error_message({"detail": detail})
+        return http_errors.error_message({"detail": detail})
     if result.get("errors"):
-        return http.error_message({"errors": result["errors"]})
+        return http_errors.error_message({"errors": result["errors"]})
     return None
 
 

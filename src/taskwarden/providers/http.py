@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by every adapter: the client, and httpx → taskwarden error translation.
+"""HTTP plumbing shared by every adapter: the client, its requests and their in-call retries.
 
 Each worker process builds one :func:`build_client` and hands it to every provider, so the client
 has timeouts and pool limits but no ``base_url``. Adapters call :func:`request` (a whole JSON or
@@ -20,60 +20,36 @@ Bodies read whole (:func:`request`) are capped at ``TASKWARDEN_HTTP__MAX_JSON_BY
 bytes: an announced ``Content-Length`` over the cap fails before reading, an unannounced one
 stops reading at the cap. Either is :class:`ResponseTooLarge` (retryable; see errors.py).
 
-How failures are classified:
-
-    transport: connect error, timeout, reset, ReadError,
-               RemoteProtocolError (a short body), bad encoding  → ProviderUnavailable
-    408, 425, 5xx                                                → ProviderUnavailable
-                                                                   (``retry_after`` from the header)
-    429                                                          → RateLimited (``retry_after``)
-    401, 403                                                     → CredentialsRejected
-    404, 410                                                     → RemoteNotFound
-    400, 422 and any other 4xx                                   → RequestRejected
-    a 2xx body that is not JSON where JSON was expected          → ProviderUnavailable
-    a body read whole that is over the cap                       → ResponseTooLarge
-    a URL we could not send (bad scheme, bad header)             → RequestRejected
-
-Malformed JSON is *retryable* on purpose: in practice a garbled or cut-off body comes from a
-proxy, a restart or a dropped connection, and the next poll usually reads a good one. A platform
-that keeps answering garbage still ends in ``error`` once the retry policy runs out.
-
-Messages name the method and the path of the request, never its query string (where an API key
-may travel) nor any header. The httpx exception is kept as ``__cause__``.
+A failure is raised from the error tree (see errors.py), translated by
+:mod:`~taskwarden.providers.http_errors` (the classification table is there); what response
+headers say is read by :mod:`~taskwarden.providers.http_headers`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 
 from taskwarden import __version__, logs
 from taskwarden.config import HttpSettings
 from taskwarden.errors import (
-    CredentialsRejected,
     ProviderUnavailable,
     RateLimited,
-    RemoteNotFound,
-    RequestRejected,
     ResponseTooLarge,
     RetryableError,
     TaskwardenError,
 )
+from taskwarden.providers.http_errors import describe_request, raise_for_status, transport_error
+from taskwarden.providers.http_headers import content_length
 from taskwarden.providers.transport import ShardedTransport
 
-MAX_MESSAGE = 300  # platform messages are quoted into watch histories; keep them a line long
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any error document; a huge one is not worth reading
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # puts an error-tree exception in a platform's own words, given the error response's body
@@ -255,7 +231,7 @@ async def read_capped(response: httpx.Response, *, provider: str, limit: int) ->
     announced ``Content-Length`` is :class:`ProviderUnavailable`. Afterwards ``response.content``
     is the body, as after ``aread()``. httpx errors are left to the caller to translate.
     """
-    where = _where(response.request.method, response.request.url)
+    where = describe_request(response.request.method, response.request.url)
     announced = content_length(response)
     if announced is not None and announced > limit:
         raise _too_large(where, f"announces {announced} bytes", limit, provider, response)
@@ -294,7 +270,7 @@ def _log_retry(
     log.debug(
         "http.retry",
         provider=provider,
-        request=_where(method, url),
+        request=describe_request(method, url),
         attempt=attempt,
         pause_s=round(pause, 3),
         error=str(exc),
@@ -306,7 +282,7 @@ def json_body(response: httpx.Response, *, provider: str) -> Any:
     try:
         return json.loads(response.content)
     except (ValueError, UnicodeDecodeError) as exc:
-        where = _where(response.request.method, response.request.url)
+        where = describe_request(response.request.method, response.request.url)
         raise ProviderUnavailable(
             f"{where}: malformed JSON in a {response.status_code} response ({exc})",
             provider=provider,
@@ -395,203 +371,10 @@ async def iter_body(
             exc, provider=provider, method=request_.method, url=request_.url
         ) from exc
     if expected is not None and received != expected:
-        where = _where(response.request.method, response.request.url)
+        where = describe_request(response.request.method, response.request.url)
         raise ProviderUnavailable(
             f"{where}: body has {received} bytes, {expected} were announced", provider=provider
         )
-
-
-def raise_for_status(
-    response: httpx.Response,
-    *,
-    provider: str,
-    what: str | None = None,
-    body: bytes | None = None,
-) -> None:
-    """Raise the error-tree exception for a non-2xx response.
-
-    The platform's message is taken from ``body``, or from the response when it has been read.
-    """
-    if response.is_success:
-        return
-    code = response.status_code
-    where = _where(response.request.method, response.request.url)
-    said = platform_message(response.content if body is None else body)
-    reason = f"{code} {response.reason_phrase}".strip()
-    tail = f": {said}" if said else ""
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if code == 429:
-        raise RateLimited(
-            f"{where}: rate limited ({reason}){tail}",
-            provider=provider,
-            status_code=code,
-            retry_after=retry_after,
-        )
-    if code >= 500 or code in (408, 425):
-        raise ProviderUnavailable(
-            f"{where}: {reason}{tail}", provider=provider, status_code=code, retry_after=retry_after
-        )
-    if code in (401, 403):
-        raise CredentialsRejected(
-            f"{where}: credentials rejected ({reason}){tail}", provider=provider, status_code=code
-        )
-    if code in (404, 410):
-        subject = what or "resource"
-        raise RemoteNotFound(
-            f"{subject} not found ({where}){tail}", provider=provider, status_code=code
-        )
-    if 300 <= code < 400:  # a redirect we could not follow (no Location, or too many)
-        raise ProviderUnavailable(f"{where}: {reason}{tail}", provider=provider, status_code=code)
-    raise RequestRejected(f"{where}: {reason}{tail}", provider=provider, status_code=code)
-
-
-def transport_error(
-    exc: httpx.HTTPError | httpx.InvalidURL, *, provider: str, method: str, url: str | httpx.URL
-) -> TaskwardenError:
-    """The error-tree exception for an httpx transport failure (the caller raises it ``from``)."""
-    where = _where(method, url)
-    kind = type(exc).__name__
-    detail = str(exc) or kind
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.InvalidURL):
-        return RequestRejected(
-            f"{where}: cannot send request ({kind}: {detail})", provider=provider
-        )
-    return ProviderUnavailable(f"{where}: {kind}: {detail}"[:MAX_MESSAGE], provider=provider)
-
-
-def platform_message(body: bytes) -> str | None:
-    """The platform's own words from an error body, or None when it said nothing readable."""
-    text = body.decode("utf-8", errors="replace")
-    if not text.strip():
-        return None
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return _squash(text) or None
-    return error_message(body)
-
-
-def error_message(body: Any) -> str | None:
-    """Pull a human message out of an error document, in the shapes the platforms use.
-
-    ``{"detail": "..."}``, ``{"detail": {"msg", "type"}}``, ``{"detail": [{"msg", "loc"}]}``
-    (FastAPI; Geobox), ``{"errors": [{"title", "detail"}]}`` (JSON:API), ``{"error": ...}``,
-    ``{"message": ...}``.
-    """
-    if isinstance(body, str):
-        return _squash(body) or None
-    if isinstance(body, list):
-        parts = [part for part in (error_message(item) for item in body) if part]
-        return _squash("; ".join(parts)) or None
-    if not isinstance(body, Mapping):
-        return None
-    for key in ("detail", "errors", "error", "message"):
-        if body.get(key):
-            return _describe(body[key])
-    if "msg" in body:
-        return _describe(body)
-    return None
-
-
-def _describe(value: Any) -> str | None:
-    if isinstance(value, str):
-        return _squash(value) or None
-    if isinstance(value, list):
-        parts = [part for part in (_describe(item) for item in value) if part]
-        return _squash("; ".join(parts)) or None
-    if isinstance(value, Mapping):
-        msg = value.get("msg") or value.get("message") or value.get("detail")
-        msg = msg or value.get("title")
-        if msg is None:
-            return _squash(json.dumps(value, sort_keys=True, default=str))
-        text = _describe(msg) or ""
-        loc = value.get("loc")
-        if isinstance(loc, list | tuple) and loc:
-            text = f"{text} ({'.'.join(str(part) for part in loc)})"
-        kind = value.get("type")
-        if isinstance(kind, str) and kind and not isinstance(loc, list | tuple):
-            text = f"{kind}: {text}"
-        return _squash(text) or None
-    return _squash(str(value)) or None
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    A date in the past means "now" (0); anything unreadable means "not said" (None).
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-_FILENAME_STAR = re.compile(r"filename\*\s*=\s*([^;]+)", re.IGNORECASE)
-_FILENAME = re.compile(r'filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]+)', re.IGNORECASE)
-
-
-def content_disposition_filename(header: str | None) -> str | None:
-    """The file name a ``Content-Disposition`` header announces, reduced to a safe base name.
-
-    RFC 6266 ``filename*`` (RFC 5987 encoded) wins over ``filename``. Directory parts are
-    dropped; a name that is empty, ``.``/``..`` or has control characters gives None.
-    """
-    if not header:
-        return None
-    name: str | None = None
-    star = _FILENAME_STAR.search(header)
-    if star:
-        raw = star.group(1).strip().strip('"')
-        charset, _, rest = raw.partition("'")
-        _, _, encoded = rest.partition("'")
-        try:
-            name = unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeDecodeError):
-            name = None
-    if name is None:
-        plain = _FILENAME.search(header)
-        if plain:
-            name = plain.group(1).strip()
-            if name.startswith('"') and name.endswith('"') and len(name) >= 2:
-                # only \" and \\ are escapes; other backslashes are a Windows path's
-                name = re.sub(r'\\(["\\])', r"\1", name[1:-1])
-    return None if name is None else safe_filename(name)
-
-
-def safe_filename(name: str) -> str | None:
-    """``name`` reduced to its last path segment, or None when nothing usable is left
-    (empty, ``.``/``..``, over 255 characters, or with control characters)."""
-    name = re.split(r"[/\\]", name)[-1].strip()
-    if name in ("", ".", "..") or len(name) > 255:
-        return None
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        return None
-    return name
-
-
-def content_length(response: httpx.Response) -> int | None:
-    """The announced body length, when it is a sane number and describes the decoded body."""
-    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
-        return None  # the header counts compressed bytes; we hand out decoded ones
-    raw = response.headers.get("Content-Length")
-    if raw is None or not raw.strip().isdigit():
-        return None
-    return int(raw)
 
 
 async def _read_error_body(response: httpx.Response) -> bytes:
@@ -604,17 +387,3 @@ async def _read_error_body(response: httpx.Response) -> bytes:
         if size >= ERROR_BODY_LIMIT:
             break
     return b"".join(chunks)[:ERROR_BODY_LIMIT]
-
-
-def _where(method: str, url: str | httpx.URL) -> str:
-    try:
-        parsed = httpx.URL(url) if isinstance(url, str) else url
-    except httpx.InvalidURL:
-        return f"{method} <invalid URL>"
-    # netloc and path only: user info and the query string may carry credentials
-    return f"{method} {parsed.scheme}://{parsed.netloc.decode('ascii')}{parsed.path}"
-
-
-def _squash(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"

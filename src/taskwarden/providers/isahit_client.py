@@ -8,7 +8,7 @@ with 401 (a token the server dropped early), and one process logs in once howeve
 wait on it.
 
 Errors are NestJS bodies, ``{"statusCode", "message", "error"}``, with a numeric ``errorCode``
-on a 400. They are classified by :func:`taskwarden.providers.http.raise_for_status`; only the
+on a 400. They are classified by :func:`taskwarden.providers.http_errors.raise_for_status`; only the
 words are isahit's: the ``message`` (which the shared helper would skip for ``error``, a bare
 reason phrase) and the ``errorCode``.
 """
@@ -29,7 +29,7 @@ from taskwarden.errors import (
     RetryableError,
     TaskwardenError,
 )
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors
 
 NAME = "isahit"
 LOGIN_PATH = "api/user-manager/auth/login"
@@ -151,7 +151,7 @@ async def send(
 def reworded(exc: TaskwardenError, body: bytes) -> TaskwardenError:
     """``exc`` with the platform's message in isahit's words, when they say more."""
     mine = nest_message(body)
-    theirs = http.platform_message(body)
+    theirs = http_errors.platform_message(body)
     if not mine or mine == theirs:
         return exc
     text = exc.message
@@ -179,4 +179,4 @@ def nest_message(body: bytes) -> str | None:
     if code is not None and not isinstance(code, dict | list):
         words = f"{words} (errorCode {code})" if words else f"errorCode {code}"
     words = " ".join(words.split())
-    return words[: http.MAX_MESSAGE] or None
+    return words[: http_errors.MAX_MESSAGE] or None

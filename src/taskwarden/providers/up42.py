@@ -43,7 +43,7 @@ from taskwarden.config import Settings
 from taskwarden.config_providers import Up42Settings
 from taskwarden.errors import RemoteNotFound, RequestRejected, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.up42_api import NAME, Up42Api
 from taskwarden.providers.up42_outputs import Outputs
@@ -286,14 +286,14 @@ class Up42Provider:
 def v2_errors(errors: Any) -> str | None:
     """``results.errors`` (``[{"name", "message"}]``) as ``name: message; ...``."""
     if not isinstance(errors, list):
-        return http.error_message(errors)
+        return http_errors.error_message(errors)
     parts = []
     for error in errors:
         if isinstance(error, dict) and error.get("message"):
             name = error.get("name")
             parts.append(f"{name}: {error['message']}" if name else str(error["message"]))
         elif error:
-            parts.append(http.error_message(error) or str(error))
+            parts.append(http_errors.error_message(error) or str(error))
     return _cap("; ".join(parts), MAX_MESSAGE) if parts else None
 
 

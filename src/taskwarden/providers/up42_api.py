@@ -31,7 +31,7 @@ from taskwarden.errors import (
     RequestRejected,
     TaskwardenError,
 )
-from taskwarden.providers import http
+from taskwarden.providers import http, http_errors
 
 NAME = "up42"
 MARGIN = 30.0  # seconds before expiry a token is replaced (the SDK's expiry_offset)
@@ -154,7 +154,7 @@ class Up42Api:
                 url, data=form, auth=auth or httpx.USE_CLIENT_DEFAULT
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise http.transport_error(exc, provider=NAME, method="POST", url=url) from exc
+            raise http_errors.transport_error(exc, provider=NAME, method="POST", url=url) from exc
         if response.status_code in (400, 401, 403):
             # OAuth answers a bad password or key with 400/401 {"error", "error_description"}
             raise CredentialsRejected(
@@ -162,7 +162,7 @@ class Up42Api:
                 provider=NAME,
                 status_code=response.status_code,
             )
-        http.raise_for_status(response, provider=NAME, what="UP42 token endpoint")
+        http_errors.raise_for_status(response, provider=NAME, what="UP42 token endpoint")
         body = http.json_body(response, provider=NAME)
         return _token_from(body, settings.token_lifetime)
 
@@ -185,10 +185,10 @@ def _oauth_error(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return http.platform_message(response.content) or "no reason given"
+        return http_errors.platform_message(response.content) or "no reason given"
     if isinstance(body, dict) and body.get("error_description"):
         return f"{body.get('error')}: {body['error_description']}"
-    return http.error_message(body) or "no reason given"
+    return http_errors.error_message(body) or "no reason given"
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -209,7 +209,7 @@ def v1_data(response: httpx.Response) -> Any:
 
 def envelope_error(error: Any, where: str) -> TaskwardenError:
     """The error-tree exception for the ``error`` of a v1 envelope answered with a 2xx."""
-    said = http.error_message({"error": error}) or "error"
+    said = http_errors.error_message({"error": error}) or "error"
     code = str(error.get("code", "")).upper() if isinstance(error, dict) else ""
     message = f"{where}: UP42 said {said}"
     if "NOT_FOUND" in code or code == "404":

@@ -40,7 +40,7 @@ from taskwarden.errors import (
     RequestRejected,
     StorageUnavailable,
 )
-from taskwarden.providers import http
+from taskwarden.providers import http, http_headers
 from taskwarden.providers.base import OutputRef, OutputStream
 from taskwarden.providers.up42_api import NAME, Up42Api, v1_data
 from taskwarden.providers.up42_results import (
@@ -137,7 +137,7 @@ class Outputs:
         url = ref.key.partition(":")[2]
         authenticated = ref.key.startswith(_GET)
         async with self._api.stream(url, what=ref.name, authenticated=authenticated) as response:
-            length = http.content_length(response)
+            length = http_headers.content_length(response)
             yield OutputStream(
                 http.iter_body(response, provider=NAME, expected=length),
                 response.headers.get("Content-Type", ref.content_type),
@@ -240,7 +240,7 @@ class Outputs:
                     )
                 except (RequestRejected, CredentialsRejected, RemoteNotFound) as exc:
                     raise _UrlRefused(str(exc)) from exc
-                length = http.content_length(response)
+                length = http_headers.content_length(response)
                 if length is not None and length > limit:
                     raise OutputInvalid(f"{what}: {length} bytes is over the limit of {limit}")
                 free = self._dir.free_bytes()
