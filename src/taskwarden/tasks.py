@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery, signals
 
-from taskwarden import keys, logs, registration, webhooks, worker_heartbeat
+from taskwarden import keys, logs, registration, webhooks_pump, worker_heartbeat
 from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration
 from taskwarden.scheduler import dispatch
@@ -144,7 +144,7 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
             max_queued_batches=settings.max_queued_batches,
         )
         try:
-            webhooks.pump(rt.store.redis, settings, now, send_webhooks)
+            webhooks_pump.pump(rt.store.redis, settings, now, send_webhooks)
         except redis.RedisError:  # the polls went out; the next tick picks the webhooks up
             log.exception("webhooks.pump_failed")
         return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}
