@@ -18,8 +18,9 @@ what to do next asks one question: is it retryable?
         ├── OutputInvalid           an output is malformed, too large, or not what was announced
         └── UrlRefused              a URL the platform handed over is not allowed (providers/urls)
 
-httpx exceptions are translated inside the provider layer (``providers/http.py``); nothing above
-it sees an httpx type. The original exception is kept as ``__cause__``.
+httpx exceptions are translated inside the provider layer (``providers/http.py`` with
+``providers/http_errors.py``); nothing above it sees an httpx type. The original exception is
+kept as ``__cause__``.
 """
 
 from __future__ import annotations
