@@ -164,6 +164,12 @@ def publish(conn: Connection, body: dict[str, object]) -> None:
                                   declare=[queue])  # fmt: skip
 
 
+def publish_apart(conn: Connection, body: dict[str, object]) -> None:
+    """Publish on a connection of its own (from another thread)."""
+    with conn.clone() as other:
+        publish(other, body)
+
+
 def test_a_consumer_sees_its_message_already_recorded_as_unacked(
     connection: Connection, client: redis.Redis
 ) -> None:
@@ -176,12 +182,13 @@ def test_a_consumer_sees_its_message_already_recorded_as_unacked(
         seen.append((body, client.hexists("unacked", tag)))
         message.ack()  # type: ignore[attr-defined]
 
-    channel = connection.channel()
-    with Consumer(channel, [queue], callbacks=[on_message]):
-        threading.Timer(0.5, publish, args=(connection.clone(), {"n": 1})).start()
+    with connection.channel() as channel, Consumer(channel, [queue], callbacks=[on_message]):
+        sender = threading.Timer(0.5, publish_apart, args=(connection, {"n": 1}))
+        sender.start()
         started = time.monotonic()
         connection.drain_events(timeout=5)
         waited = time.monotonic() - started
+        sender.join()
     assert seen == [({"n": 1}, True)]
     assert waited < 2.0  # woken by the idle wait on its queue, not a long poll
     assert (client.hlen("unacked"), client.zcard("unacked_index")) == (0, 0)
@@ -189,23 +196,24 @@ def test_a_consumer_sees_its_message_already_recorded_as_unacked(
 
 def test_basic_get_records_atomically_too(connection: Connection, client: redis.Redis) -> None:
     publish(connection, {"n": 2})
-    channel = connection.channel()
-    message = channel.basic_get("plain")
-    assert message is not None and message.payload == {"n": 2}
-    assert client.hexists("unacked", message.delivery_tag)
-    channel.basic_ack(message.delivery_tag)
-    assert client.hlen("unacked") == 0
-    assert channel.basic_get("plain") is None
+    with connection.channel() as channel:
+        message = channel.basic_get("plain")
+        assert message is not None and message.payload == {"n": 2}
+        assert client.hexists("unacked", message.delivery_tag)
+        channel.basic_ack(message.delivery_tag)
+        assert client.hlen("unacked") == 0
+        assert channel.basic_get("plain") is None
 
 
 def test_a_rejected_message_goes_back_to_its_queue(
     connection: Connection, client: redis.Redis
 ) -> None:
     publish(connection, {"n": 3})
-    channel = connection.channel()
-    message = channel.basic_get("plain")
-    assert message is not None
-    message.reject(requeue=True)
-    assert (client.llen("plain"), client.hlen("unacked")) == (1, 0)
-    again = channel.basic_get("plain")
-    assert again is not None and again.payload == {"n": 3}
+    with connection.channel() as channel:
+        message = channel.basic_get("plain")
+        assert message is not None
+        message.reject(requeue=True)
+        assert (client.llen("plain"), client.hlen("unacked")) == (1, 0)
+        again = channel.basic_get("plain")
+        assert again is not None and again.payload == {"n": 3}
+        again.ack()
