@@ -17,7 +17,9 @@ the last, so process start-up is not charged to polling.
 
 ``--latency S`` makes the simulator wait S seconds before every status answer, as a remote
 platform would; ``--compare-pools`` runs the warden a second time with one plain httpx pool
-(``TASKWARDEN_HTTP__CONNECTIONS_PER_POOL=100``) beside the default of many small pools.
+(``TASKWARDEN_HTTP__CONNECTIONS_PER_POOL=100``) beside the default of many small pools;
+``--compare-transport`` runs it again on Celery's stock Redis transport
+(``TASKWARDEN_ATOMIC_FETCH=false``) beside taskwarden's atomic fetch.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def ceiling(geobox: str, ids: list[str], processes: int, latency: float) -> tupl
 
 
 def warden(
-    geobox: str, ids: list[str], workers: int, tmp: Path, per_pool: int
+    geobox: str, ids: list[str], workers: int, tmp: Path, per_pool: int, atomic_fetch: bool = True
 ) -> tuple[float, float]:
     """Register every watch due now, start the service, time first to last committed check."""
     with RedisServer(tmp / "redis", persist=False) as server:
@@ -133,6 +135,7 @@ def warden(
             "TASKWARDEN_LOG_FORMAT": "json",
             "TASKWARDEN_HTTP__MAX_CONNECTIONS": "100",
             "TASKWARDEN_HTTP__CONNECTIONS_PER_POOL": str(per_pool),
+            "TASKWARDEN_ATOMIC_FETCH": str(atomic_fetch).lower(),
         }
         with Service(env, poll_concurrency=workers, log_dir=tmp / "logs"):
             first_seen = first_count = None
@@ -161,6 +164,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="poll processes")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per status answer")
     parser.add_argument("--compare-pools", action="store_true", help="also run one httpx pool")
+    parser.add_argument(
+        "--compare-transport",
+        action="store_true",
+        help="also run on Celery's stock Redis transport (TASKWARDEN_ATOMIC_FETCH=false)",
+    )
     args = parser.parse_args()
 
     port = free_port()
@@ -175,12 +183,14 @@ def main() -> None:
             httpx.post(f"{base}/_control/faults", json=fault, timeout=10).raise_for_status()
         one_before = ceiling(geobox, ids, 1, args.latency)
         many_before = ceiling(geobox, ids, args.workers, args.latency)
-        pools = {"many small pools (default)": 2}
+        variants = {"many small pools (default)": (2, True)}
         if args.compare_pools:
-            pools["one httpx pool"] = 100
-        for label, per_pool in pools.items():
+            variants["one httpx pool"] = (100, True)
+        if args.compare_transport:
+            variants["stock Redis transport"] = (2, False)
+        for label, (per_pool, atomic) in variants.items():
             with tempfile.TemporaryDirectory(prefix="taskwarden-bench-") as tmp:
-                runs[label] = warden(geobox, ids, args.workers, Path(tmp), per_pool)
+                runs[label] = warden(geobox, ids, args.workers, Path(tmp), per_pool, atomic)
         one_after = ceiling(geobox, ids, 1, args.latency)
         many_after = ceiling(geobox, ids, args.workers, args.latency)
     finally:

@@ -217,3 +217,20 @@ def test_a_rejected_message_goes_back_to_its_queue(
         again = channel.basic_get("plain")
         assert again is not None and again.payload == {"n": 3}
         again.ack()
+
+
+@pytest.mark.parametrize(("atomic", "expected"), [(True, Transport), (False, None)])
+def test_the_atomic_fetch_is_the_default_and_can_be_turned_off(
+    redis_url: str, atomic: bool, expected: type | None
+) -> None:
+    """TASKWARDEN_ATOMIC_FETCH=false falls back to Celery's stock Redis transport (for a
+    Redis-compatible server without Lua or BLMOVE)."""
+    from kombu.transport.redis import Transport as StockTransport
+
+    from taskwarden.config import Settings
+    from taskwarden.tasks import create_app
+
+    app = create_app(Settings(atomic_fetch=atomic), redis_url)
+    with app.connection_for_read() as conn:
+        used = type(conn.transport)
+    assert used is (expected or StockTransport)

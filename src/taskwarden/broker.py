@@ -96,6 +96,7 @@ class Channel(kombu_redis.Channel):
     fetched_tag: str | None = None
     _idle = False  # the last fetch found every queue empty
     _waiting = False  # the command in flight is the idle wait, not a fetch
+    _hot: str | None = None  # the queue key the last message came from: the idle wait's key
 
     def _fetch_args(self, keys: list[str]) -> list[Any]:
         return ["EVAL", FETCH, 2 + len(keys), self.unacked_key, self.unacked_index_key, *keys,
@@ -108,7 +109,10 @@ class Channel(kombu_redis.Channel):
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         self._waiting = self._idle
         if self._waiting:
-            args: list[Any] = ["BLMOVE", keys[0], keys[0], "RIGHT", "RIGHT", self.idle_wait]
+            # the queue that fed us last is the likeliest to feed us next (kombu's cycle has
+            # just moved it to the back, so keys[0] would be the least likely)
+            key = self._hot if self._hot in keys else keys[0]
+            args: list[Any] = ["BLMOVE", key, key, "RIGHT", "RIGHT", self.idle_wait]
         else:
             args = self._fetch_args(keys)
         self._in_poll = self.client.connection
@@ -131,7 +135,8 @@ class Channel(kombu_redis.Channel):
                 raise virtual.Empty()
             self._idle = False
             key, item, recorded = reply
-            queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
+            self._hot = bytes_to_str(key)
+            queue = self._hot.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
             payload = self._readable(item, queue, bool(recorded))
             if payload is None:

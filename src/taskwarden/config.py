@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     # seconds before the Redis broker redelivers a message its worker never acknowledged (the
     # worker died holding it); archive runs are guarded against the duplicates this makes
     visibility_timeout: int = Field(300, ge=60)
+    # take messages with taskwarden.broker's atomic fetch; false: Celery's stock Redis transport,
+    # which loses a message whose worker is killed as it takes it (for a Redis-compatible
+    # server without Lua or BLMOVE, or to compare)
+    atomic_fetch: bool = True
     max_output_bytes: int | None = Field(64 * 1024**3, ge=1)  # per output; None: no limit
     archive_chunk_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
 

@@ -58,7 +58,7 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, but a worker killed while fetching cannot lose the message
-        broker_transport="taskwarden.broker:Transport",
+        broker_transport="taskwarden.broker:Transport" if settings.atomic_fetch else None,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
