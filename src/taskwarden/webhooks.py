@@ -148,8 +148,7 @@ def refusal(settings: Settings, url: str) -> str | None:
     why = None if address is None else urls.non_public(address)
     if address is None or why is None:
         return None
-    shown = host if urls.literal(host) is not None else f"{host} ({address})"  # as Guard says
-    return f"{shown} is {why}; set {policy.setting}=true to allow it"
+    return urls.private_reason(policy, host, address, why)
 
 
 def _spelled_address(host: str) -> urls.IPAddress | None:

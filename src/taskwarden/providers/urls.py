@@ -238,14 +238,20 @@ class Guard:
         return [a for a in found if a is not None]
 
     def _private(self, host: str, address: IPAddress, why: str) -> str:
-        shown = host if literal(host) is not None else f"{host} ({address})"
-        return f"{shown} is {why}; set {self.policy.setting}=true to allow it"
+        return private_reason(self.policy, host, address, why)
 
     def _refused(self, url: httpx.URL, reason: str) -> UrlRefused:
         return UrlRefused(
             f"refused to fetch {_public(url)}, a URL the platform handed over: {reason}",
             provider=self.policy.provider,
         )
+
+
+def private_reason(policy: Policy, host: str, address: IPAddress, why: str) -> str:
+    """Why ``host`` (standing for ``address``, ``why`` says what kind) is refused, and the
+    setting that would allow it: the words of every private-address refusal."""
+    shown = host if literal(host) is not None else f"{host} ({address})"
+    return f"{shown} is {why}; set {policy.setting}=true to allow it"
 
 
 def _public(url: httpx.URL | str) -> str:
