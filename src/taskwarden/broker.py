@@ -191,18 +191,11 @@ class Channel(kombu_redis.Channel):
         return payload
 
     def _deliver_fetched(self, payload: dict[str, Any], queue: str, recorded: bool) -> None:
-        tag = _tag(payload) if recorded else None
-        self.fetched_tag = tag
+        # kombu builds the message (which _readable has shown it can) and hands it to the QoS
+        # before the consumer sees it; QoS.append clears the tag
+        self.fetched_tag = _tag(payload) if recorded else None
         try:
             self.connection._deliver(payload, queue)
-        except Exception:
-            # the delivery failed before the QoS took the message (_readable has already
-            # turned away what kombu cannot build), so nothing would ever ack it: drop the
-            # record, as stock kombu would have dropped the message, rather than restore it
-            # forever.
-            if tag is not None and tag not in self.qos._delivered:
-                self.qos._remove_from_indices(tag).execute()
-            raise
         finally:
             self.fetched_tag = None
 
