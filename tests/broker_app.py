@@ -25,6 +25,9 @@ app.conf.update(
         # sweep for messages past their visibility timeout every second, not every 100 s
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
+        # a worker killed while it sweeps leaves the sweep's lock behind until this expires
+        # (kombu's default: 300 s, longer than any test waits)
+        "unacked_mutex_expire": 5,
     },
 )
 if os.environ.get("BROKER_TEST_TRANSPORT", "taskwarden") == "taskwarden":
