@@ -65,7 +65,7 @@ def _settings() -> Settings:
 def _redis(settings: Settings, *, checked: bool = False) -> Iterator[str]:
     """The Redis URL to use; an embedded server started here is stopped on the way out.
 
-    ``checked``: refuse a Redis whose settings would lose watches (for the long-running commands).
+    ``checked``: run the start-up checks of the long-running commands (:func:`_start_checks`).
     """
     try:
         url, server = ensure_redis(settings.redis_url, settings.data_dir)
@@ -73,19 +73,25 @@ def _redis(settings: Settings, *, checked: bool = False) -> Iterator[str]:
         raise click.ClickException(str(exc)) from None
     try:
         if checked:
-            try:
-                for warning in check_redis(url):
-                    logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
-            except ConfigError as exc:
-                raise click.ClickException(str(exc)) from None
-            hook = settings.webhooks.url
-            if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
-                raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")
-            _upgrade(url)
+            _start_checks(settings, url)
         yield url
     finally:
         if server is not None:
             server.stop()
+
+
+def _start_checks(settings: Settings, url: str) -> None:
+    """Refuse a Redis whose settings would lose watches and a global webhook URL no watch could
+    use; then bring what an older taskwarden stored up to this version's layout."""
+    try:
+        for warning in check_redis(url):
+            logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    hook = settings.webhooks.url
+    if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
+        raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")
+    _upgrade(url)
 
 
 def _upgrade(url: str) -> None:
