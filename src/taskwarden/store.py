@@ -91,6 +91,7 @@ class Store(StoreOps):
         self._renew_run = client.register_script(scripts.RENEW_RUN)
         self._end_run = client.register_script(scripts.END_RUN)
         self._after = client.register_script(scripts.AFTER)
+        self._light = client.register_script(scripts.LIGHT_FILTER)
 
     @classmethod
     def from_url(cls, url: str, *, history_limit: int = 100) -> Store:
@@ -202,7 +203,7 @@ class Store(StoreOps):
         )  # fmt: skip
         if cursor:
             query = replace(query, after=decode_cursor(query, cursor))
-        watches, position = list_page(self.redis, query, self.get_many, self._after)
+        watches, position = list_page(self.redis, query, self.get_many, self._after, self._light)
         return watches, None if position is None else encode_cursor(query, position)
 
     def providers(self) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import redis
 
-from taskwarden import keys, store_scripts
+from taskwarden import keys
 from taskwarden.lifecycle import State
 from taskwarden.models import Watch
 
@@ -126,15 +126,19 @@ def list_page(
     query: Query,
     get_many: Callable[[Sequence[str]], list[Watch | None]],
     after_script: Callable[..., Any],
+    light_script: Callable[..., Any],
 ) -> tuple[list[Watch], Position | None]:
-    """One page of watches and the position to continue from (None at the end)."""
+    """One page of watches and the position to continue from (None at the end).
+
+    ``after_script`` and ``light_script`` are :data:`store_scripts.AFTER` and
+    :data:`store_scripts.LIGHT_FILTER`, registered once by the Store."""
     walk_index, filters = _plan(client, query)
     light = bool(query.q) or query.range_of(_other(query.key)) != (None, None)
     if walk_index is None:
         candidates = _in_memory(client, query, filters)
     else:
         candidates = _walk(client, query, walk_index, after_script)
-    script = client.register_script(store_scripts.LIGHT_FILTER) if light else None
+    script = light_script if light else None
     found: list[Watch] = []
     examined = 0
     last: Position | None = None
