@@ -31,11 +31,11 @@ from celery import Celery
 
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
+from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer
-from taskwarden.service import Service
 from taskwarden.simulator.geobox import GeoboxTask
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
 
 FATES = [  # (weight, script, expected final state)
     (5, {"outcome": "success_file"}, State.SUCCEEDED),

@@ -26,12 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from taskwarden import keys, store_queries
+from taskwarden import keys
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration
 from taskwarden.redis_server import RedisServer
-from taskwarden.store import Commit, Store
-from taskwarden.store_queries import Query
+from taskwarden.store import queries as store_queries
+from taskwarden.store.queries import Query
+from taskwarden.store.watches import Commit, Store
 
 NOW = 1_700_000_000.0
 

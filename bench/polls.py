@@ -38,9 +38,9 @@ from pathlib import Path
 import httpx
 
 from taskwarden.models import Registration
+from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer, free_port
-from taskwarden.service import Service
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
 
 TOKEN = "sim-token"
 FAR = 10**9  # far-future next check: each watch is checked exactly once in the run

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from taskwarden import Client
+from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer, free_port
-from taskwarden.service import Service
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
 
 TOKEN = "bench-token"
 

@@ -31,7 +31,7 @@ app.conf.update(
     },
 )
 if os.environ.get("BROKER_TEST_TRANSPORT", "taskwarden") == "taskwarden":
-    app.conf.broker_transport = "taskwarden.broker:Transport"
+    app.conf.broker_transport = "taskwarden.worker.broker:Transport"
 
 _client: redis.Redis | None = None
 

@@ -19,10 +19,10 @@ from moto.server import ThreadedMotoServer
 
 from taskwarden.lifecycle import State
 from taskwarden.models import Watch
+from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer
-from taskwarden.service import Service
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
 
 T = TypeVar("T")
 

@@ -26,13 +26,13 @@ from referencing.jsonschema import DRAFT202012
 
 from taskwarden import api_token, keys
 from taskwarden.api import create_app
-from taskwarden.config import Settings, load_settings
+from taskwarden.config.settings import Settings, load_settings
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, watch_id
+from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer
-from taskwarden.service import Service
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Commit, Store
+from taskwarden.store.watches import Commit, Store
 from tests.conftest import wait_for, warden_env
 
 TOKEN = "test-token-123"

@@ -33,10 +33,12 @@ from obstore.exceptions import BaseError
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 from pydantic import SecretStr
 
-from taskwarden import archive, archive_names, archive_store
-from taskwarden.archive import Manifest
-from taskwarden.archive_store import ArchiveStore
-from taskwarden.config import S3Settings, Settings
+from taskwarden.archive import manifest as archive
+from taskwarden.archive import names as archive_names
+from taskwarden.archive import storage as archive_store
+from taskwarden.archive.manifest import Manifest
+from taskwarden.archive.storage import ArchiveStore
+from taskwarden.config.settings import S3Settings, Settings
 from taskwarden.errors import (
     ConfigError,
     InvalidRegistration,
@@ -602,8 +604,9 @@ SETTLE_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from pydantic import SecretStr
-    from taskwarden import archive, archive_store
-    from taskwarden.config import S3Settings, Settings
+    from taskwarden.archive import manifest as archive
+    from taskwarden.archive import storage as archive_store
+    from taskwarden.config.settings import S3Settings, Settings
     from taskwarden.providers.base import OutputRef, Target
 
     class Platform:
@@ -650,8 +653,9 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import asyncio, hashlib, json, sys
     from contextlib import asynccontextmanager
-    from taskwarden import archive, archive_store
-    from taskwarden.config import Settings
+    from taskwarden.archive import manifest as archive
+    from taskwarden.archive import storage as archive_store
+    from taskwarden.config.settings import Settings
     from taskwarden.providers.base import OutputRef, OutputStream, Target
 
     SIZE, PIECE = 64 * 2**20, 64 * 1024

@@ -23,7 +23,7 @@ import redis
 from celery import Celery
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from taskwarden.broker import Transport
+from taskwarden.worker.broker import Transport
 
 from .conftest import wait_for
 
@@ -227,8 +227,8 @@ def test_the_atomic_fetch_is_the_default_and_can_be_turned_off(
     Redis-compatible server without Lua or BLMOVE)."""
     from kombu.transport.redis import Transport as StockTransport
 
-    from taskwarden.config import Settings
-    from taskwarden.tasks import create_app
+    from taskwarden.config.settings import Settings
+    from taskwarden.worker.app import create_app
 
     app = create_app(Settings(atomic_fetch=atomic), redis_url)
     with app.connection_for_read() as conn:

@@ -210,7 +210,7 @@ def test_a_long_running_command_backfills_what_an_older_version_stored(
     """`beat` (like `worker` and `run`) brings an older store up to date as it starts: a watch
     without its label index entry, as an older version wrote it, is then found by label."""
     from taskwarden.models import Registration
-    from taskwarden.store import Store
+    from taskwarden.store.watches import Store
 
     store = Store.from_url(redis_url)
     watch, _ = store.register(

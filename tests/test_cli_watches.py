@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from taskwarden.cli import ExitCode
-from taskwarden.cli_watches import parse_moment
+from taskwarden.cli.common import ExitCode, parse_moment
 from taskwarden.models import watch_id
 from taskwarden.simulator.server import SimulatorServer
 

@@ -20,7 +20,7 @@ from taskwarden import ApiError, Client, NotFound, Unauthorized, WaitTimeout, ap
 from taskwarden import client as client_module
 from taskwarden.api import create_app
 from taskwarden.client import ApiUnavailable, Conflict
-from taskwarden.config import load_settings
+from taskwarden.config.settings import load_settings
 from taskwarden.redis_server import free_port
 
 from .conftest import Warden, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskwarden.config import load_settings
+from taskwarden.config.settings import load_settings
 from taskwarden.errors import ConfigError
 
 

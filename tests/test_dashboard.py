@@ -33,7 +33,7 @@ from taskwarden import keys
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, watch_id
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Commit, Store
+from taskwarden.store.watches import Commit, Store
 
 from .conftest import Warden, running_warden, wait_for, warden_env
 

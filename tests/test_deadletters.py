@@ -12,20 +12,20 @@ import pytest
 from celery import Celery
 from kombu import Exchange, Queue
 
-from taskwarden import registration
-from taskwarden.config import Settings
-from taskwarden.config_providers import (
+from taskwarden.config.providers import (
     GenericHttpSettings,
     GenericProfile,
     IsahitSettings,
     ProvidersSettings,
 )
+from taskwarden.config.settings import Settings
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
+from taskwarden.service import registration
 from taskwarden.simulator.generic import profile as generic_profile
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
 
 from .conftest import Warden, running_warden, wait_for
 

@@ -15,7 +15,7 @@ import pytest
 
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
-from taskwarden.providers.descarteslabs import NOT_FINISHED
+from taskwarden.providers.descarteslabs.adapter import NOT_FINISHED
 from taskwarden.simulator.descarteslabs import DescartesLabsConfig
 from taskwarden.simulator.server import SimulatorServer
 

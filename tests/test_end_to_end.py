@@ -15,9 +15,9 @@ from celery import Celery
 
 from taskwarden.lifecycle import State
 from taskwarden.models import Registration, watch_id
-from taskwarden.service import Service
+from taskwarden.processes import Service
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
 
 from .conftest import Warden, running_warden, wait_for
 

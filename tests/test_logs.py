@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from taskwarden import logs
-from taskwarden.config import load_settings
+from taskwarden.config.settings import load_settings
 
 
 def test_secrets_are_redacted_from_every_logger(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
-from taskwarden.ratelimit import Limit, RateLimiter
 from taskwarden.simulator.server import SimulatorServer
+from taskwarden.store.ratelimit import Limit, RateLimiter
 
 from .conftest import running_warden, wait_for
 

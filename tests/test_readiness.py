@@ -15,10 +15,11 @@ import httpx
 import pytest
 from celery import Celery
 
-from taskwarden import keys, worker_heartbeat
+from taskwarden import keys
 from taskwarden.api import create_app
-from taskwarden.service import commands
-from taskwarden.store import Store
+from taskwarden.processes import commands
+from taskwarden.store.watches import Store
+from taskwarden.worker import heartbeat as worker_heartbeat
 from tests.conftest import wait_for
 from tests.test_api import serve, settings_for
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from taskwarden.config import RetryOverride, Settings, load_settings
+from taskwarden.config.settings import RetryOverride, Settings, load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
 from taskwarden.lifecycle import (
     INTERNAL_ERROR,
@@ -27,6 +27,7 @@ from taskwarden.lifecycle import (
     kind_lineage,
 )
 from taskwarden.models import Registration, watch_id
+from taskwarden.providers import check_settings
 from taskwarden.simulator.server import SimulatorServer
 from tests.conftest import running_warden, wait_for
 
@@ -240,7 +241,9 @@ def test_policy_resolution(
     [
         ({"TASKWARDEN_RETRY__NON_RETRYABLE": "Nope"}, "TASKWARDEN_RETRY__NON_RETRYABLE"),
         ({"TASKWARDEN_RETRY_POLICIES__GEOBX__MAXIMUM_ATTEMPTS": "3"},
-         "TASKWARDEN_RETRY_POLICIES"),
+         "TASKWARDEN_RETRY_POLICIES__GEOBX: unknown provider 'geobx'"),
+        ({"TASKWARDEN_RATE_LIMITS__GEOBX__RATE": "3"},
+         "TASKWARDEN_RATE_LIMITS__GEOBX: unknown provider 'geobx'"),
         ({"TASKWARDEN_RETRY_POLICIES__GEOBOX__BACKOFF": "3"}, "TASKWARDEN_RETRY_POLICIES__GEOBOX"),
         ({"TASKWARDEN_HTTP__RETRIES": "-1"}, "TASKWARDEN_HTTP__RETRIES"),
         ({"TASKWARDEN_HTTP__MAX_JSON_BYTES": "10"}, "TASKWARDEN_HTTP__MAX_JSON_BYTES"),
@@ -249,11 +252,12 @@ def test_policy_resolution(
 def test_bad_retry_settings_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str
 ) -> None:
-    """An unknown kind, provider or field is refused at start-up, naming the variable."""
+    """An unknown kind, provider or field is refused at start-up, naming the variable (provider
+    names by the start-up check every entry point runs, which knows the installed providers)."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=variable):
-        load_settings()
+        check_settings(load_settings())
 
 
 @pytest.mark.parametrize(

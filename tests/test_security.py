@@ -13,18 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import (
+from taskwarden.config.providers import (
     GenericHttpSettings,
     GenericProfile,
     ProvidersSettings,
     Up42Settings,
 )
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import UrlRefused
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
-from taskwarden.providers.http import build_client
-from taskwarden.providers.urls import Guard, Policy, host_allowed, non_public, policy_for
+from taskwarden.net.client import build_client
+from taskwarden.net.urls import Guard, Policy, host_allowed, non_public, policy_for
 from taskwarden.simulator.generic import profile as generic_profile
 from taskwarden.simulator.server import SimulatorServer
 

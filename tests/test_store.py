@@ -7,8 +7,8 @@ import threading
 from taskwarden import keys
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, watch_id
-from taskwarden.store import Claim, Commit, Store
-from taskwarden.store_ops import SCHEMA_VERSION, Backfill
+from taskwarden.store.ops import SCHEMA_VERSION, Backfill
+from taskwarden.store.watches import Claim, Commit, Store
 
 NOW = 1_700_000_000.0
 

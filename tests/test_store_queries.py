@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from taskwarden import store_queries, store_scripts
 from taskwarden.lifecycle import Decision, State
 from taskwarden.models import Registration, Watch
-from taskwarden.store import Commit, NotRearmable, Store
-from taskwarden.store_queries import BadQuery
+from taskwarden.store import queries as store_queries
+from taskwarden.store import scripts as store_scripts
+from taskwarden.store.queries import BadQuery
+from taskwarden.store.watches import Commit, NotRearmable, Store
 
 NOW = 1_700_000_000.0
 

@@ -19,14 +19,17 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskwarden import keys, metrics, registration, webhooks, webhooks_pump
+from taskwarden import keys, metrics
 from taskwarden.api import create_app
-from taskwarden.config import load_settings
+from taskwarden.config.settings import load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
 from taskwarden.lifecycle import State
 from taskwarden.models import Registration, Watch, watch_id
+from taskwarden.service import registration
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store.watches import Store
+from taskwarden.webhooks import outbox as webhooks_pump
+from taskwarden.webhooks import sender as webhooks
 
 from .conftest import Warden, running_warden, wait_for
 from .test_api import AUTH, TOKEN, serve

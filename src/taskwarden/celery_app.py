@@ -15,7 +15,8 @@ from celery import Celery
 
 from taskwarden.config import Settings, load_settings
 from taskwarden.errors import ConfigError
-from taskwarden.tasks import create_app
+from taskwarden.providers import check_settings
+from taskwarden.worker import create_app
 
 
 def broker_url(settings: Settings) -> str:
@@ -33,6 +34,7 @@ def broker_url(settings: Settings) -> str:
 def build() -> Celery:
     """The app for this machine's settings and the broker a running warden uses."""
     settings = load_settings()
+    check_settings(settings)
     return create_app(settings, broker_url(settings))
 
 

@@ -26,8 +26,8 @@ from rich.table import Table
 from taskwarden.config import load_settings
 from taskwarden.lifecycle import State
 from taskwarden.models import Watch, watch_id
+from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer
-from taskwarden.service import Service
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store import Store
 

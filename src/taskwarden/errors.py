@@ -16,10 +16,10 @@ what to do next asks one question: is it retryable?
         ├── RemoteNotFound          the platform says the task does not exist
         ├── RequestRejected         400/422: the platform refused what we sent
         ├── OutputInvalid           an output is malformed, too large, or not what was announced
-        └── UrlRefused              a URL the platform handed over is not allowed (providers/urls)
+        └── UrlRefused              a URL the platform handed over is not allowed (net/urls.py)
 
-httpx exceptions are translated inside the provider layer (``providers/http.py`` with
-``providers/http_errors.py``); nothing above it sees an httpx type. The original exception is
+httpx exceptions are translated inside the HTTP kit (``net/client.py`` with
+``net/errors.py``); nothing above it sees an httpx type. The original exception is
 kept as ``__cause__``.
 """
 

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from taskwarden.config import RetryOverride
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State, WatchView
-from taskwarden.providers.base import validate_remote_id
 
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_LABELS = 32
@@ -25,6 +24,17 @@ def watch_id(provider: str, remote_id: str) -> str:
     """The id of the one watch for a (provider, remote id): registration is idempotent by it."""
     digest = hashlib.sha256(f"{provider}\x00{remote_id}".encode()).hexdigest()
     return "w" + digest[:16]
+
+
+def validate_remote_id(remote_id: str) -> str | None:
+    """Return why ``remote_id`` is unacceptable, or None. Ids become archive path segments."""
+    if not remote_id or len(remote_id) > 256:
+        return "remote_id must be 1 to 256 characters"
+    if remote_id in (".", "..") or "/" in remote_id or "\\" in remote_id:
+        return "remote_id must not contain '/' or '\\' or be '.' or '..'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in remote_id):
+        return "remote_id must not contain control characters"
+    return None
 
 
 class Registration(BaseModel):
@@ -39,7 +49,7 @@ class Registration(BaseModel):
     timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
     archive: bool = True
     abort_on_timeout: bool = False  # past the timeout, also abort the remote task
-    webhook: str | None = Field(None, max_length=2048)  # called on the final state (webhooks.py)
+    webhook: str | None = Field(None, max_length=2048)  # called on the final state
     retry: RetryOverride | None = None  # this watch's retry policy, over its provider's
 
     @field_validator("remote_id")
@@ -139,7 +149,7 @@ class Watch:
     manifest: str | None = None  # key of manifest.json once archived
     outputs: list[dict[str, Any]] = field(default_factory=list)
     webhook: str | None = None  # this watch's own webhook URL
-    webhook_status: str | None = None  # delivered, retrying or failed (see webhooks.py)
+    webhook_status: str | None = None  # delivered, retrying or failed (see taskwarden.webhooks)
     webhook_error: str | None = None  # why the last delivery attempt failed
     webhook_attempts: int = 0
     retry: dict[str, Any] | None = None  # the registration's retry overrides (RetryOverride)

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import DescartesLabsSettings, ProvidersSettings
+from taskwarden.config.providers import DescartesLabsSettings, ProvidersSettings
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,
@@ -21,10 +21,10 @@ from taskwarden.errors import (
     RequestRejected,
 )
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import descarteslabs as dl
+from taskwarden.net.client import build_client
 from taskwarden.providers.base import OutputRef, Target
-from taskwarden.providers.descarteslabs_auth import TokenSource, jwt_claims, refresh_at
-from taskwarden.providers.http import build_client
+from taskwarden.providers.descarteslabs import adapter as dl
+from taskwarden.providers.descarteslabs.auth import TokenSource, jwt_claims, refresh_at
 from taskwarden.simulator.app import SimClock
 from taskwarden.simulator.descarteslabs import DescartesLabsConfig, DescartesLabsSimulator
 from taskwarden.simulator.descarteslabs_accounts import Accounts

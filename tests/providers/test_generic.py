@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import GenericHttpSettings, ProvidersSettings
+from taskwarden.config.providers import GenericHttpSettings, ProvidersSettings
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import (
     CredentialsRejected,
     OutputInvalid,
@@ -21,9 +21,9 @@ from taskwarden.errors import (
     RemoteNotFound,
 )
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import generic
+from taskwarden.net.client import build_client
 from taskwarden.providers.base import OutputRef, Target
-from taskwarden.providers.http import build_client
+from taskwarden.providers.generic import adapter as generic
 from taskwarden.simulator.generic import GenericAuth, default_states
 from taskwarden.simulator.server import SimulatorServer
 

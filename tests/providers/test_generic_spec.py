@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from taskwarden.config_providers import GenericHttpSettings, GenericProfile
+from taskwarden.config.providers import GenericHttpSettings, GenericProfile
 from taskwarden.errors import OutputInvalid, ProviderUnavailable
 from taskwarden.lifecycle import Remote
-from taskwarden.providers.generic_spec import (
+from taskwarden.providers.generic.spec import (
     Link,
     Spec,
     host_allowed,

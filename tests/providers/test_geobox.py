@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import GeoboxSettings, ProvidersSettings
+from taskwarden.config.providers import GeoboxSettings, ProvidersSettings
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,
@@ -20,9 +20,9 @@ from taskwarden.errors import (
     RemoteNotFound,
 )
 from taskwarden.lifecycle import Observation, Remote
+from taskwarden.net.client import build_client
 from taskwarden.providers import geobox
 from taskwarden.providers.base import OutputRef, Target
-from taskwarden.providers.http import build_client
 from taskwarden.simulator.server import SimulatorServer
 
 T = TypeVar("T")

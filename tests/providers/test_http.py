@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskwarden.config import HttpSettings
+from taskwarden.config.settings import HttpSettings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,
@@ -19,7 +19,9 @@ from taskwarden.errors import (
     RequestRejected,
     TaskwardenError,
 )
-from taskwarden.providers import http, http_errors, http_headers
+from taskwarden.net import client as http
+from taskwarden.net import errors as http_errors
+from taskwarden.net import headers as http_headers
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

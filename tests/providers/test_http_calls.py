@@ -21,12 +21,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import GenericHttpSettings, GeoboxSettings, ProvidersSettings
+from taskwarden.config.providers import GenericHttpSettings, GeoboxSettings, ProvidersSettings
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import ProviderUnavailable, RateLimited, ResponseTooLarge
 from taskwarden.lifecycle import Remote
-from taskwarden.providers import generic, geobox, http
+from taskwarden.net import client as http
+from taskwarden.providers import geobox
 from taskwarden.providers.base import Target
+from taskwarden.providers.generic import adapter as generic
 from taskwarden.simulator.server import SimulatorServer
 
 T = TypeVar("T")

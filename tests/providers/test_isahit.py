@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import IsahitSettings, ProvidersSettings
+from taskwarden.config.providers import IsahitSettings, ProvidersSettings
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import (
     CredentialsRejected,
     ProviderUnavailable,
@@ -23,10 +23,10 @@ from taskwarden.errors import (
     ResponseTooLarge,
 )
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import isahit
+from taskwarden.net.client import build_client
 from taskwarden.providers.base import OutputRef, Target
-from taskwarden.providers.http import build_client
-from taskwarden.providers.isahit_client import IsahitApi
+from taskwarden.providers.isahit import adapter as isahit
+from taskwarden.providers.isahit.client import IsahitApi
 from taskwarden.simulator.isahit import IsahitAuth
 from taskwarden.simulator.server import SimulatorServer
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from taskwarden.providers.jsonpath import (
+from taskwarden.jsonpath import (
     MISSING,
     compile_path,
     lookup,

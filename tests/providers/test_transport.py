@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 
-from taskwarden.config import HttpSettings
-from taskwarden.providers.http import build_client
-from taskwarden.providers.transport import ShardedTransport
+from taskwarden.config.settings import HttpSettings
+from taskwarden.net.client import build_client
+from taskwarden.net.transport import ShardedTransport
 from taskwarden.simulator.server import SimulatorServer
 
 HEADERS = {"Authorization": "Bearer sim-token"}

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from taskwarden.config import HttpSettings, Settings
-from taskwarden.config_providers import ProvidersSettings, Up42Settings
+from taskwarden.config.providers import ProvidersSettings, Up42Settings
+from taskwarden.config.settings import HttpSettings, Settings
 from taskwarden.errors import (
     CredentialsRejected,
     OutputInvalid,
@@ -26,10 +26,10 @@ from taskwarden.errors import (
     RequestRejected,
 )
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import up42
+from taskwarden.net.client import build_client
 from taskwarden.providers.base import OutputRef, Target
-from taskwarden.providers.http import build_client
-from taskwarden.providers.up42_api import v1_data
+from taskwarden.providers.up42 import adapter as up42
+from taskwarden.providers.up42.api import v1_data
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.simulator.up42 import Up42Auth
 from taskwarden.simulator.up42_jobs import Up42Job

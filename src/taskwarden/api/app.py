@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from taskwarden import api_token, keys, registration
+from taskwarden import api_token, keys, service
 from taskwarden.api import events, schemas
 from taskwarden.api.health import Readiness
 from taskwarden.api.schemas import errors
@@ -33,8 +33,7 @@ from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
 from taskwarden.models import Registration, Watch
-from taskwarden.store import NotRearmable, Store
-from taskwarden.store_queries import SORTS, BadQuery
+from taskwarden.store import SORTS, BadQuery, NotRearmable, Store
 
 STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 STATIC_TYPES = (".html", ".js", ".css", ".svg", ".png", ".ico", ".json", ".txt")
@@ -171,7 +170,7 @@ def create_app(
             raise HTTPException(422, "body: not JSON") from None
         try:
             watch, created = await run_in_threadpool(
-                registration.register, store, settings, data, source="api"
+                service.register, store, settings, data, source="api"
             )
         except InvalidRegistration as exc:
             raise HTTPException(422, str(exc)) from None

@@ -10,7 +10,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from celery import Celery
 
-from taskwarden import archive_store, keys
+from taskwarden import archive, keys
 from taskwarden.config import Settings
 from taskwarden.errors import ConfigError
 from taskwarden.store import Store
@@ -25,7 +25,7 @@ class Readiness:
         self.settings = settings
         self.store = store
         self.producer = producer
-        self._archive: archive_store.ArchiveStore | None = None
+        self._archive: archive.ArchiveStore | None = None
         self._pool = ThreadPoolExecutor(max_workers=7, thread_name_prefix="readyz")
 
     def run(self) -> dict[str, tuple[bool, str]]:
@@ -68,10 +68,10 @@ class Readiness:
         url = self.settings.resolved_archive_url
         if self._archive is None:
             try:
-                self._archive = archive_store.open_store(self.settings)
+                self._archive = archive.open_store(self.settings)
             except ConfigError as exc:
                 return False, str(exc)
-        archive_store.probe(self._archive)
+        archive.probe(self._archive)
         return True, f"listed {url}"
 
     def beat(self) -> tuple[bool, str]:

@@ -1,92 +1,30 @@
-"""Platform adapters, by name. Core code looks providers up here and talks to them only through
-the :class:`~taskwarden.providers.base.Provider` protocol.
+"""Platform adapters, by name (:mod:`.registry`), and the port they implement (:mod:`.base`).
 
-Built-in providers are listed in :data:`BUILTIN`. A third party ships one in its own package by
-declaring an entry point in the group ``taskwarden.providers``, named after the provider, that
-points to its factory (a callable ``(settings, client) -> Provider``)::
-
-    [project.entry-points."taskwarden.providers"]
-    acme = "acme_taskwarden:build"
-
-A plugin cannot replace a built-in provider of the same name. A provider may also check
-registrations up front (:class:`~taskwarden.providers.base.TargetValidator`): a built-in with a
-module-level ``validate``, a plugin with a ``validate`` attribute on its factory.
+Core code looks providers up here and talks to them only through the
+:class:`~taskwarden.providers.base.Provider` protocol; one module or package per platform:
+``geobox``, ``up42/``, ``descarteslabs/``, ``isahit/``, and ``generic/`` (the ``http`` provider).
 """
 
-from __future__ import annotations
+from taskwarden.providers.registry import (
+    BUILTIN,
+    GROUP,
+    ProviderInfo,
+    check_settings,
+    factories,
+    installed,
+    names,
+    validate,
+    validator,
+)
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import import_module
-from importlib.metadata import entry_points
-
-from taskwarden.config import Settings
-from taskwarden.providers.base import ProviderFactory, Target, TargetValidator, accept
-
-GROUP = "taskwarden.providers"
-
-# name -> "module:factory"; imported only when asked for
-BUILTIN: dict[str, str] = {
-    "geobox": "taskwarden.providers.geobox:build",
-    "up42": "taskwarden.providers.up42:build",
-    "descarteslabs": "taskwarden.providers.descarteslabs:build",
-    "isahit": "taskwarden.providers.isahit:build",
-    "http": "taskwarden.providers.generic:build",
-}
-
-
-@dataclass(frozen=True)
-class ProviderInfo:
-    """An installed provider: its name, where its factory lives, and whether it is built in."""
-
-    name: str
-    target: str
-    builtin: bool
-    load: Callable[[], ProviderFactory]
-
-
-def _loader(target: str) -> Callable[[], ProviderFactory]:
-    def load() -> ProviderFactory:
-        module, _, attr = target.partition(":")
-        factory: ProviderFactory = getattr(import_module(module), attr)
-        return factory
-
-    return load
-
-
-def installed() -> dict[str, ProviderInfo]:
-    """Every provider this process can use: the built-ins and the entry-point plugins."""
-    found = {
-        name: ProviderInfo(name, target, True, _loader(target)) for name, target in BUILTIN.items()
-    }
-    for ep in entry_points(group=GROUP):
-        if ep.name not in found:
-            found[ep.name] = ProviderInfo(ep.name, ep.value, False, ep.load)
-    return found
-
-
-def factories() -> dict[str, ProviderFactory]:
-    """Every installed provider's factory, by the name users register tasks under."""
-    return {name: info.load() for name, info in installed().items()}
-
-
-def names() -> list[str]:
-    return sorted(installed())
-
-
-def validator(name: str) -> TargetValidator:
-    """The registration check of provider ``name`` (:func:`accept` when it declares none)."""
-    info = installed().get(name)
-    if info is None:
-        return accept
-    if info.builtin:
-        module = import_module(info.target.partition(":")[0])
-        found = getattr(module, "validate", None)
-    else:
-        found = getattr(info.load(), "validate", None)
-    return found if callable(found) else accept
-
-
-def validate(settings: Settings, name: str, target: Target) -> None:
-    """Raise PermanentError when provider ``name`` says ``target`` cannot be watched."""
-    validator(name)(settings, target)
+__all__ = [
+    "BUILTIN",
+    "GROUP",
+    "ProviderInfo",
+    "check_settings",
+    "factories",
+    "installed",
+    "names",
+    "validate",
+    "validator",
+]

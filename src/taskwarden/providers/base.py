@@ -98,14 +98,3 @@ class ProviderFactory(Protocol):
     """Builds an adapter once per worker process, sharing that process's HTTP client."""
 
     def __call__(self, settings: Settings, client: httpx.AsyncClient) -> Provider: ...
-
-
-def validate_remote_id(remote_id: str) -> str | None:
-    """Return why ``remote_id`` is unacceptable, or None. Ids become archive path segments."""
-    if not remote_id or len(remote_id) > 256:
-        return "remote_id must be 1 to 256 characters"
-    if remote_id in (".", "..") or "/" in remote_id or "\\" in remote_id:
-        return "remote_id must not contain '/' or '\\' or be '.' or '..'"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in remote_id):
-        return "remote_id must not contain control characters"
-    return None

@@ -34,11 +34,10 @@ from urllib.parse import quote
 
 import httpx
 
-from taskwarden.config import Settings
-from taskwarden.config_providers import GeoboxSettings
+from taskwarden import net
+from taskwarden.config import GeoboxSettings, Settings
 from taskwarden.errors import ProviderUnavailable, RemoteNotFound, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.providers import http, http_errors, http_headers
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 
 NAME = "geobox"
@@ -134,7 +133,7 @@ class GeoboxProvider:
     async def abort(self, target: Target) -> None:
         """Ask Geobox to abort the task (``POST tasks/{uuid}/abort/``)."""
         uuid = target.remote_id
-        await http.request(
+        await net.request(
             self._client,
             "POST",
             self._url(f"{_task_path(uuid)}abort/"),
@@ -153,7 +152,7 @@ class GeoboxProvider:
         # the task document already gave us
         try:
             response = await self._get(f"{_task_path(uuid)}status/", what=f"geobox task {uuid}")
-            body = http.json_body(response, provider=NAME)
+            body = net.json_body(response, provider=NAME)
         except TaskwardenError:
             return None
         if not isinstance(body, dict):
@@ -180,7 +179,7 @@ class GeoboxProvider:
         if key == "file_uuid":
             info = _document(response)
             announced = info.get("name")
-            name = http_headers.safe_filename(announced) if isinstance(announced, str) else None
+            name = net.safe_filename(announced) if isinstance(announced, str) else None
             refs.append(
                 OutputRef(
                     name=name or asset,
@@ -203,7 +202,7 @@ class GeoboxProvider:
         if not ref.key.startswith(_FILE_KEY):
             raise RemoteNotFound(f"geobox output {ref.name!r} has no download", provider=NAME)
         file_uuid = ref.key[len(_FILE_KEY) :]
-        async with http.stream(
+        async with net.stream(
             self._client,
             "GET",
             self._url(f"files/{_segment(file_uuid)}/download/"),
@@ -212,18 +211,18 @@ class GeoboxProvider:
             headers={**self._headers, "Accept-Encoding": "identity"},
             params=self._params,
         ) as response:
-            length = http_headers.content_length(response)
+            length = net.content_length(response)
             yield OutputStream(
-                chunks=http.iter_body(response, provider=NAME, expected=length),
+                chunks=net.iter_body(response, provider=NAME, expected=length),
                 content_type=response.headers.get("Content-Type"),
                 length=length,
-                filename=http_headers.content_disposition_filename(
+                filename=net.content_disposition_filename(
                     response.headers.get("Content-Disposition")
                 ),
             )
 
     async def _get(self, path: str, *, what: str, **params: str) -> httpx.Response:
-        return await http.request(
+        return await net.request(
             self._client,
             "GET",
             self._url(path),
@@ -247,9 +246,9 @@ def failure_message(result: Any) -> str | None:
         kind = detail.get("type")
         return f"{kind}: {msg}" if isinstance(kind, str) and kind else msg
     if detail:
-        return http_errors.error_message({"detail": detail})
+        return net.error_message({"detail": detail})
     if result.get("errors"):
-        return http_errors.error_message({"errors": result["errors"]})
+        return net.error_message({"errors": result["errors"]})
     return None
 
 
@@ -264,7 +263,7 @@ def progress_fraction(current: Any, total: Any) -> float | None:
 
 
 def _document(response: httpx.Response) -> dict[str, Any]:
-    body = http.json_body(response, provider=NAME)
+    body = net.json_body(response, provider=NAME)
     if not isinstance(body, dict):
         raise ProviderUnavailable(
             f"{response.request.method} {response.request.url.path}: expected a JSON object,"

@@ -1,0 +1,210 @@
+"""What the ``taskwarden`` commands share: settings, the Redis and store they use, exit codes,
+and how they parse and print times, progress and tables."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, NoReturn
+
+import click
+
+from taskwarden import logs, webhooks
+from taskwarden.config import Settings, load_settings
+from taskwarden.errors import ConfigError
+from taskwarden.models import Watch
+from taskwarden.providers import check_settings
+from taskwarden.redis_server import check_redis, ensure_redis
+from taskwarden.store import Store
+
+
+class ExitCode(IntEnum):
+    """Every exit status of the ``taskwarden`` command (the README's table lists them)."""
+
+    OK = 0  # done; for `wait`: the watch succeeded
+    UNEXPECTED = 1  # an unexpected error (a traceback or a message says what)
+    INVALID = 2  # invalid input: bad options, a refused registration, a watch not retryable
+    NOT_FOUND = 3  # no such watch
+    WAIT_TIMEOUT = 4  # `wait --timeout` passed before the watch ended
+    FAILED = 10  # the watch ended failed (the platform says the task failed)
+    CANCELLED = 11
+    TIMED_OUT = 12  # the watch's own timeout passed
+    ERROR = 13  # the warden could not monitor the task
+
+    @classmethod
+    def for_state(cls, state: str) -> ExitCode:
+        """The status `taskwarden wait` exits with for a watch that ended in ``state``."""
+        return FINAL_EXIT[state]
+
+
+FINAL_EXIT = {
+    "succeeded": ExitCode.OK,
+    "failed": ExitCode.FAILED,
+    "cancelled": ExitCode.CANCELLED,
+    "timed_out": ExitCode.TIMED_OUT,
+    "error": ExitCode.ERROR,
+}
+
+
+OUTAGE_GRACE = 60.0  # seconds `wait` and `events --follow` ride out a Redis that stopped answering
+
+
+PAGE = 500  # watches read from the store at a time
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+
+
+def settings() -> Settings:
+    try:
+        settings = load_settings()
+        check_settings(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    logs.configure(settings)
+    return settings
+
+
+@contextmanager
+def redis_url(settings: Settings, *, checked: bool = False) -> Iterator[str]:
+    """The Redis URL to use; an embedded server started here is stopped on the way out.
+
+    ``checked``: run the start-up checks of the long-running commands (:func:`start_checks`).
+    """
+    try:
+        url, server = ensure_redis(settings.redis_url, settings.data_dir)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if checked:
+            start_checks(settings, url)
+        yield url
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def start_checks(settings: Settings, url: str) -> None:
+    """Refuse a Redis whose settings would lose watches and a global webhook URL no watch could
+    use; then bring what an older taskwarden stored up to this version's layout."""
+    try:
+        for warning in check_redis(url):
+            logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    hook = settings.webhooks.url
+    if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
+        raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")
+    upgrade(url)
+
+
+def upgrade(url: str) -> None:
+    """Bring what an older taskwarden stored up to this version's layout (once; then one GET)."""
+    store = Store.from_url(url)
+    try:
+        done = store.backfill_indexes()
+    finally:
+        store.redis.close()
+    if done.ran:
+        logs.get("taskwarden.cli").info(
+            "store.backfilled", watches=done.watches, index_entries_added=done.added
+        )
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[Store]:
+    with redis_url(settings) as url:
+        store = Store.from_url(url, history_limit=settings.history_limit)
+        try:
+            yield store
+        finally:
+            store.redis.close()
+
+
+def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint=what)
+        out[key] = value
+    return out
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def progress(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def find(store: Store, ref: str) -> Watch:
+    """A watch by id or ``provider:remote_id``; exits with NOT_FOUND when there is none."""
+    found = store.find(ref)
+    if found is None:
+        not_found(ref)
+    return found
+
+
+def not_found(ref: str) -> NoReturn:
+    click.echo(f"error: no watch {ref!r}", err=True)
+    sys.exit(ExitCode.NOT_FOUND)
+
+
+def parse_moment(text: str, now: float) -> float:
+    """A point in time as unix seconds, from unix seconds (``1700000000``), ISO-8601
+    (``2026-01-31``, ``2026-01-31T12:00:00+01:00``; UTC when no offset is given), or a span
+    before ``now`` (``90s``, ``15m``, ``1h``, ``2d``, ``1w``)."""
+    text = text.strip()
+    relative = RELATIVE.match(text)
+    if relative:
+        return now - float(relative.group(1)) * UNITS[relative.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: give ISO-8601 (2026-01-31T12:00Z), unix seconds, "
+            "or a span ago like 30m, 1h, 2d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def moment(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A time option's value as unix seconds (see ``parse_moment``)."""
+    if value is None:
+        return None
+    try:
+        return parse_moment(value, time.time())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def bar(progress: float | None, width: int = 10) -> str:
+    if progress is None:
+        return "-"
+    filled = round(max(0.0, min(progress, 1.0)) * width)
+    return "█" * filled + "░" * (width - filled) + f" {progress * 100:3.0f}%"
+
+
+def print_table(table: Any) -> None:
+    from rich.console import Console
+
+    # off a terminal rich would wrap ids to 80 columns; pipes and scripts want whole lines
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

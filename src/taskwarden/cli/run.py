@@ -1,0 +1,135 @@
+"""Running the warden: ``worker``, ``beat``, ``run`` (all of them), ``api``, and the tools
+around it, ``simulate`` and ``demo``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from taskwarden import keys
+from taskwarden.cli import common
+
+
+@click.command()
+@click.option("-Q", "--queues", default=",".join(keys.ALL_QUEUES), show_default=True)
+@click.option("-c", "--concurrency", type=int, default=None, help="Processes (default: CPUs).")
+@click.option("-n", "--hostname", default=None, help="Celery node name.")
+def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
+    """Start a worker (polls, archives and registrations; pick with --queues)."""
+    from taskwarden import archive
+    from taskwarden.worker import create_app
+
+    settings = common.settings()
+    archive.open_store(settings)  # refuse to start on a bad archive URL, before forking
+    with common.redis_url(settings, checked=True) as url:
+        app = create_app(settings, url)
+        argv = [
+            "worker",
+            "-Q",
+            queues,
+            "--loglevel",
+            settings.log_level.upper(),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        if concurrency:
+            argv += ["--concurrency", str(concurrency)]
+        if hostname:
+            argv += ["--hostname", hostname]
+        app.worker_main(argv)
+
+
+@click.command()
+def beat() -> None:
+    """Start the beat scheduler that fires a dispatch every TASKWARDEN_DISPATCH_INTERVAL."""
+    from taskwarden.worker import create_app
+
+    settings = common.settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with common.redis_url(settings, checked=True) as url:
+        app = create_app(settings, url)
+        app.start(["beat", "--loglevel", settings.log_level.upper()])
+
+
+@click.command()
+@click.option("-c", "--concurrency", type=int, default=None, help="Poll worker processes.")
+@click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
+def run(concurrency: int | None, no_api: bool) -> None:
+    """Start the beat scheduler, a poll worker, an archive worker and the HTTP API together."""
+    from taskwarden import api_token
+    from taskwarden.processes import Service
+
+    settings = common.settings()
+    if not no_api:
+        api_token.load_or_create(settings)  # made once here, not raced by the children
+    with common.redis_url(settings, checked=True) as url:
+        stop = {"now": False}
+
+        def _stop(*_: Any) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        env = {"TASKWARDEN_REDIS_URL": url}
+        with Service(env, poll_concurrency=concurrency, api=not no_api) as service:
+            click.echo(
+                f"taskwarden running (redis at {url.split('@')[-1]}); Ctrl-C stops it", err=True
+            )
+            if not no_api:
+                where = "TASKWARDEN_API__TOKEN" if settings.api.token else api_token.path(settings)
+                click.echo(
+                    f"HTTP API and dashboard at http://{settings.api.host}:{settings.api.port}/"
+                    f" (token: {where})",
+                    err=True,
+                )
+            while not stop["now"] and service.alive():
+                time.sleep(0.2)
+
+
+@click.command()
+@click.option("--host", default=None, help="Default: TASKWARDEN_API__HOST (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default: TASKWARDEN_API__PORT (8787).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API and the dashboard."""
+    import uvicorn
+
+    from taskwarden.api import create_app
+
+    settings = common.settings()
+    with common.redis_url(settings) as url:
+        app = create_app(settings, url)
+        uvicorn.run(
+            app,
+            host=host or settings.api.host,
+            port=settings.api.port if port is None else port,
+            log_config=None,  # logs go through taskwarden's own configuration
+            access_log=False,
+            timeout_graceful_shutdown=2,  # event streams never end on their own
+        )
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8700, show_default=True)
+def simulate(host: str, port: int) -> None:
+    """Serve the platform simulator (Geobox under /geobox/v1/, control API under /_control/)."""
+    from taskwarden.simulator.server import serve
+
+    serve(host, port)
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(), default=None, help="Where the demo keeps state.")
+def demo(data_dir: str | None) -> None:
+    """Run everything against the simulator and check every task ends as scripted."""
+    from taskwarden.demo import run_demo
+
+    sys.exit(run_demo(data_dir))
+
+
+COMMANDS = [worker, beat, run, api, simulate, demo]

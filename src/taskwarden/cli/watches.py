@@ -1,0 +1,238 @@
+"""Registering and reading watches: ``track``, ``ls``, ``show``, ``wait``. They read the store
+directly, so they work with no API running (the embedded Redis included); every one that
+reads takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import redis
+
+from taskwarden import service
+from taskwarden.cli import common
+from taskwarden.cli.common import ExitCode
+from taskwarden.errors import InvalidRegistration
+from taskwarden.lifecycle import State
+from taskwarden.models import Watch
+from taskwarden.store import SORTS, BadQuery
+
+
+@click.command()
+@click.argument("provider")
+@click.argument("remote_id")
+@click.option("--label", "labels", multiple=True, help="k=v, repeatable.")
+@click.option("--param", "params", multiple=True, help="k=v provider option, repeatable.")
+@click.option("--timeout", type=float, default=None, help="Seconds until the watch gives up.")
+@click.option("--no-archive", is_flag=True, help="Do not archive outputs.")
+@click.option("--abort-on-timeout", is_flag=True, help="Abort the remote task at the timeout.")
+@click.option("--webhook", default=None, help="URL called with the watch on its final state.")
+@click.option("--json", "as_json", is_flag=True)
+def track(
+    provider: str,
+    remote_id: str,
+    labels: tuple[str, ...],
+    params: tuple[str, ...],
+    timeout: float | None,
+    no_archive: bool,
+    abort_on_timeout: bool,
+    webhook: str | None,
+    as_json: bool,
+) -> None:
+    """Watch a remote task (idempotent: the same task is one watch)."""
+    settings = common.settings()
+    data = {
+        "provider": provider,
+        "remote_id": remote_id,
+        "labels": common.parse_pairs(labels, "--label"),
+        "params": common.parse_pairs(params, "--param"),
+        "timeout": timeout,
+        "archive": not no_archive,
+        "abort_on_timeout": abort_on_timeout,
+    }
+    if webhook is not None:
+        data["webhook"] = webhook
+    try:
+        service.parse(data)  # refuse bad input before starting an embedded Redis
+    except InvalidRegistration as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(ExitCode.INVALID)
+    with common.open_store(settings) as store:
+        try:
+            watch, created = service.register(store, settings, data, source="cli")
+        except InvalidRegistration as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(ExitCode.INVALID)
+    if as_json:
+        click.echo(json.dumps({"watch_id": watch.id, "created": created}))
+    else:
+        click.echo(f"{watch.id} {'registered' if created else 'already watched'} ({watch.state})")
+
+
+@click.command(name="ls")
+@click.option("--state", type=click.Choice([str(s) for s in State]), default=None)
+@click.option("--provider", default=None)
+@click.option("--label", "labels", multiple=True, help="k=v, repeatable: every one must match.")
+@click.option("-q", "--search", default=None, help="Text in the id, remote id or name.")
+@click.option(
+    "--created-after", metavar="TIME", callback=common.moment, help="ISO-8601, unix s, 1h..."
+)
+@click.option("--created-before", metavar="TIME", callback=common.moment)
+@click.option("--updated-after", metavar="TIME", callback=common.moment)
+@click.option("--updated-before", metavar="TIME", callback=common.moment)
+@click.option("--sort", type=click.Choice(SORTS), default="-created_at", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--cursor", default=None, help="Where a previous listing stopped.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of watches.")
+def list_watches(
+    state: str | None,
+    provider: str | None,
+    labels: tuple[str, ...],
+    search: str | None,
+    created_after: float | None,
+    created_before: float | None,
+    updated_after: float | None,
+    updated_before: float | None,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List watches (newest first unless --sort says otherwise), with the filters of the API.
+
+    When more match than --limit, the cursor of the next page goes to stderr."""
+    settings = common.settings()
+    watches: list[Watch] = []
+    with common.open_store(settings) as store:
+        while len(watches) < limit:
+            try:
+                page, cursor = store.list_watches(
+                    state=state,
+                    provider=provider,
+                    labels=common.parse_pairs(labels, "--label") or None,
+                    q=search,
+                    created_after=created_after,
+                    created_before=created_before,
+                    updated_after=updated_after,
+                    updated_before=updated_before,
+                    sort=sort,
+                    limit=min(common.PAGE, limit - len(watches)),
+                    cursor=cursor,
+                )
+            except BadQuery as exc:
+                raise click.BadParameter(str(exc)) from None
+            watches += page
+            if cursor is None:  # a short page with a cursor: a sparse filter, more to scan
+                break
+    if cursor is not None:
+        click.echo(f"more: --cursor {cursor}", err=True)
+    if as_json:
+        click.echo(json.dumps([w.to_dict() for w in watches], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("id", "provider", "remote id", "name", "state", "progress", "raw", "updated")
+    for w in watches:
+        table.add_row(
+            w.id, w.provider, w.remote_id, w.name or "-", str(w.state), common.bar(w.progress),
+            w.raw_status or "-", common.when(w.updated_at),
+        )  # fmt: skip
+    common.print_table(table)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+def show(ref: str, as_json: bool) -> None:
+    """Show one watch (by id or provider:remote_id) with its history and outputs."""
+    settings = common.settings()
+    with common.open_store(settings) as store:
+        watch = common.find(store, ref)
+        history = store.history(watch.id)
+    data: dict[str, Any] = {**watch.to_dict(), "history": history}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key in ("id", "provider", "remote_id", "name", "state", "raw_status", "last_error"):
+        click.echo(f"{key:<12} {data[key] if data[key] is not None else '-'}")
+    click.echo(f"{'progress':<12} {common.bar(watch.progress)}")
+    click.echo(f"{'created':<12} {common.when(watch.created_at)}")
+    click.echo(f"{'updated':<12} {common.when(watch.updated_at)}")
+    click.echo(f"{'finished':<12} {common.when(watch.finished_at)}")
+    click.echo(f"{'deadline':<12} {common.when(watch.deadline)}")
+    click.echo(f"{'polls':<12} {watch.polls}")
+    if watch.labels:
+        click.echo(f"{'labels':<12} " + ", ".join(f"{k}={v}" for k, v in watch.labels.items()))
+    if data.get("webhook") or data.get("webhook_status"):
+        status = data.get("webhook_status") or "-"
+        error = f", last error: {data['webhook_error']}" if data.get("webhook_error") else ""
+        attempts = data.get("webhook_attempts")
+        tries = f" after {attempts} attempts" if attempts else ""
+        click.echo(f"{'webhook':<12} {data.get('webhook') or '(global)'}: {status}{tries}{error}")
+    if watch.manifest:
+        click.echo(f"{'manifest':<12} {watch.manifest}")
+    if watch.outputs:
+        click.echo("outputs:")
+        for out in watch.outputs:
+            click.echo(f"  {out['key']}  {out['size']} bytes  sha256 {out['sha256']}")
+    click.echo("history:")
+    for entry in history:
+        note = f"  {entry['note']}" if entry.get("note") else ""
+        raw = f" [{entry['raw']}]" if entry.get("raw") else ""
+        click.echo(
+            f"  {common.when(entry['at'])}  {entry.get('from') or '-'} -> {entry['to']}{raw}{note}"
+        )
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Give up after (s).")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final watch as JSON.")
+def wait(
+    ref: str, timeout: float | None, interval: float, no_progress: bool, as_json: bool
+) -> None:
+    """Wait for a watch to end, with a progress bar of the remote progress on stderr.
+
+    Exits 0 when it succeeded, 10 failed, 11 cancelled, 12 timed_out, 13 error, 4 when
+    --timeout passed first. It reads the warden's state, never the platform, and rides out a
+    Redis that stops answering for up to a minute."""
+    from taskwarden.client import WaitTimeout, follow
+
+    settings = common.settings()
+    with common.open_store(settings) as store:
+        wid = common.find(store, ref).id
+
+        def fetch() -> dict[str, Any]:
+            watch = store.get(wid)
+            if watch is None:
+                click.echo(f"error: watch {wid} disappeared", err=True)
+                sys.exit(ExitCode.NOT_FOUND)
+            return watch.to_dict()
+
+        try:
+            final = follow(
+                fetch, timeout, not no_progress, interval,
+                transient=lambda exc: isinstance(exc, redis.RedisError),  # a restart, a failover
+                grace=common.OUTAGE_GRACE,
+            )  # fmt: skip
+        except WaitTimeout as exc:
+            if as_json:
+                click.echo(json.dumps(exc.watch, indent=2))
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(ExitCode.WAIT_TIMEOUT)
+        final["history"] = store.history(wid)
+    if as_json:
+        click.echo(json.dumps(final, indent=2))
+    else:
+        raw = f" [{final['raw_status']}]" if final.get("raw_status") else ""
+        error = f": {final['last_error']}" if final.get("last_error") else ""
+        click.echo(f"{wid} {final['state']}{raw}{error}")
+    sys.exit(ExitCode.for_state(final["state"]))
+
+
+COMMANDS = [track, list_watches, show, wait]

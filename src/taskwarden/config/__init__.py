@@ -1,0 +1,51 @@
+"""One validated ``Settings``, read from ``TASKWARDEN_*`` variables at the entry points
+(:mod:`.settings`); each platform's own settings (:mod:`.providers`); the field types they share
+(:mod:`.fields`)."""
+
+from taskwarden.config.providers import (
+    DescartesLabsSettings,
+    GenericHttpSettings,
+    GenericProfile,
+    GenericToken,
+    GeoboxSettings,
+    IsahitSettings,
+    OutputUrlSettings,
+    ProvidersSettings,
+    Up42Settings,
+)
+from taskwarden.config.settings import (
+    ENV_PREFIX,
+    ApiSettings,
+    HttpSettings,
+    PollSettings,
+    RateLimitSettings,
+    RetryOverride,
+    RetrySettings,
+    S3Settings,
+    Settings,
+    WebhookSettings,
+    load_settings,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "ApiSettings",
+    "DescartesLabsSettings",
+    "GenericHttpSettings",
+    "GenericProfile",
+    "GenericToken",
+    "GeoboxSettings",
+    "HttpSettings",
+    "IsahitSettings",
+    "OutputUrlSettings",
+    "PollSettings",
+    "ProvidersSettings",
+    "RateLimitSettings",
+    "RetryOverride",
+    "RetrySettings",
+    "S3Settings",
+    "Settings",
+    "Up42Settings",
+    "WebhookSettings",
+    "load_settings",
+]

@@ -1,0 +1,82 @@
+"""The HTTP kit every platform call goes through: the client and its in-call retries
+(:mod:`.client`), the translation of failures into the error tree (:mod:`.errors`), what response
+headers say (:mod:`.headers`), the sharded connection pools (:mod:`.transport`) and the guard on
+URLs a platform hands over (:mod:`.urls`).
+
+This package and the adapters are the only httpx users (besides the API client,
+:mod:`taskwarden.client`); everything above them sees the error tree of :mod:`taskwarden.errors`.
+"""
+
+from taskwarden.net.client import (
+    ERROR_BODY_LIMIT,
+    CallPolicy,
+    ProviderClient,
+    Reword,
+    build_client,
+    call_policy,
+    iter_body,
+    json_body,
+    read_capped,
+    request,
+    stream,
+)
+from taskwarden.net.errors import (
+    MAX_MESSAGE,
+    describe_request,
+    error_message,
+    platform_message,
+    raise_for_status,
+    transport_error,
+)
+from taskwarden.net.headers import (
+    content_disposition_filename,
+    content_length,
+    parse_retry_after,
+    safe_filename,
+)
+from taskwarden.net.transport import ShardedTransport
+from taskwarden.net.urls import (
+    Guard,
+    IPAddress,
+    Policy,
+    host_allowed,
+    literal,
+    non_public,
+    origin,
+    policy_for,
+    private_reason,
+)
+
+__all__ = [
+    "ERROR_BODY_LIMIT",
+    "MAX_MESSAGE",
+    "CallPolicy",
+    "Guard",
+    "IPAddress",
+    "Policy",
+    "ProviderClient",
+    "Reword",
+    "ShardedTransport",
+    "build_client",
+    "call_policy",
+    "content_disposition_filename",
+    "content_length",
+    "describe_request",
+    "error_message",
+    "host_allowed",
+    "iter_body",
+    "json_body",
+    "literal",
+    "non_public",
+    "origin",
+    "parse_retry_after",
+    "platform_message",
+    "policy_for",
+    "private_reason",
+    "raise_for_status",
+    "read_capped",
+    "request",
+    "safe_filename",
+    "stream",
+    "transport_error",
+]

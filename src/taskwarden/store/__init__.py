@@ -1,0 +1,27 @@
+"""The Redis store, the only writer of taskwarden's records in Redis.
+
+:class:`Store` (:mod:`.watches`) holds the watch records, the due-time index, leases and
+history; :mod:`.ops` its operational records (heartbeats, dead letters, the index backfill);
+:mod:`.queries` the listing; :mod:`.scripts` every Lua script; :mod:`.ratelimit` the
+cluster-wide rate limiter, which lives in the same Redis.
+"""
+
+from taskwarden.store.ops import Backfill, dead_letter
+from taskwarden.store.queries import SORTS, BadQuery, Query
+from taskwarden.store.ratelimit import Limit, RateLimiter
+from taskwarden.store.watches import Claim, Commit, NotRearmable, Store, history_entry
+
+__all__ = [
+    "SORTS",
+    "Backfill",
+    "BadQuery",
+    "Claim",
+    "Commit",
+    "Limit",
+    "NotRearmable",
+    "Query",
+    "RateLimiter",
+    "Store",
+    "dead_letter",
+    "history_entry",
+]

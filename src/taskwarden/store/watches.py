@@ -1,0 +1,394 @@
+"""The Redis store: watch records, the due-time index, leases with fencing, and history.
+
+Layout (names in :mod:`taskwarden.keys`):
+
+- ``watch:<id>`` hash, one per watch; ``history:<id>`` list, newest first, bounded.
+- ``due:<provider>`` sorted set scored by the next check time: the only schedule there is.
+- ``leases`` sorted set scored by lease expiry. Claiming a due watch moves it from ``due`` to
+  ``leases`` and bumps its ``fence``; only a commit carrying the current fence is applied, so a
+  poll or archive that was lost, duplicated or overtaken can never write. An expired lease goes
+  back to ``due`` (and bumps the fence again) so a lost job is dispatched anew.
+- ``watches``, ``provider:<name>``, ``label:<pair>`` (by created at), ``updated`` (by updated
+  at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
+  (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n.
+- ``events`` stream: one entry per state transition, written by the same script as the change.
+- Heartbeats, the dead-letter stream and the ``schema`` key the index backfill records:
+  :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
+
+Every multi-key change is one Lua script (:mod:`taskwarden.store.scripts`), so a crash between
+two writes cannot tear a watch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+
+from taskwarden import keys
+from taskwarden.lifecycle import FINAL_STATES, Decision, State
+from taskwarden.models import Registration, Watch, encode, watch_id
+from taskwarden.store import scripts
+from taskwarden.store.ops import StoreOps
+from taskwarden.store.queries import Query, decode_cursor, encode_cursor, list_page
+
+MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
+
+
+class NotRearmable(Exception):
+    """Only an ``error`` or ``timed_out`` watch can be re-armed; ``state`` is where it is."""
+
+    def __init__(self, watch_id: str, state: str) -> None:
+        super().__init__(f"watch {watch_id} is {state}; only error or timed_out can be re-armed")
+        self.watch_id = watch_id
+        self.state = state
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A watch handed to one poll or archive job; ``fence`` proves the job still owns it."""
+
+    watch_id: str
+    fence: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The result of one check or archive, to be written if the fence still holds."""
+
+    claim: Claim
+    decision: Decision
+    now: float
+    previous: State | None = None  # the state the job saw, for the history entry
+    lease_until: float | None = None  # keep the lease (archiving) instead of releasing it
+    extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
+
+
+def history_entry(
+    now: float, old: State | None, new: State, raw: str | None, note: str | None
+) -> str:
+    entry = {"at": now, "from": old, "to": new, "raw": raw, "note": note}
+    return json.dumps(entry, separators=(",", ":"))
+
+
+class Store(StoreOps):
+    """All of taskwarden's state in one Redis, reached only through this class (its operational
+    records through the methods of :class:`~taskwarden.store.ops.StoreOps`)."""
+
+    def __init__(self, client: redis.Redis, *, history_limit: int = 100) -> None:
+        self.redis = client
+        self.history_limit = history_limit
+        self._register = client.register_script(scripts.REGISTER)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._reap = client.register_script(scripts.REAP)
+        self._commit = client.register_script(scripts.COMMIT)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._rearm = client.register_script(scripts.REARM)
+        self._renew = client.register_script(scripts.RENEW)
+        self._renew_run = client.register_script(scripts.RENEW_RUN)
+        self._end_run = client.register_script(scripts.END_RUN)
+        self._after = client.register_script(scripts.AFTER)
+        self._light = client.register_script(scripts.LIGHT_FILTER)
+
+    @classmethod
+    def from_url(cls, url: str, *, history_limit: int = 100) -> Store:
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        return cls(client, history_limit=history_limit)
+
+    # registration and reading
+
+    def register(
+        self, reg: Registration, now: float, default_timeout: float | None = None
+    ) -> tuple[Watch, bool]:
+        """Create the watch for ``reg`` unless it exists; return it and whether it is new."""
+        wid = watch_id(reg.provider, reg.remote_id)
+        timeout = reg.timeout if reg.timeout is not None else default_timeout
+        fields: dict[str, object] = {
+            "id": wid,
+            "provider": reg.provider,
+            "remote_id": reg.remote_id,
+            "state": State.PENDING,
+            "created_at": now,
+            "updated_at": now,
+            "params": reg.params,
+            "labels": reg.labels,
+            "archive": reg.archive,
+            "abort_on_timeout": reg.abort_on_timeout,
+            "retry": reg.retry.fields() if reg.retry else None,
+            "webhook": reg.webhook,
+            "timeout": timeout,
+            "deadline": now + timeout if timeout is not None else None,
+            "next_poll_at": now,
+            "fence": 0,
+            "errors": 0,
+            "polls": 0,
+        }
+        flat: list[str] = []
+        for key, value in fields.items():
+            flat += [key, encode(value)]
+        entry = history_entry(now, None, State.PENDING, None, "registered")
+        created = self._register(
+            keys=[
+                keys.watch(wid),
+                keys.history(wid),
+                keys.ALL,
+                keys.by_state(State.PENDING),
+                keys.by_provider(reg.provider),
+                keys.due(reg.provider),
+                keys.PROVIDERS,
+                keys.UPDATED,
+                keys.EVENTS,
+                keys.counts(reg.provider),
+                *(keys.label(k, v) for k, v in reg.labels.items()),
+            ],
+            args=[wid, now, reg.provider, reg.remote_id, entry, MAX_EVENTS, "registered", *flat],
+        )
+        watch = self.get(wid)
+        assert watch is not None  # it was just created or already existed
+        return watch, bool(created)
+
+    def get(self, wid: str) -> Watch | None:
+        raw: dict[str, str] = self.redis.hgetall(keys.watch(wid))  # type: ignore[assignment]
+        return Watch.from_hash(raw) if raw else None
+
+    def find(self, ref: str) -> Watch | None:
+        """A watch by its id, or by ``provider:remote_id`` (what users know)."""
+        found = self.get(ref)
+        if found is None and ":" in ref:
+            provider, _, remote_id = ref.partition(":")
+            found = self.get(watch_id(provider, remote_id))
+        return found
+
+    def get_many(self, ids: Sequence[str]) -> list[Watch | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hgetall(keys.watch(wid))
+        return [Watch.from_hash(raw) if raw else None for raw in pipe.execute()]
+
+    def history(self, wid: str) -> list[dict[str, Any]]:
+        """Transitions of a watch, oldest first."""
+        raw: list[str] = self.redis.lrange(keys.history(wid), 0, -1)  # type: ignore[assignment]
+        return [json.loads(item) for item in reversed(raw)]
+
+    def list_watches(
+        self,
+        *,
+        state: str | None = None,
+        provider: str | None = None,
+        labels: dict[str, str] | None = None,
+        q: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
+        sort: str = "-created_at",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Watch], str | None]:
+        """A page of watches and the cursor of the next page (None at the end).
+
+        ``sort``: created_at, -created_at, updated_at or -updated_at. ``q``: a case-insensitive
+        substring of the id, remote id or name. Time ranges are ``after <= t < before`` (unix
+        seconds). A page may be shorter than ``limit`` with a cursor still to follow (a sparse
+        filter stops scanning early); raises :class:`~taskwarden.store.queries.BadQuery` for a
+        bad sort, state, limit or cursor.
+        """
+        query = Query(
+            state=state, provider=provider, labels=tuple(sorted((labels or {}).items())), q=q,
+            created_after=created_after, created_before=created_before,
+            updated_after=updated_after, updated_before=updated_before, sort=sort, limit=limit,
+        )  # fmt: skip
+        if cursor:
+            query = replace(query, after=decode_cursor(query, cursor))
+        watches, position = list_page(self.redis, query, self.get_many, self._after, self._light)
+        return watches, None if position is None else encode_cursor(query, position)
+
+    def providers(self) -> list[str]:
+        return sorted(self.redis.smembers(keys.PROVIDERS))  # type: ignore[arg-type]
+
+    def counts(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in State:
+            pipe.zcard(keys.by_state(state))
+        return dict(zip([str(s) for s in State], pipe.execute(), strict=True))
+
+    def counts_by_provider(self) -> dict[str, dict[str, int]]:
+        """Watches per provider and state (every state present, zeros included)."""
+        names = self.providers()
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.counts(name))
+        return {
+            name: {str(s): int(raw.get(s, 0)) for s in State}
+            for name, raw in zip(names, pipe.execute(), strict=True)
+        }
+
+    def dispatch_lag(self, now: float) -> float:
+        """Seconds the longest-waiting due watch has been due (0 when none is)."""
+        names = self.providers()
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zrange(keys.due(name), 0, 0, withscores=True)
+        oldest = [first[0][1] for first in pipe.execute() if first]
+        return max(0.0, now - min(oldest)) if oldest else 0.0
+
+    # events
+
+    def events(
+        self, after: str = "0", count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Transitions after stream id ``after`` ("0": from the oldest kept, "$": only new),
+        oldest first; ``block_ms`` waits that long for one to arrive."""
+        got: Any = self.redis.xread({keys.EVENTS: after}, count=count, block=block_ms)
+        if not got:
+            return []
+        entries = got[0][1] if isinstance(got, list) else got[keys.EVENTS][0]
+        return [(entry_id, dict(fields)) for entry_id, fields in entries]
+
+    # scheduling
+
+    def claim_due(self, provider: str, now: float, limit: int, lease_until: float) -> list[Claim]:
+        """Atomically take up to ``limit`` due watches of ``provider`` under a lease."""
+        flat = self._claim(
+            keys=[keys.due(provider), keys.LEASES], args=[now, limit, lease_until, keys.WATCH]
+        )
+        return [Claim(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def reap_leases(self, now: float, limit: int = 10_000) -> int:
+        """Put watches whose lease expired back on the schedule; return how many."""
+        return int(self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE]))
+
+    def renew_lease(self, claim: Claim, until: float) -> bool:
+        return bool(
+            self._renew(
+                keys=[keys.watch(claim.watch_id), keys.LEASES],
+                args=[claim.fence, until, claim.watch_id],
+            )
+        )
+
+    def due_count(self, provider: str, now: float | None = None) -> int:
+        high = "+inf" if now is None else now
+        count: Any = self.redis.zcount(keys.due(provider), "-inf", high)  # hints vary by version
+        return int(count)
+
+    # writing results
+
+    def commit_many(self, commits: Iterable[Commit]) -> list[bool]:
+        """Apply each commit whose fence still holds, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for commit in commits:
+            self._commit_args(commit, pipe)
+        return [bool(ok) for ok in pipe.execute()]
+
+    def commit(self, commit: Commit) -> bool:
+        return self.commit_many([commit])[0]
+
+    def _commit_args(self, commit: Commit, pipe: redis.client.Pipeline) -> None:
+        d = commit.decision
+        fields: dict[str, object] = {
+            "raw_status": d.raw_status,
+            "progress": d.progress,
+            "interval": d.interval,
+            "errors": d.errors,
+            "next_poll_at": d.next_poll_at,
+        }
+        if d.last_error is not None:
+            fields["last_error"] = d.last_error
+        if d.state in FINAL_STATES:
+            fields["finished_at"] = commit.now
+        fields.update(commit.extra or {})
+        flat: list[str] = []
+        for key, value in fields.items():
+            flat += [key, encode(value)]
+        wid = commit.claim.watch_id
+        entry = ""
+        if d.note is not None:
+            entry = history_entry(commit.now, commit.previous, d.state, d.raw_status, d.note)
+        self._commit(
+            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            args=[
+                wid,
+                commit.claim.fence,
+                commit.now,
+                d.state,
+                encode(d.next_poll_at),
+                encode(commit.lease_until),
+                entry,
+                self.history_limit,
+                keys.BY_STATE,
+                keys.DUE,
+                keys.COUNTS,
+                MAX_EVENTS,
+                encode(d.raw_status),
+                encode(d.progress),
+                encode(d.note),
+                *flat,
+            ],
+            client=pipe,
+        )
+
+    def cancel(self, wid: str, now: float, note: str = "cancelled by user") -> bool | None:
+        """Stop watching; None if there is no such watch, False if it had already ended."""
+        entry = history_entry(now, None, State.CANCELLED, None, note)
+        result = self._cancel(
+            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            args=[
+                wid,
+                now,
+                entry,
+                self.history_limit,
+                keys.BY_STATE,
+                keys.DUE,
+                keys.COUNTS,
+                MAX_EVENTS,
+                note,
+            ],
+        )
+        return None if result == -1 else bool(result)
+
+    def rearm(self, wid: str, now: float) -> Watch | None:
+        """Watch an ``error`` or ``timed_out`` watch again: pending, due now, errors reset, a new
+        deadline of now + its timeout (if it has one), the fence bumped so that no older job
+        can write. Returns the watch, None if there is no such watch; raises
+        :class:`NotRearmable` (with its state) for any other state."""
+        result = self._rearm(
+            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            args=[
+                wid,
+                now,
+                self.history_limit,
+                keys.BY_STATE,
+                keys.DUE,
+                keys.COUNTS,
+                MAX_EVENTS,
+            ],
+        )
+        if result == -1:
+            return None
+        if result != 1:
+            raise NotRearmable(wid, str(result))
+        return self.get(wid)
+
+    def note(self, wid: str, now: float, text: str) -> None:
+        """Add a line to a watch's history without changing the watch."""
+        state = self.redis.hget(keys.watch(wid), "state")
+        entry = history_entry(now, state, state, None, text)  # type: ignore[arg-type]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(keys.history(wid), entry)
+        pipe.ltrim(keys.history(wid), 0, self.history_limit - 1)
+        pipe.execute()
+
+    # one archive run at a time
+
+    def start_run(self, wid: str, run: str, ttl: float) -> bool:
+        """Mark an archive run as under way, unless another one (alive) already is."""
+        return bool(self.redis.set(keys.RUNNING + wid, run, nx=True, px=int(ttl * 1000)))
+
+    def renew_run(self, wid: str, run: str, ttl: float) -> bool:
+        return bool(self._renew_run(keys=[keys.RUNNING + wid], args=[run, int(ttl * 1000)]))
+
+    def end_run(self, wid: str, run: str) -> None:
+        self._end_run(keys=[keys.RUNNING + wid], args=[run])

@@ -1,0 +1,7 @@
+"""The Celery side: the app and its thin tasks (:mod:`.app`), the broker transport
+(:mod:`.broker`), the consumer that dead-letters what Celery cannot run (:mod:`.consumer`) and
+the worker heartbeat (:mod:`.heartbeat`)."""
+
+from taskwarden.worker.app import create_app
+
+__all__ = ["create_app"]
