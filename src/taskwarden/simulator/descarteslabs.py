@@ -46,7 +46,7 @@ from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route
 from taskwarden.simulator.script import CHUNK
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.app import SimClock
+    from taskwarden.simulator.clock import SimClock
 
 NAME = "descarteslabs"
 PREFIX = "/descarteslabs"

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.app import SimClock
+    from taskwarden.simulator.clock import SimClock
 
 ISSUER = "https://accounts.descarteslabs.com/"
 

@@ -50,7 +50,7 @@ from taskwarden.simulator.generic_jobs import (
 from taskwarden.simulator.script import download_response
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.app import SimClock
+    from taskwarden.simulator.clock import SimClock
 
 NAME = "generic"
 PREFIX = "/generic"

@@ -35,7 +35,7 @@ from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route
 from taskwarden.simulator.script import Phase, Script, ScriptedTask
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.app import SimClock
+    from taskwarden.simulator.clock import SimClock
 
 NAME = "geobox"
 PREFIX = "/geobox/v1"

@@ -51,7 +51,7 @@ from taskwarden.simulator.isahit_tasks import (
 )
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.app import SimClock
+    from taskwarden.simulator.clock import SimClock
 
 NAME = "isahit"
 PREFIX = "/isahit"

@@ -45,7 +45,7 @@ from taskwarden.simulator.up42_jobs import Up42Job, Up42JobSpec, Up42Task
 from taskwarden.simulator.up42_processing import Up42Processing, Up42ProcessingSpec
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.app import SimClock
+    from taskwarden.simulator.clock import SimClock
 
 NAME = "up42"
 PREFIX = "/up42"
