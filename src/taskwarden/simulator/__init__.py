@@ -6,7 +6,8 @@ task lifecycles, and misbehaves on demand (:mod:`~taskwarden.simulator.faults`).
 CLI); drive it from Python or through its control API under ``/_control/``.
 """
 
-from taskwarden.simulator.app import SimClock, Simulation, create_app
+from taskwarden.simulator.app import Simulation, create_app
+from taskwarden.simulator.clock import SimClock
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.geobox import GeoboxSimulator, GeoboxTask, GeoboxTaskSpec
 from taskwarden.simulator.script import (

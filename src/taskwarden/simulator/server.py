@@ -17,7 +17,8 @@ from typing import Any
 
 import uvicorn
 
-from taskwarden.simulator.app import SimClock, Simulation, create_app
+from taskwarden.simulator.app import Simulation, create_app
+from taskwarden.simulator.clock import SimClock
 from taskwarden.simulator.descarteslabs import DescartesLabsSimulator
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
