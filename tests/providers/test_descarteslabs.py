@@ -25,7 +25,7 @@ from taskwarden.net.client import build_client
 from taskwarden.providers.base import OutputRef, Target
 from taskwarden.providers.descarteslabs import adapter as dl
 from taskwarden.providers.descarteslabs.auth import TokenSource, jwt_claims, refresh_at
-from taskwarden.simulator.app import SimClock
+from taskwarden.simulator.clock import SimClock
 from taskwarden.simulator.descarteslabs import DescartesLabsConfig, DescartesLabsSimulator
 from taskwarden.simulator.descarteslabs_accounts import Accounts
 from taskwarden.simulator.server import SimulatorServer
