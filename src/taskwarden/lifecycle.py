@@ -61,6 +61,13 @@ class Observation:
     progress: float | None = None
     message: str | None = None
     name: str | None = None
+    # the platform's own timestamps of the task (unix seconds), where it gives them
+    remote_created_at: float | None = None
+    remote_started_at: float | None = None
+    remote_ended_at: float | None = None
+    # small platform facts worth keeping on the watch (JSON-able: an exit code, a failure
+    # reason, runtime statistics), shown with it and replaced by each check that reports them
+    details: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,21 @@ class Provider(Protocol):
         ...
 
 
+class Diagnoses(Protocol):
+    """An adapter that can also say what a task that did not succeed leaves behind: what an SDK
+    user reads on failure (the task document with its errors, logs, a stacktrace).
+
+    Optional: when a watch registered with ``archive="final"`` ends ``failed``, ``cancelled`` (by
+    the platform) or ``timed_out``, the archive keeps what :meth:`list_diagnostics` lists, opened
+    with :meth:`Provider.open_output` like any output, under the same manifest rules (the
+    manifest records the final state). An adapter without it archives nothing on failure.
+    """
+
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        """The diagnostics of a task that ended without success, to archive."""
+        ...
+
+
 class TargetValidator(Protocol):
     """Checks a registration's target before a watch exists, so a malformed one is refused
     (and dead-lettered) instead of ending as an ``error`` watch at its first poll.
