@@ -151,24 +151,48 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
 
     @app.task(name=keys.TASK_POLL)
     def poll(provider: str, items: list[list[Any]]) -> dict[str, int]:
+        rt = runtime(app)
         claims = [Claim(str(wid), int(fence)) for wid, fence in items]
-        result = poll_batch(runtime(app), provider, claims, send_archive, send_abort)
+        result = rt.run(
+            poll_batch(
+                rt.store,
+                rt.providers[provider],
+                claims,
+                policies=rt.policies,
+                now=time.time(),
+                send_archive=send_archive,
+                send_abort=send_abort,
+                record=rt.record,
+            )
+        )
         return vars(result)
 
     @app.task(name=keys.TASK_ARCHIVE)
     def archive(watch_id: str, fence: int) -> str | None:
-        state = archive_watch(runtime(app), Claim(watch_id, int(fence)))
+        rt = runtime(app)
+        state = rt.run(
+            archive_watch(
+                rt.store,
+                rt.providers,
+                rt.archive,
+                Claim(watch_id, int(fence)),
+                policies=rt.policies,
+                now=time.time(),
+                record=rt.record,
+            )
+        )
         return None if state is None else str(state)
 
     @app.task(name=keys.TASK_WEBHOOK)
     def webhook(ids: list[str]) -> int:
         rt = runtime(app)
-        rt.flush_metrics(rt.run(rt.webhooks.deliver([str(i) for i in ids])))
+        rt.record(rt.run(rt.webhooks.deliver([str(i) for i in ids])))
         return len(ids)
 
     @app.task(name=keys.TASK_ABORT)
     def abort(watch_id: str) -> None:
-        abort_remote(runtime(app), watch_id)
+        rt = runtime(app)
+        rt.run(abort_remote(rt.store, rt.providers, watch_id, now=time.time()))
 
     return app
 
