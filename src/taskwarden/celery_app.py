@@ -3,10 +3,10 @@
     celery -A taskwarden.celery_app flower
     celery -A taskwarden.celery_app inspect ping
 
-taskwarden itself builds its app with ``tasks.create_app`` at its entry points; this module exists
-only because ``celery -A`` wants an importable app. The broker is ``TASKWARDEN_REDIS_URL``, or
-the embedded Redis that ``taskwarden run`` started (found through ``<data dir>/redis.url``);
-nothing here starts a Redis of its own.
+taskwarden itself builds its app with ``taskwarden.worker.create_app`` at its entry points; this
+module exists only because ``celery -A`` wants an importable app. The broker is
+``TASKWARDEN_REDIS_URL``, or the embedded Redis that ``taskwarden run`` started (found through
+``<data dir>/redis.url``); nothing here starts a Redis of its own.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -156,7 +155,7 @@ class Batch:
             self.inc(ARCHIVE_BYTES, provider, by=size)
 
     def http_errors(self, errors: Mapping[tuple[str, int], int]) -> None:
-        """Error answers per (provider, status), from :meth:`HttpErrors.drain`."""
+        """Error answers per (provider, status), from :meth:`taskwarden.net.HttpErrors.drain`."""
         for (provider, status), count in errors.items():
             self.inc(HTTP_ERRORS, provider, str(status), by=count)
 
@@ -189,26 +188,6 @@ class Batch:
         self.ints.clear()
         self.floats.clear()
         self.recent.clear()
-
-
-class HttpErrors:
-    """Counts every 4xx/5xx answer a provider's client receives (in-call retries, token
-    requests and downloads included), in memory until the next flush; one per process."""
-
-    def __init__(self) -> None:
-        self._unreported: dict[tuple[str, int], int] = defaultdict(int)
-
-    def install(self, client: httpx.AsyncClient, provider: str) -> None:
-        async def count(response: httpx.Response) -> None:
-            if response.status_code >= 400:
-                self._unreported[(provider, response.status_code)] += 1
-
-        hooks = client.event_hooks
-        client.event_hooks = {**hooks, "response": [*hooks.get("response", []), count]}
-
-    def drain(self) -> dict[tuple[str, int], int]:
-        errors, self._unreported = dict(self._unreported), defaultdict(int)
-        return errors
 
 
 def _field(name: str, labels: Iterable[str]) -> str:

@@ -1,10 +1,12 @@
 """The HTTP kit every platform call goes through: the client and its in-call retries
-(:mod:`.client`), the translation of failures into the error tree (:mod:`.errors`), what response
-headers say (:mod:`.headers`), the sharded connection pools (:mod:`.transport`) and the guard on
-URLs a platform hands over (:mod:`.urls`).
+(:mod:`.client`), the per-provider clients a worker process builds once (:mod:`.clients`), the
+translation of failures into the error tree (:mod:`.errors`), what response headers say
+(:mod:`.headers`), the sharded connection pools (:mod:`.transport`) and the guard on URLs a
+platform hands over (:mod:`.urls`).
 
 This package and the adapters are the only httpx users (besides the API client,
-:mod:`taskwarden.client`); everything above them sees the error tree of :mod:`taskwarden.errors`.
+:mod:`taskwarden.client`); everything above them sees the error tree of :mod:`taskwarden.errors`,
+and a provider's client only as :data:`HttpClient`, handed to its factory.
 """
 
 from taskwarden.net.client import (
@@ -19,6 +21,13 @@ from taskwarden.net.client import (
     read_capped,
     request,
     stream,
+)
+from taskwarden.net.clients import (
+    BeforeRequest,
+    HttpClient,
+    HttpErrors,
+    ProviderClients,
+    provider_clients,
 )
 from taskwarden.net.errors import (
     MAX_MESSAGE,
@@ -50,11 +59,15 @@ from taskwarden.net.urls import (
 __all__ = [
     "ERROR_BODY_LIMIT",
     "MAX_MESSAGE",
+    "BeforeRequest",
     "CallPolicy",
     "Guard",
+    "HttpClient",
+    "HttpErrors",
     "IPAddress",
     "Policy",
     "ProviderClient",
+    "ProviderClients",
     "Reword",
     "ShardedTransport",
     "build_client",
@@ -73,6 +86,7 @@ __all__ = [
     "platform_message",
     "policy_for",
     "private_reason",
+    "provider_clients",
     "raise_for_status",
     "read_capped",
     "request",

@@ -12,10 +12,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from taskwarden.config import Settings
 from taskwarden.lifecycle import Observation
+from taskwarden.net import HttpClient
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,8 @@ def accept(settings: Settings, target: Target) -> None:
 
 
 class ProviderFactory(Protocol):
-    """Builds an adapter once per worker process, sharing that process's HTTP client."""
+    """Builds an adapter once per worker process, given the provider's own HTTP client
+    (:data:`taskwarden.net.HttpClient`, an ``httpx.AsyncClient``: its URL guard, rate limit and
+    error counting installed, its connection pools shared with the other providers')."""
 
-    def __call__(self, settings: Settings, client: httpx.AsyncClient) -> Provider: ...
+    def __call__(self, settings: Settings, client: HttpClient) -> Provider: ...

@@ -1,14 +1,26 @@
 """What taskwarden does, as plain functions over its ports (the store, the providers, the
-archive): registration, dispatch, polling, archiving and aborting. The Celery tasks in
-:mod:`taskwarden.worker` and the API call these; nothing here knows Celery."""
+archive): registration (:mod:`.registration`), dispatch (:mod:`.dispatching`), polling
+(:mod:`.polling`), archiving (:mod:`.archiving`) and aborting (:mod:`.aborting`), with the rules
+they share in :mod:`.rules`. Each takes the collaborators it uses and a ``now``; what a worker
+process builds once to hand them over is its :class:`Runtime` (:mod:`.runtime`). The Celery tasks
+in :mod:`taskwarden.worker` and the API call these; nothing here knows Celery."""
 
+from taskwarden.service.aborting import abort_remote
+from taskwarden.service.archiving import archive_watch
 from taskwarden.service.dispatching import DispatchResult, dispatch
-from taskwarden.service.polling import Runtime, abort_remote, archive_watch, poll_batch
+from taskwarden.service.polling import PollResult, poll_batch
 from taskwarden.service.registration import check_webhook, parse, register
+from taskwarden.service.rules import Policies, Record, SendAbort, SendArchive
+from taskwarden.service.runtime import Runtime
 
 __all__ = [
     "DispatchResult",
+    "Policies",
+    "PollResult",
+    "Record",
     "Runtime",
+    "SendAbort",
+    "SendArchive",
     "abort_remote",
     "archive_watch",
     "check_webhook",

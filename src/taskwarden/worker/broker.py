@@ -27,7 +27,7 @@ stops the worker.
 Needs Redis 6.2 or later (``BLMOVE``); :func:`taskwarden.redis_server.check_redis` checks. This
 subclasses private methods of kombu's Redis channel, so ``pyproject.toml`` pins kombu's minor
 version and the tests run it against a real worker. Selected by Celery's ``broker_transport``
-setting (:func:`taskwarden.tasks.create_app`).
+setting (:func:`taskwarden.worker.create_app`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ written to the dead-letter stream (`taskwarden deadletters`, source ``queue``) w
 *before* Celery acknowledges or rejects it. The body is kept as text (bytes decoded with
 replacement characters) and never deserialized: a pickle is never unpickled.
 
-Installed with ``worker_consumer`` (:func:`taskwarden.tasks.create_app`); it runs in the worker's
-main process, which builds no :class:`~taskwarden.worker.Runtime`, so it keeps a Store of its own.
+Installed with ``worker_consumer`` (:func:`taskwarden.worker.create_app`); it runs in the worker's
+main process, which builds no :class:`~taskwarden.service.Runtime`, so it keeps a Store of its own.
 """
 
 from __future__ import annotations

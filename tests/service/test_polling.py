@@ -1,0 +1,119 @@
+"""poll_batch on a real Redis and a small platform double, without Celery: how a batch's claims
+are sorted (stale, archiving, live), and that one ``now`` dates every decision."""
+
+from __future__ import annotations
+
+import asyncio
+
+from taskwarden import keys
+from taskwarden.lifecycle import Remote, State
+from taskwarden.service import PollResult, poll_batch
+from taskwarden.store import Claim, Store
+from tests.service.doubles import ARCHIVE_LEASE, NOW, POLICIES, PROVIDER, Platform, Sent, register
+
+LEASE = 30.0  # dispatch's lease on a claim
+
+
+def poll(
+    store: Store, platform: Platform, claims: list[Claim], now: float, sent: Sent
+) -> PollResult:
+    return asyncio.run(
+        poll_batch(
+            store,
+            platform,
+            claims,
+            policies=POLICIES,
+            now=now,
+            send_archive=sent.archives.append,
+            send_abort=sent.aborts.append,
+            record=sent.metrics.append,
+        )
+    )
+
+
+def claim(store: Store, now: float) -> list[Claim]:
+    """Claim every due watch of the double's, as dispatch does."""
+    return store.claim_due(PROVIDER, now, 100, lease_until=now + LEASE)
+
+
+def test_a_stale_fence_is_counted_stale_and_not_polled(store: Store) -> None:
+    """A claim overtaken by a newer one (its lease expired and the watch was claimed again) is
+    counted stale, and the platform is not asked about it; the live claim beside it is."""
+    old_id, live_id = register(store, "old"), register(store, "live")
+    overtaken = {c.watch_id: c for c in claim(store, NOW)}[old_id]
+    store.reap_leases(NOW + LEASE + 1)  # both leases ran out: back on the schedule
+    newer = {c.watch_id: c for c in claim(store, NOW + LEASE + 1)}
+    platform, sent = Platform(), Sent()
+
+    result = poll(store, platform, [overtaken, newer[live_id]], NOW + LEASE + 2, sent)
+
+    assert result == PollResult(polled=1, committed=1, stale=1, archives=0)
+    assert platform.checked == ["live"]
+    old = store.get(old_id)
+    assert old is not None and (old.polls, old.state) == (0, State.PENDING)
+    assert sent.archives == [] and sent.aborts == []
+
+
+def test_an_archiving_watch_gets_its_archive_sent_again_under_a_renewed_lease(
+    store: Store,
+) -> None:
+    """A claimed watch that is archiving (its archive job was lost) is not polled: its archive
+    job goes out again under this claim, with the archive lease renewed from ``now``."""
+    wid = register(store, "done")
+    platform, sent = Platform(), Sent()
+    platform.status["done"] = Remote.SUCCEEDED
+    first = claim(store, NOW)
+    assert poll(store, platform, first, NOW, sent).archives == 1  # -> archiving
+    assert sent.archives == first
+    lost = NOW + ARCHIVE_LEASE + 1  # the archive job never ran; its lease ran out
+    store.reap_leases(lost)
+    again = claim(store, lost)
+    sent.archives.clear()
+
+    result = poll(store, platform, again, lost + 1, sent)
+
+    assert result == PollResult(polled=0, committed=0, stale=0, archives=1)
+    assert sent.archives == again and again[0].fence > first[0].fence
+    assert platform.checked == ["done"]  # only the first poll asked the platform
+    assert store.redis.zscore(keys.LEASES, wid) == lost + 1 + ARCHIVE_LEASE
+    watch = store.get(wid)
+    assert watch is not None and watch.state is State.ARCHIVING
+
+
+def test_a_final_watch_is_stale(store: Store) -> None:
+    """A poll message delivered again after its watch ended (same claim, same fence) is counted
+    stale: the platform is not asked again and nothing is written or sent."""
+    wid = register(store, "ended", archive=False)
+    platform, sent = Platform(), Sent()
+    platform.status["ended"] = Remote.SUCCEEDED
+    claims = claim(store, NOW)
+    assert poll(store, platform, claims, NOW, sent).committed == 1
+    history = store.history(wid)
+
+    result = poll(store, platform, claims, NOW + 5, sent)
+
+    assert result == PollResult(polled=0, committed=0, stale=1, archives=0)
+    assert platform.checked == ["ended"]
+    assert store.history(wid) == history
+    watch = store.get(wid)
+    assert watch is not None and watch.state is State.SUCCEEDED and watch.polls == 1
+
+
+def test_one_now_dates_every_decision_of_a_batch(store: Store) -> None:
+    """Every watch of a batch is decided at the batch's ``now``: its next check is due at
+    ``now`` plus the poll interval, and its history entry is dated ``now``."""
+    ids = [register(store, f"r{i}") for i in range(3)]
+    platform, sent = Platform(), Sent()
+    at = NOW + 7.25
+
+    result = poll(store, platform, claim(store, NOW), at, sent)
+
+    assert result == PollResult(polled=3, committed=3, stale=0, archives=0)
+    assert sorted(platform.checked) == ["r0", "r1", "r2"]
+    for wid in ids:
+        watch = store.get(wid)
+        assert watch is not None and watch.state is State.RUNNING
+        assert watch.next_poll_at == at + POLICIES.poll.initial
+        assert store.history(wid)[-1]["at"] == at  # oldest first: registered, then this
+    assert len(sent.metrics) == 1  # one metrics batch per poll batch
+    assert store.due_count(PROVIDER, at + POLICIES.poll.initial) == 3
