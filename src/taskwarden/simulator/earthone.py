@@ -1,0 +1,459 @@
+"""The EarthDaily EarthOne simulator: compute jobs and functions, catalog storage, IAM.
+
+Served under ``/earthone``, shaped like production (``platform_url`` is ``…/earthone``, so the
+SDK's ``compute_url`` is ``…/earthone/compute/v1`` and its ``catalog_v2_url``
+``…/earthone/metadata/v1/catalog/v2``; its ``iam_url`` is ``…/earthone/iam``):
+
+    POST iam/token                                  refresh token → JWT (userid, org claims)
+    GET  compute/v1/jobs/{id}                       a Job (``?include=timings`` adds timings)
+    GET  compute/v1/jobs/{id}/log                   its log, NDJSON; 404 until it ran
+    POST compute/v1/jobs/{id}/cancel                ask to cancel → the Job
+    GET  compute/v1/jobs                            search, paged (:mod:`.earthone_query`)
+    POST compute/v1/jobs/cancel                     cancel a search's jobs → list of Jobs
+    GET  compute/v1/functions/{id}                  a Function (``?include=job.statistics``)
+    GET  compute/v1/functions/{id}/log              its build log, gzip
+    GET  metadata/v1/catalog/v2/storage/{blob id}            a Blob (JSON:API ``storage``)
+    GET  metadata/v1/catalog/v2/storage/download/{blob id}   ``storage_download``: a signed URL
+    GET  signed/{blob id}?expires&signature         the blob's bytes; no Authorization allowed
+
+A job's result is the blob ``compute/{function namespace}/{function id}/{job id}``. Compute
+errors are ``{"detail": ...}``, catalog errors JSON:API ``{"errors": [...]}``. Every compute
+and catalog call needs a JWT from ``iam/token`` that has not expired (the service of
+:mod:`.descarteslabs_accounts`, which EarthOne inherited).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute
+
+from taskwarden.simulator.descarteslabs_accounts import Accounts, AccountsConfig
+from taskwarden.simulator.earthone_jobs import (
+    ACTIVE,
+    JOB_WORDS,
+    SPECS,
+    EOFunction,
+    EOFunctionSpec,
+    EOJob,
+    EOJobSpec,
+    iso,
+)
+from taskwarden.simulator.earthone_query import JobQuery, QueryError, filter_of
+from taskwarden.simulator.faults import FaultBook, Stats, route_maker
+from taskwarden.simulator.script import CHUNK
+
+if TYPE_CHECKING:
+    from taskwarden.simulator.clock import SimClock
+
+NAME = "earthone"
+PREFIX = "/earthone"
+C = "compute/v1"
+K = "metadata/v1/catalog/v2/storage"
+
+
+class EarthOneConfig(AccountsConfig):
+    """Auth (see :class:`AccountsConfig`), the user the tokens name, and the platform's guesses
+    made configurable: which words ``job_statistics`` counts, the listing's page sizes, and how
+    long a signed download URL lives (wall-clock seconds)."""
+
+    userid: str = "simuserhash"
+    org: str | None = "sim-org"
+    # "nonzero": the words with jobs; "every": all eight; "active": pending..canceling only
+    statistics_words: Literal["nonzero", "every", "active"] = "nonzero"
+    page_size: int = Field(100, ge=1)  # when the request names none
+    max_page_size: int = Field(1000, ge=1)
+    signed_url_ttl: float = Field(600.0, gt=0)
+
+
+class Iam(Accounts):
+    """EarthOne's IAM: the Descartes Labs accounts service, whose tokens also carry the
+    ``userid`` and ``org`` claims the SDK builds namespaces from (``auth/auth.py:809-830``)."""
+
+    config: EarthOneConfig
+
+    def __init__(self, clock: SimClock, config: EarthOneConfig) -> None:
+        super().__init__(clock)
+        self.config = config
+
+    def extra_claims(self, client_id: str) -> dict[str, Any]:
+        config = self.config
+        claims = {"iss": "https://iam.earthone.earthdaily.com/", "userid": config.userid,
+                  "email": "sim@example.com", "sub": f"sim|{config.userid}"}  # fmt: skip
+        return claims | ({"org": config.org} if config.org else {})
+
+
+class EarthOneSimulator:
+    """EarthOne's state: functions, their jobs, and the IAM service."""
+
+    name = NAME
+    prefix = PREFIX
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.config = EarthOneConfig()
+        self.iam = Iam(clock, self.config)
+        self._secret = secrets.token_bytes(32)
+        self.clear()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Tokens ``issued`` and ``refused`` by iam/token, and 401s (``unauthorized``)."""
+        return dict(self.iam.counters)
+
+    @property
+    def namespace(self) -> str:
+        """The default function namespace: ``<org>:<userid>`` (``<userid>`` with no org)."""
+        org, user = self.config.org, self.config.userid
+        return f"{org}:{user}" if org else user
+
+    def env(self, root_url: str) -> dict[str, str]:
+        """The ``TASKWARDEN_*`` settings that point taskwarden at this simulator."""
+        var = "TASKWARDEN_PROVIDERS__EARTHONE__"
+        client_id, refresh = next(iter(self.config.clients.items()))
+        return {
+            f"{var}PLATFORM_URL": f"{root_url}{PREFIX}",
+            f"{var}IAM_URL": f"{root_url}{PREFIX}/iam",
+            f"{var}CLIENT_ID": client_id,
+            f"{var}REFRESH_TOKEN": refresh,
+        }
+
+    def sdk_env(self, root_url: str) -> dict[str, str]:
+        """The ``EARTHONE_*`` variables that point the real SDK at this simulator."""
+        return {
+            "EARTHONE_ENV": "production",
+            "EARTHONE_PLATFORM_URL": f"{root_url}{PREFIX}",
+            "EARTHONE_IAM_URL": f"{root_url}{PREFIX}/iam",
+        }
+
+    # -- scripting -------------------------------------------------------------------------
+    def add_job(self, **fields: Any) -> EOJob:
+        """A job (of ``function_id``, or of a function of its own); its clock starts now."""
+        job = self.add([EOJobSpec(**fields)])[0]
+        assert isinstance(job, EOJob)
+        return job
+
+    def add_function(self, **fields: Any) -> EOFunction:
+        """A function with its ``jobs``; ``.jobs`` lists their ids."""
+        function = self.add([EOFunctionSpec(**fields)])[0]
+        assert isinstance(function, EOFunction)
+        return function
+
+    def add(self, specs: Iterable[EOJobSpec | EOFunctionSpec]) -> list[EOJob | EOFunction]:
+        now = self.clock.now()
+        added: list[EOJob | EOFunction] = []
+        for spec in specs:
+            if isinstance(spec, EOFunctionSpec):
+                added.append(self._add_function(spec, now))
+                continue
+            function = self.functions.get(spec.function_id or "")
+            if function is None:
+                fid = spec.function_id or f"fn-{spec.job_id}"
+                function = self._add_function(EOFunctionSpec(function_id=fid), now)
+            added.append(self._add_job(spec, function, now, len(function.jobs)))
+        return added
+
+    def _add_function(self, spec: EOFunctionSpec, now: float) -> EOFunction:
+        namespace = spec.namespace or self.namespace
+        function = EOFunction(spec, namespace, now, self.clock.epoch(now), [])
+        self.functions[spec.function_id] = function
+        base = EOJobSpec(**spec.job)
+        for index in range(spec.jobs):
+            fails = index >= spec.jobs - spec.failures
+            job_spec = base.model_copy(
+                update={
+                    "job_id": f"{spec.function_id}-{index:05d}",
+                    "function_id": spec.function_id,
+                    "pending_seconds": base.pending_seconds + index * spec.stagger,
+                    **({"outcome": "failure"} if fails else {}),
+                }
+            )
+            self._add_job(job_spec, function, function.ready_at, index)
+        return function
+
+    def _add_job(self, spec: EOJobSpec, function: EOFunction, at: float, index: int) -> EOJob:
+        job = EOJob(spec, spec.seed or spec.job_id, at, self.clock.epoch(at))
+        job.function_id, job.index = function.function_id, index
+        self.jobs[spec.job_id] = job
+        function.jobs.append(spec.job_id)
+        return job
+
+    def add_raw(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Add from JSON specs, each with ``kind`` job or function (the control API)."""
+        return [self._summary(task) for task in self.add(SPECS.validate_python(items))]
+
+    def describe(self, task_id: str) -> dict[str, Any] | None:
+        """A job or function by id: its script and current document."""
+        now = self.clock.now()
+        if (job := self.jobs.get(task_id)) is not None:
+            return {**self._summary(job), "spec": job.script.model_dump(),
+                    "document": job.document(now)}  # fmt: skip
+        if (function := self.functions.get(task_id)) is not None:
+            return {**self._summary(function), "spec": function.spec.model_dump(),
+                    "document": function.document(now, self.statistics(function))}  # fmt: skip
+        return None
+
+    def _summary(self, task: EOJob | EOFunction) -> dict[str, Any]:
+        if isinstance(task, EOFunction):
+            return {"kind": "function", "function_id": task.function_id,
+                    "jobs": len(task.jobs), "registration": task.registration}  # fmt: skip
+        has_result = task.script.outcome == "success_file" and task.script.result != "none"
+        return {"kind": "job", "job_id": task.job_id, "function_id": task.function_id,
+                "result_sha256": task.result_sha256 if has_result else None,
+                "registration": task.registration}  # fmt: skip
+
+    def statistics(self, function: EOFunction) -> dict[str, int]:
+        """``job_statistics``: the function's jobs counted by status word, in the config's style."""
+        now = self.clock.now()
+        counts = dict.fromkeys(JOB_WORDS, 0)
+        for job_id in function.jobs:
+            counts[self.jobs[job_id].status(now)] += 1
+        style = self.config.statistics_words
+        if style == "active":
+            return {word: counts[word] for word in ACTIVE}
+        if style == "nonzero":
+            return {word: n for word, n in counts.items() if n}
+        return counts
+
+    def clear(self) -> None:
+        """Forget every function and job (tokens issued stay valid)."""
+        self.functions: dict[str, EOFunction] = {}
+        self.jobs: dict[str, EOJob] = {}
+        self.iam.counters.clear()
+
+    def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Change some :class:`EarthOneConfig` settings; raises ``ValidationError``."""
+        self.config = EarthOneConfig.model_validate({**self.config.model_dump(), **settings})
+        self.iam.config = self.config
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.model_dump()
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]:
+        """The platform's routes, counted and fault-injectable, relative to ``prefix``."""
+        route = route_maker(NAME, faults, stats, error)
+        job, fn = _param("job_id"), _param("function_id")
+        blob = self._blob_task
+        return [
+            route("POST", "iam/token", self.iam.token, error=_iam_error),
+            route("GET", f"{C}/jobs", self._search),
+            route("POST", f"{C}/jobs/cancel", self._cancel_many),
+            route("GET", f"{C}/jobs/{{job_id}}", self._job, task_of=job),
+            route("GET", f"{C}/jobs/{{job_id}}/log", self._log, task_of=job, json=False),
+            route("POST", f"{C}/jobs/{{job_id}}/cancel", self._cancel, task_of=job),
+            route("GET", f"{C}/functions/{{function_id}}", self._function, task_of=fn),
+            route("GET", f"{C}/functions/{{function_id}}/log", self._build_log, task_of=fn,
+                  json=False),
+            route("GET", f"{K}/download/{{blob_id:path}}", self._download, task_of=blob,
+                  error=catalog_error),
+            route("GET", f"{K}/{{blob_id:path}}", self._blob, task_of=blob, error=catalog_error),
+            route("GET", "signed/{blob_id:path}", self._signed, task_of=blob, json=False,
+                  error=_storage_error),
+        ]  # fmt: skip
+
+    def _denied(self, request: Request, catalog: bool = False) -> Response | None:
+        reason = self.iam.refusal(request)
+        if reason is None:
+            return None
+        self.iam.counters["unauthorized"] += 1
+        return (catalog_error if catalog else error)(401, reason)
+
+    def _find(self, request: Request) -> EOJob | Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        job = self.jobs.get(request.path_params["job_id"])
+        return job if job is not None else error(404, "Job not found")
+
+    async def _job(self, request: Request) -> Response:
+        job = self._find(request)
+        if isinstance(job, Response):
+            return job
+        timings = "timings" in request.query_params.getlist("include")
+        return JSONResponse(job.document(self.clock.now(), timings))
+
+    async def _log(self, request: Request) -> Response:
+        job = self._find(request)
+        if isinstance(job, Response):
+            return job
+        now = self.clock.now()
+        if not job.ran(now):  # a guess: the platform has no log of a job that never ran
+            return error(404, "Job log not found")
+        return _stream(job.log_ndjson(now), "application/x-ndjson")
+
+    async def _cancel(self, request: Request) -> Response:
+        job = self._find(request)
+        if isinstance(job, Response):
+            return job
+        now = self.clock.now()
+        job.cancel(now)  # on a finished job: nothing, and the job as it is (a guess)
+        return JSONResponse(job.document(now))
+
+    async def _search(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        config = self.config
+        try:
+            query = JobQuery.parse(request.query_params, config.page_size, config.max_page_size)
+        except QueryError as exc:
+            return error(400, str(exc))
+        return JSONResponse(query.page(self._matching(query)))
+
+    async def _cancel_many(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        try:
+            query = filter_of(json.loads(await request.body() or b"{}"))
+        except (QueryError, ValueError) as exc:
+            return error(400, str(exc))
+        now = self.clock.now()
+        matched = self._matching(query)
+        for doc in matched:
+            self.jobs[doc["id"]].cancel(now)
+        return JSONResponse([self.jobs[doc["id"]].document(now) for doc in matched])
+
+    def _matching(self, query: JobQuery) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        timings = "timings" in query.include
+        docs = [job.document(now, timings) for job in list(self.jobs.values())]
+        return query.ordered([doc for doc in docs if query.matches(doc)])
+
+    async def _function(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        function = self.functions.get(request.path_params["function_id"])
+        if function is None:
+            return error(404, "Function not found")
+        includes = request.query_params.getlist("include")
+        stats = self.statistics(function) if "job.statistics" in includes else None
+        return JSONResponse(function.document(self.clock.now(), stats))
+
+    async def _build_log(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        function = self.functions.get(request.path_params["function_id"])
+        if function is None:
+            return error(404, "Function not found")
+        return Response(gzip.compress(function.build_log()), media_type="application/gzip")
+
+    def _result_of(self, blob_id: str) -> EOJob | None:
+        """The job whose stored result ``blob_id`` is, if it has one now."""
+        kind, _, rest = blob_id.partition("/")
+        namespace, _, name = rest.partition("/")
+        function_id, _, job_id = name.partition("/")
+        job = self.jobs.get(job_id)
+        function = self.functions.get(function_id)
+        if kind != "compute" or job is None or function is None or job.function_id != function_id:
+            return None
+        if function.namespace != namespace or not job.has_result(self.clock.now()):
+            return None
+        return job
+
+    def _blob_task(self, params: Mapping[str, Any]) -> str | None:
+        name = str(params.get("blob_id", ""))
+        return name.rpartition("/")[2] or None
+
+    async def _blob(self, request: Request) -> Response:
+        if (denied := self._denied(request, catalog=True)) is not None:
+            return denied
+        blob_id = request.path_params["blob_id"]
+        job = self._result_of(blob_id)
+        if job is None:
+            return catalog_error(404, f"Object {blob_id} not found")
+        namespace = blob_id.split("/")[1]
+        ended = self.clock.epoch(self.clock.now())
+        attributes = {
+            "namespace": namespace, "name": f"{job.function_id}/{job.job_id}",
+            "storage_type": "compute", "storage_state": "available", "description": None,
+            "geometry": None, "expires": None, "href": None, "size_bytes": len(job.result()),
+            "hash": job.result_md5, "created": iso(ended), "modified": iso(ended), "tags": [],
+            "extra_properties": {}, "readers": [], "writers": [],
+            "owners": [f"user:{self.config.userid}"],
+        }  # fmt: skip
+        body = {"data": {"id": blob_id, "type": "storage", "attributes": attributes}}
+        return JSONResponse(body, media_type="application/vnd.api+json")
+
+    async def _download(self, request: Request) -> Response:
+        if (denied := self._denied(request, catalog=True)) is not None:
+            return denied
+        blob_id = request.path_params["blob_id"]
+        if self._result_of(blob_id) is None:
+            return catalog_error(404, f"Object {blob_id} not found")
+        expires = int(time.time() + self.config.signed_url_ttl)
+        url = request.url
+        signed = (
+            f"{url.scheme}://{url.netloc}{PREFIX}/signed/{quote(blob_id)}"
+            f"?expires={expires}&signature={self._sign(blob_id, expires)}"
+        )
+        body = {"data": {"id": blob_id, "type": "storage_download",
+                         "attributes": {"resumable_url": signed}}}  # fmt: skip
+        return JSONResponse(body, media_type="application/vnd.api+json")
+
+    async def _signed(self, request: Request) -> Response:
+        if "authorization" in request.headers:  # as cloud storage: one auth mechanism only
+            return _storage_error(400, "Only one auth mechanism allowed")
+        blob_id = request.path_params["blob_id"]
+        q = request.query_params
+        expires = int(q["expires"]) if q.get("expires", "").isdigit() else 0
+        if not hmac.compare_digest(q.get("signature", ""), self._sign(blob_id, expires)):
+            return _storage_error(403, "SignatureDoesNotMatch")
+        if expires < time.time():
+            return _storage_error(400, "ExpiredToken")
+        job = self._result_of(blob_id)
+        if job is None:
+            return _storage_error(404, "NoSuchKey")
+        return _stream(job.result(), "application/octet-stream")
+
+    def _sign(self, blob_id: str, expires: int) -> str:
+        message = f"{blob_id}\n{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+
+def error(status: int, detail: str) -> Response:
+    """A compute error: ``{"detail": ...}``, as ``ApiSession._rewrite_error`` reads it."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": detail}, status, headers)
+
+
+def catalog_error(status: int, detail: str) -> Response:
+    """A catalog error: JSON:API ``{"errors": [{"status", "title", "detail"}]}``."""
+    body = {"errors": [{"status": str(status), "title": "Error", "detail": detail}]}
+    return JSONResponse(body, status, media_type="application/vnd.api+json")
+
+
+def _iam_error(status: int, detail: str) -> Response:
+    return JSONResponse({"error": "server_error", "error_description": detail}, status)
+
+
+def _storage_error(status: int, detail: str) -> Response:
+    body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{detail}</Code></Error>"
+    return Response(body, status, media_type="application/xml")
+
+
+def _stream(body: bytes, media_type: str) -> Response:
+    # with its length, never compressed (the SDK reads blob bytes undecoded)
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), CHUNK):
+            yield body[start : start + CHUNK]
+
+    return StreamingResponse(chunks(), 200, {"Content-Length": str(len(body))}, media_type)
+
+
+def _param(name: str) -> Any:
+    def task_of(params: Mapping[str, Any]) -> str | None:
+        value = params.get(name)
+        return value if isinstance(value, str) else None
+
+    return task_of
