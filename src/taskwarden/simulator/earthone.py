@@ -51,7 +51,7 @@ from taskwarden.simulator.earthone_jobs import (
     iso,
 )
 from taskwarden.simulator.earthone_query import JobQuery, QueryError, filter_of
-from taskwarden.simulator.faults import FaultBook, Stats, route_maker
+from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
 from taskwarden.simulator.script import CHUNK
 
 if TYPE_CHECKING:
@@ -246,12 +246,13 @@ class EarthOneSimulator:
         """The platform's routes, counted and fault-injectable, relative to ``prefix``."""
         route = route_maker(NAME, faults, stats, error)
         job, fn = _param("job_id"), _param("function_id")
+        word = frozenset({"unknown_status"})
         blob = self._blob_task
         return [
             route("POST", "iam/token", self.iam.token, error=_iam_error),
             route("GET", f"{C}/jobs", self._search),
             route("POST", f"{C}/jobs/cancel", self._cancel_many),
-            route("GET", f"{C}/jobs/{{job_id}}", self._job, task_of=job),
+            route("GET", f"{C}/jobs/{{job_id}}", self._job, task_of=job, kinds=word),
             route("GET", f"{C}/jobs/{{job_id}}/log", self._log, task_of=job, json=False),
             route("POST", f"{C}/jobs/{{job_id}}/cancel", self._cancel, task_of=job),
             route("GET", f"{C}/functions/{{function_id}}", self._function, task_of=fn),
@@ -282,7 +283,11 @@ class EarthOneSimulator:
         if isinstance(job, Response):
             return job
         timings = "timings" in request.query_params.getlist("include")
-        return JSONResponse(job.document(self.clock.now(), timings))
+        doc = job.document(self.clock.now(), timings)
+        fault = request.scope.get(FAULT_SCOPE_KEY)
+        if fault is not None and fault.kind == "unknown_status":
+            doc["status"] = fault.word  # a word the SDK itself would refuse
+        return JSONResponse(doc)
 
     async def _log(self, request: Request) -> Response:
         job = self._find(request)
