@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -66,7 +65,7 @@ K = "metadata/v1/catalog/v2/storage"
 class EarthOneConfig(AccountsConfig):
     """Auth (see :class:`AccountsConfig`), the user the tokens name, and the platform's guesses
     made configurable: which words ``job_statistics`` counts, the listing's page sizes, and how
-    long a signed download URL lives (wall-clock seconds)."""
+    long a signed download URL lives."""
 
     userid: str = "simuserhash"
     org: str | None = "sim-org"
@@ -396,7 +395,7 @@ class EarthOneSimulator:
         blob_id = request.path_params["blob_id"]
         if self._result_of(blob_id) is None:
             return catalog_error(404, f"Object {blob_id} not found")
-        expires = int(time.time() + self.config.signed_url_ttl)
+        expires = int(self._wall() + self.config.signed_url_ttl)
         url = request.url
         signed = (
             f"{url.scheme}://{url.netloc}{PREFIX}/signed/{quote(blob_id)}"
@@ -414,12 +413,15 @@ class EarthOneSimulator:
         expires = int(q["expires"]) if q.get("expires", "").isdigit() else 0
         if not hmac.compare_digest(q.get("signature", ""), self._sign(blob_id, expires)):
             return _storage_error(403, "SignatureDoesNotMatch")
-        if expires < time.time():
+        if expires < self._wall():
             return _storage_error(400, "ExpiredToken")
         job = self._result_of(blob_id)
         if job is None:
             return _storage_error(404, "NoSuchKey")
         return _stream(job.result(), "application/octet-stream")
+
+    def _wall(self) -> float:
+        return self.clock.epoch(self.clock.now())  # so that a test can advance past expiry
 
     def _sign(self, blob_id: str, expires: int) -> str:
         message = f"{blob_id}\n{expires}".encode()
