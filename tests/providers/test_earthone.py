@@ -13,9 +13,10 @@ import pytest
 from pydantic import SecretStr
 
 from taskwarden.config import EarthOneSettings, HttpSettings, ProvidersSettings, Settings
-from taskwarden.errors import CredentialsRejected, RemoteNotFound, RequestRejected
+from taskwarden.errors import CredentialsRejected, RemoteNotFound, RequestRejected, UrlRefused
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.net.client import build_client
+from taskwarden.net.urls import Guard, policy_for
 from taskwarden.providers.base import Target
 from taskwarden.providers.bearer import TokenSource
 from taskwarden.providers.earthone import adapter as eo
@@ -475,6 +476,43 @@ def test_a_refused_refresh_token_is_credentials_rejected_without_quoting_it(
              refresh_token=None, client_secret=SecretStr("wrong-secret"))  # fmt: skip
     assert "wrong-secret" not in str(refused.value)
     assert "invalid_grant" in str(refused.value)
+
+
+def guarded(server: SimulatorServer, remote_id: str, **overrides: Any) -> dict[str, bytes]:
+    """Archive ``remote_id`` with the worker's URL guard installed on the client."""
+    settings = settings_for(server, **overrides)
+
+    async def main() -> dict[str, bytes]:
+        async with build_client(settings.http) as client:
+            Guard(policy_for(settings, P)).install(client)
+            provider = eo.build(settings, client)
+            target, found = Target(remote_id), {}
+            for ref in await provider.list_outputs(target):
+                async with provider.open_output(target, ref) as stream:
+                    found[ref.name] = b"".join([chunk async for chunk in stream.chunks])
+            return found
+
+    return asyncio.run(main())
+
+
+def test_the_urls_the_operator_set_are_trusted_and_signed_urls_are_checked(
+    cloud: EarthOneSimulator, server: SimulatorServer
+) -> None:
+    """Compute, catalog and IAM are trusted; a signed URL on another host must be in
+    OUTPUT_HOSTS and public, and the refusal never shows its signature."""
+    assert {o[1] for o in policy_for(Settings(), P).trusted} == {
+        "platform.production.earthone.earthdaily.com", "iam.production.earthone.earthdaily.com"
+    }  # fmt: skip
+    cloud.configure({"storage_host": "localhost"})
+    job = cloud.add_job(file_size=10)
+    with pytest.raises(UrlRefused, match="OUTPUT_HOSTS") as outside:
+        guarded(server, f"job:{job.job_id}", output_hosts=["*.googleapis.com"])
+    assert "signature" not in str(outside.value)
+    with pytest.raises(UrlRefused, match=r"localhost .* loopback.*EARTHONE__ALLOW_PRIVATE"):
+        guarded(server, f"job:{job.job_id}", allow_private_addresses=False)
+    allowed = guarded(server, f"job:{job.job_id}", allow_private_addresses=True)
+    assert len(allowed["result"]) == 10
+    assert server.stats.count(platform=P, route=SIGNED) == 1
 
 
 def test_settings_follow_the_sdk_environments() -> None:

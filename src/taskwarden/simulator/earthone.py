@@ -74,6 +74,8 @@ class EarthOneConfig(AccountsConfig):
     page_size: int = Field(100, ge=1)  # when the request names none
     max_page_size: int = Field(1000, ge=1)
     signed_url_ttl: float = Field(600.0, gt=0)
+    # the host signed URLs name (cloud storage is another host); None: the one asked
+    storage_host: str | None = None
 
 
 class Iam(Accounts):
@@ -397,8 +399,15 @@ class EarthOneSimulator:
             return catalog_error(404, f"Object {blob_id} not found")
         expires = int(self._wall() + self.config.signed_url_ttl)
         url = request.url
+        netloc = (
+            url.netloc
+            if self.config.storage_host is None
+            else (
+                f"{self.config.storage_host}:{url.port}" if url.port else self.config.storage_host
+            )
+        )
         signed = (
-            f"{url.scheme}://{url.netloc}{PREFIX}/signed/{quote(blob_id)}"
+            f"{url.scheme}://{netloc}{PREFIX}/signed/{quote(blob_id)}"
             f"?expires={expires}&signature={self._sign(blob_id, expires)}"
         )
         body = {"data": {"id": blob_id, "type": "storage_download",
