@@ -16,29 +16,25 @@ SDK's ``compute_url`` is ``…/earthone/compute/v1`` and its ``catalog_v2_url``
     GET  metadata/v1/catalog/v2/storage/download/{blob id}   ``storage_download``: a signed URL
     GET  signed/{blob id}?expires&signature         the blob's bytes; no Authorization allowed
 
-A job's result is the blob ``compute/{function namespace}/{function id}/{job id}``. Compute
-errors are ``{"detail": ...}``, catalog errors JSON:API ``{"errors": [...]}``. Every compute
-and catalog call needs a JWT from ``iam/token`` that has not expired (the service of
-:mod:`.descarteslabs_accounts`, which EarthOne inherited).
+Jobs and functions play scripts (:mod:`.earthone_jobs`); the catalog is
+:mod:`.earthone_catalog`, IAM and the configuration :mod:`.earthone_iam`. Compute errors are
+``{"detail": ...}``. Every compute and catalog call needs a JWT from ``iam/token`` that has not
+expired.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import hmac
 import json
-import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from taskwarden.simulator.descarteslabs_accounts import Accounts, AccountsConfig
+from taskwarden.simulator.earthone_catalog import Catalog, stream
+from taskwarden.simulator.earthone_iam import EarthOneConfig, Iam, iam_error
 from taskwarden.simulator.earthone_jobs import (
     ACTIVE,
     JOB_WORDS,
@@ -47,11 +43,9 @@ from taskwarden.simulator.earthone_jobs import (
     EOFunctionSpec,
     EOJob,
     EOJobSpec,
-    iso,
 )
 from taskwarden.simulator.earthone_query import JobQuery, QueryError, filter_of
 from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
-from taskwarden.simulator.script import CHUNK
 
 if TYPE_CHECKING:
     from taskwarden.simulator.clock import SimClock
@@ -59,40 +53,6 @@ if TYPE_CHECKING:
 NAME = "earthone"
 PREFIX = "/earthone"
 C = "compute/v1"
-K = "metadata/v1/catalog/v2/storage"
-
-
-class EarthOneConfig(AccountsConfig):
-    """Auth (see :class:`AccountsConfig`), the user the tokens name, and the platform's guesses
-    made configurable: which words ``job_statistics`` counts, the listing's page sizes, and how
-    long a signed download URL lives."""
-
-    userid: str = "simuserhash"
-    org: str | None = "sim-org"
-    # "nonzero": the words with jobs; "every": all eight; "active": pending..canceling only
-    statistics_words: Literal["nonzero", "every", "active"] = "nonzero"
-    page_size: int = Field(100, ge=1)  # when the request names none
-    max_page_size: int = Field(1000, ge=1)
-    signed_url_ttl: float = Field(600.0, gt=0)
-    # the host signed URLs name (cloud storage is another host); None: the one asked
-    storage_host: str | None = None
-
-
-class Iam(Accounts):
-    """EarthOne's IAM: the Descartes Labs accounts service, whose tokens also carry the
-    ``userid`` and ``org`` claims the SDK builds namespaces from (``auth/auth.py:809-830``)."""
-
-    config: EarthOneConfig
-
-    def __init__(self, clock: SimClock, config: EarthOneConfig) -> None:
-        super().__init__(clock)
-        self.config = config
-
-    def extra_claims(self, client_id: str) -> dict[str, Any]:
-        config = self.config
-        claims = {"iss": "https://iam.earthone.earthdaily.com/", "userid": config.userid,
-                  "email": "sim@example.com", "sub": f"sim|{config.userid}"}  # fmt: skip
-        return claims | ({"org": config.org} if config.org else {})
 
 
 class EarthOneSimulator:
@@ -105,7 +65,7 @@ class EarthOneSimulator:
         self.clock = clock
         self.config = EarthOneConfig()
         self.iam = Iam(clock, self.config)
-        self._secret = secrets.token_bytes(32)
+        self.catalog = Catalog(clock, self.iam, self.result_of, PREFIX)
         self.clear()
 
     @property
@@ -236,7 +196,7 @@ class EarthOneSimulator:
     def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Change some :class:`EarthOneConfig` settings; raises ``ValidationError``."""
         self.config = EarthOneConfig.model_validate({**self.config.model_dump(), **settings})
-        self.iam.config = self.config
+        self.iam.config = self.config  # the catalog reads it there
         return self.settings()
 
     def settings(self) -> dict[str, Any]:
@@ -248,9 +208,8 @@ class EarthOneSimulator:
         route = route_maker(NAME, faults, stats, error)
         job, fn = _param("job_id"), _param("function_id")
         word = frozenset({"unknown_status"})
-        blob = self._blob_task
         return [
-            route("POST", "iam/token", self.iam.token, error=_iam_error),
+            route("POST", "iam/token", self.iam.token, error=iam_error),
             route("GET", f"{C}/jobs", self._search),
             route("POST", f"{C}/jobs/cancel", self._cancel_many),
             route("GET", f"{C}/jobs/{{job_id}}", self._job, task_of=job, kinds=word),
@@ -259,19 +218,15 @@ class EarthOneSimulator:
             route("GET", f"{C}/functions/{{function_id}}", self._function, task_of=fn),
             route("GET", f"{C}/functions/{{function_id}}/log", self._build_log, task_of=fn,
                   json=False),
-            route("GET", f"{K}/download/{{blob_id:path}}", self._download, task_of=blob,
-                  error=catalog_error),
-            route("GET", f"{K}/{{blob_id:path}}", self._blob, task_of=blob, error=catalog_error),
-            route("GET", "signed/{blob_id:path}", self._signed, task_of=blob, json=False,
-                  error=_storage_error),
+            *self.catalog.routes(route),
         ]  # fmt: skip
 
-    def _denied(self, request: Request, catalog: bool = False) -> Response | None:
+    def _denied(self, request: Request) -> Response | None:
         reason = self.iam.refusal(request)
         if reason is None:
             return None
         self.iam.counters["unauthorized"] += 1
-        return (catalog_error if catalog else error)(401, reason)
+        return error(401, reason)
 
     def _find(self, request: Request) -> EOJob | Response:
         if (denied := self._denied(request)) is not None:
@@ -297,7 +252,7 @@ class EarthOneSimulator:
         now = self.clock.now()
         if not job.ran(now):  # a guess: the platform has no log of a job that never ran
             return error(404, "Job log not found")
-        return _stream(job.log_ndjson(now), "application/x-ndjson")
+        return stream(job.log_ndjson(now), "application/x-ndjson")
 
     async def _cancel(self, request: Request) -> Response:
         job = self._find(request)
@@ -354,7 +309,7 @@ class EarthOneSimulator:
             return error(404, "Function not found")
         return Response(gzip.compress(function.build_log()), media_type="application/gzip")
 
-    def _result_of(self, blob_id: str) -> EOJob | None:
+    def result_of(self, blob_id: str) -> EOJob | None:
         """The job whose stored result ``blob_id`` is, if it has one now."""
         kind, _, rest = blob_id.partition("/")
         namespace, _, name = rest.partition("/")
@@ -367,104 +322,11 @@ class EarthOneSimulator:
             return None
         return job
 
-    def _blob_task(self, params: Mapping[str, Any]) -> str | None:
-        name = str(params.get("blob_id", ""))
-        return name.rpartition("/")[2] or None
-
-    async def _blob(self, request: Request) -> Response:
-        if (denied := self._denied(request, catalog=True)) is not None:
-            return denied
-        blob_id = request.path_params["blob_id"]
-        job = self._result_of(blob_id)
-        if job is None:
-            return catalog_error(404, f"Object {blob_id} not found")
-        namespace = blob_id.split("/")[1]
-        ended = self.clock.epoch(self.clock.now())
-        attributes = {
-            "namespace": namespace, "name": f"{job.function_id}/{job.job_id}",
-            "storage_type": "compute", "storage_state": "available", "description": None,
-            "geometry": None, "expires": None, "href": None, "size_bytes": len(job.result()),
-            "hash": job.result_md5, "created": iso(ended), "modified": iso(ended), "tags": [],
-            "extra_properties": {}, "readers": [], "writers": [],
-            "owners": [f"user:{self.config.userid}"],
-        }  # fmt: skip
-        body = {"data": {"id": blob_id, "type": "storage", "attributes": attributes}}
-        return JSONResponse(body, media_type="application/vnd.api+json")
-
-    async def _download(self, request: Request) -> Response:
-        if (denied := self._denied(request, catalog=True)) is not None:
-            return denied
-        blob_id = request.path_params["blob_id"]
-        if self._result_of(blob_id) is None:
-            return catalog_error(404, f"Object {blob_id} not found")
-        expires = int(self._wall() + self.config.signed_url_ttl)
-        url = request.url
-        netloc = (
-            url.netloc
-            if self.config.storage_host is None
-            else (
-                f"{self.config.storage_host}:{url.port}" if url.port else self.config.storage_host
-            )
-        )
-        signed = (
-            f"{url.scheme}://{netloc}{PREFIX}/signed/{quote(blob_id)}"
-            f"?expires={expires}&signature={self._sign(blob_id, expires)}"
-        )
-        body = {"data": {"id": blob_id, "type": "storage_download",
-                         "attributes": {"resumable_url": signed}}}  # fmt: skip
-        return JSONResponse(body, media_type="application/vnd.api+json")
-
-    async def _signed(self, request: Request) -> Response:
-        if "authorization" in request.headers:  # as cloud storage: one auth mechanism only
-            return _storage_error(400, "Only one auth mechanism allowed")
-        blob_id = request.path_params["blob_id"]
-        q = request.query_params
-        expires = int(q["expires"]) if q.get("expires", "").isdigit() else 0
-        if not hmac.compare_digest(q.get("signature", ""), self._sign(blob_id, expires)):
-            return _storage_error(403, "SignatureDoesNotMatch")
-        if expires < self._wall():
-            return _storage_error(400, "ExpiredToken")
-        job = self._result_of(blob_id)
-        if job is None:
-            return _storage_error(404, "NoSuchKey")
-        return _stream(job.result(), "application/octet-stream")
-
-    def _wall(self) -> float:
-        return self.clock.epoch(self.clock.now())  # so that a test can advance past expiry
-
-    def _sign(self, blob_id: str, expires: int) -> str:
-        message = f"{blob_id}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
-
 
 def error(status: int, detail: str) -> Response:
     """A compute error: ``{"detail": ...}``, as ``ApiSession._rewrite_error`` reads it."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": detail}, status, headers)
-
-
-def catalog_error(status: int, detail: str) -> Response:
-    """A catalog error: JSON:API ``{"errors": [{"status", "title", "detail"}]}``."""
-    body = {"errors": [{"status": str(status), "title": "Error", "detail": detail}]}
-    return JSONResponse(body, status, media_type="application/vnd.api+json")
-
-
-def _iam_error(status: int, detail: str) -> Response:
-    return JSONResponse({"error": "server_error", "error_description": detail}, status)
-
-
-def _storage_error(status: int, detail: str) -> Response:
-    body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{detail}</Code></Error>"
-    return Response(body, status, media_type="application/xml")
-
-
-def _stream(body: bytes, media_type: str) -> Response:
-    # with its length, never compressed (the SDK reads blob bytes undecoded)
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), CHUNK):
-            yield body[start : start + CHUNK]
-
-    return StreamingResponse(chunks(), 200, {"Content-Length": str(len(body))}, media_type)
 
 
 def _param(name: str) -> Any:
