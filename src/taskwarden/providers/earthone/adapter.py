@@ -32,13 +32,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
 
 import httpx
 
 from taskwarden import net
 from taskwarden.config import Settings
-from taskwarden.errors import RemoteNotFound, RequestRejected
+from taskwarden.errors import OutputInvalid, RemoteNotFound, RequestRejected
 from taskwarden.lifecycle import Observation
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.earthone import documents
@@ -172,8 +171,7 @@ class EarthOneProvider:
         blob_id = f"compute/{namespace}/{function_id}/{job_id}"
         source = f"{NAME}:catalog/storage/{blob_id}"
         try:
-            blob = await self.api.get(self.api.catalog, f"storage/{_quote(blob_id)}",
-                                      what=f"result blob {blob_id}")  # fmt: skip
+            blob = await self.api.blob(blob_id)
         except RemoteNotFound:
             note = {
                 "job_id": job_id,
@@ -181,7 +179,7 @@ class EarthOneProvider:
                 "blob_id": blob_id,
                 "why": "the catalog has no result blob for this job (Job.result() is None)",
             }
-            return OutputRef(f"{folder}no-result.json", source, _encode(note), JSON)  # fmt: skip
+            return OutputRef(f"{folder}no-result.json", source, _encode(note), JSON)
         size = _dig(blob, "data", "attributes", "size_bytes")
         announced = size if isinstance(size, int) and not isinstance(size, bool) else -1
         return OutputRef(f"{folder}result", source, None, "application/octet-stream",
@@ -281,15 +279,17 @@ async def _rendered(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 async def _gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     # Function.build_log() decompresses the gzip body client-side
     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    async for chunk in chunks:
-        if out := inflate.decompress(chunk):
-            yield out
-    if out := inflate.flush():
+    try:
+        async for chunk in chunks:
+            if out := inflate.decompress(chunk):
+                yield out
+        out = inflate.flush()
+    except zlib.error as exc:
+        raise OutputInvalid(f"the build log is not gzip ({exc})", provider=NAME) from exc
+    if not inflate.eof:
+        raise OutputInvalid("the build log's gzip stream is cut short", provider=NAME)
+    if out:
         yield out
-
-
-def _quote(blob_id: str) -> str:
-    return quote(blob_id)  # as the SDK: "/" kept, ":" as %3A
 
 
 def _encode(doc: Any) -> bytes:

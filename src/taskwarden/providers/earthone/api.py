@@ -143,6 +143,11 @@ class EarthOneApi:
             return await send({})
         return await with_bearer(self.tokens, send)
 
+    async def blob(self, blob_id: str) -> dict[str, Any]:
+        """``Blob.get(id)``, as ``Job.result_blob()`` asks (RemoteNotFound: no such blob)."""
+        path = f"storage/{quote(blob_id)}"  # as the SDK: "/" kept, ":" as %3A
+        return _object(await self.get(self.catalog, path, what=f"result blob {blob_id}"))
+
     async def signed_url(self, blob_id: str) -> str:
         """Step 1 of ``Blob.get_data``: the ``resumable_url`` of ``storage/download``."""
         doc = await self.get(
