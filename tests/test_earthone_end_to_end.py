@@ -216,3 +216,22 @@ def test_a_malformed_remote_id_is_refused_without_asking_the_platform(warden: Wa
     letter = warden.dead_letter("task:abc123")
     assert "remote_id must be job:<id> or function:<id>" in letter["reason"]
     assert warden.store.get(wid) is None
+
+
+def test_credentials_withdrawn_mid_watch_end_it_in_error_without_the_secret(
+    warden: Warden, tokens: dict[str, int]
+) -> None:
+    """Tokens revoked and the refresh token no longer accepted: the watch ends in `error`
+    saying the refresh token was refused (IAM's words), never quoting it, after a handful of
+    token requests rather than a retry storm."""
+    job = warden.sim.earthone.add_job(outcome="never")
+    wid = track(warden, f"job:{job.job_id}")
+    wait_for(lambda: (w := warden.store.get(wid)) is not None and w.state is State.RUNNING)
+    warden.sim.earthone.configure({"clients": {"sim-client": "rotated"}})
+    warden.sim.earthone.iam.revoke()
+    watch = warden.wait_final(wid)
+    assert watch.state is State.ERROR
+    assert watch.last_error is not None
+    assert "refresh token refused" in watch.last_error and "invalid_grant" in watch.last_error
+    assert "sim-refresh-token" not in json.dumps(warden.store.history(wid))
+    assert since(warden, tokens, "refused") <= WORKER_PROCESSES
