@@ -134,11 +134,14 @@ def test_cancel_abort_cancels_the_job_on_the_platform(warden: Warden) -> None:
 def test_a_job_canceled_on_the_platform_ends_cancelled(warden: Warden) -> None:
     """A job someone else cancels ends the watch `cancelled` once the platform says canceled
     (cancel and canceling are still running)."""
-    job = warden.sim.earthone.add_job(running_seconds=3600, cancel_seconds=1.5)
+    job = warden.sim.earthone.add_job(running_seconds=3600, cancel_seconds=4)
     wid = track(warden, f"job:{job.job_id}")
     wait_for(lambda: (w := warden.store.get(wid)) is not None and w.state is State.RUNNING)
     job.cancel(warden.sim.clock.now())
-    wait_for(lambda: (w := warden.store.get(wid)) is not None and w.raw_status == "cancel")
+    steps = {"cancel", "canceling"}
+    wait_for(lambda: (w := warden.store.get(wid)) is not None and w.raw_status in steps)
+    still = warden.store.get(wid)
+    assert still is not None and still.state is State.RUNNING
     watch = warden.wait_final(wid)
     assert (watch.state, watch.raw_status) == (State.CANCELLED, "canceled")
 
@@ -152,7 +155,7 @@ def test_a_function_of_500_jobs_costs_a_request_or_two_per_check(warden: Warden)
     before = warden.sim.stats.count(platform=P, route=JOBS, method="GET")
     watch, progress = warden.follow(track(warden, remote), timeout=60)
     assert (watch.state, watch.raw_status) == (State.SUCCEEDED, "ready")
-    assert len({p for p in progress if 0 < p < 1}) >= 2  # it rose in steps
+    assert any(0 < p < 1 for p in progress)  # seen part done on the way
     function_gets = gets(warden, FUNCTION, function.function_id)
     listings = warden.sim.stats.count(platform=P, route=JOBS, method="GET") - before
     archive_gets = 1 + 5  # the function document, then 5 pages of 100 jobs
