@@ -1,9 +1,9 @@
 """``taskwarden demo``: the whole service against the simulator, checked end to end.
 
 It starts a private Redis, the simulator, the beat scheduler and the workers; registers a
-handful of simulated Geobox tasks with different scripted fates by queue message; shows their
-states live; and exits 0 only if every task ended as scripted and every archived file's checksum
-matches what the simulator served.
+handful of simulated tasks on every platform, with different scripted fates, by queue message;
+shows their states live; and exits 0 only if every task ended as scripted and every archived
+file's checksum matches what the simulator served.
 """
 
 from __future__ import annotations
@@ -77,6 +77,23 @@ def _dl_copy(**fields: Any) -> Callable[[SimulatorServer], Scripted]:
     return make
 
 
+def _earthone_job(**fields: Any) -> Callable[[SimulatorServer], Scripted]:
+    def make(sim: SimulatorServer) -> Scripted:
+        job = sim.earthone.add_job(**fields)
+        files = {"result": job.result_sha256} if fields.get("outcome") is None else {}
+        return Scripted(job.registration["remote_id"], {}, files)
+
+    return make
+
+
+def _earthone_function(sim: SimulatorServer) -> Scripted:
+    script = {"pending_seconds": 0.5, "running_seconds": 1, "file_size": 256}
+    function = sim.earthone.add_function(jobs=40, stagger=0.1, failures=1, job=script)
+    first = function.jobs[0]
+    files = {f"{first}__result": sim.earthone.jobs[first].result_sha256}
+    return Scripted(function.registration["remote_id"], {}, files)
+
+
 def _up42_job(**fields: Any) -> Callable[[SimulatorServer], Scripted]:
     def make(sim: SimulatorServer) -> Scripted:
         job = sim.up42.add_job(**fields)
@@ -126,6 +143,12 @@ SCENARIOS = [
     Scenario("product copy", "descarteslabs", State.SUCCEEDED, _dl_copy(running_seconds=3)),
     Scenario("copy DONE with errors", "descarteslabs", State.FAILED,
              _dl_copy(running_seconds=2, errors=["feature 17: invalid geometry"])),
+    Scenario("compute job (result)", "earthone", State.SUCCEEDED,
+             _earthone_job(pending_seconds=1, running_seconds=3, file_size=2 * MiB)),
+    Scenario("compute job (traceback)", "earthone", State.FAILED,
+             _earthone_job(running_seconds=2, outcome="failure",
+                           error_reason="ValueError: no scenes in the AOI")),
+    Scenario("function of 40 jobs", "earthone", State.SUCCEEDED, _earthone_function),
     Scenario("NDVI workflow (tarball)", "up42", State.SUCCEEDED,
              _up42_job(pending_seconds=1, running_seconds=4)),
     Scenario("workflow cancelled", "up42", State.CANCELLED,
@@ -151,6 +174,7 @@ def provider_env(sim: SimulatorServer) -> dict[str, str]:
         "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": sim.geobox_url,
         "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "sim-token",
         **sim.descarteslabs.env(sim.url),
+        **sim.earthone.env(sim.url),
         "TASKWARDEN_PROVIDERS__UP42__BASE_URL": sim.up42_url,
         "TASKWARDEN_PROVIDERS__UP42__USERNAME": "sim-user",
         "TASKWARDEN_PROVIDERS__UP42__PASSWORD": "sim-password",

@@ -4,6 +4,7 @@
 
 from taskwarden.config.providers import (
     DescartesLabsSettings,
+    EarthOneSettings,
     GenericHttpSettings,
     GenericProfile,
     GenericToken,
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_PREFIX",
     "ApiSettings",
     "DescartesLabsSettings",
+    "EarthOneSettings",
     "GenericHttpSettings",
     "GenericProfile",
     "GenericToken",

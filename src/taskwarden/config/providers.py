@@ -18,6 +18,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import NoDecode
 
@@ -119,6 +120,57 @@ class DescartesLabsSettings(OutputUrlSettings):
         # reported under REFRESH_TOKEN, whose value load_settings never echoes
         _both_or_neither("descarteslabs", info, "client_id", value)
         return value
+
+
+class EarthOneSettings(OutputUrlSettings):
+    """EarthDaily EarthOne: the SDK's environment (its ``EARTHONE_ENV``) and the URLs it implies,
+    each overridable; a client id and refresh token (the SDK's "client secret" is the same
+    value) that buy JWTs at the IAM host, or one fixed JWT."""
+
+    # earthdaily/earthone/config/settings.toml; "freemium" has no compute service
+    env: Literal["production", "staging", "dev", "testing"] = "production"
+    platform_url: RootUrl | None = None  # None: https://platform.<env domain>
+    iam_url: RootUrl | None = None  # None: https://iam.<env domain>; POST {iam_url}/token
+    compute_url: RootUrl | None = None  # None: {platform_url}/compute/v1
+    catalog_url: RootUrl | None = None  # None: {platform_url}/metadata/v1/catalog/v2
+    client_id: OptionalStr = None
+    client_secret: OptionalSecret = None  # the SDK's other name for the refresh token
+    # checked even when unset, so that a client id without either is refused
+    refresh_token: OptionalSecret = Field(None, validate_default=True)
+    token: OptionalSecret = None  # a fixed JWT, used when there is no refresh token
+    # the SDK's leeway (auth/auth.py: 500 s), capped at half the JWT's lifetime
+    refresh_leeway: float = Field(500.0, ge=0)
+    page_size: int = Field(100, ge=1, le=1000)  # jobs per page when listing a function's jobs
+
+    @field_validator("refresh_token")
+    @classmethod
+    def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # reported under REFRESH_TOKEN, whose value load_settings never echoes
+        secret = info.data.get("client_secret")
+        if value is not None and secret is not None and value != secret:
+            raise ValueError(
+                "REFRESH_TOKEN and CLIENT_SECRET are one credential for EarthOne (the SDK"
+                " takes either) and they differ: set one of them"
+            )
+        effective = value if value is not None else secret
+        if (info.data.get("client_id") is None) != (effective is None):
+            prefix = "TASKWARDEN_PROVIDERS__EARTHONE__"
+            raise ValueError(
+                f"set {prefix}CLIENT_ID and {prefix}REFRESH_TOKEN (or {prefix}CLIENT_SECRET),"
+                " or neither"
+            )
+        return effective
+
+    @model_validator(mode="after")
+    def _urls(self) -> EarthOneSettings:
+        # the SDK's @format chains: platform and IAM hosts from the environment's domain, the
+        # services under the platform; an explicit URL wins, as EARTHONE_<KEY> does for the SDK
+        domain = f"{'dev' if self.env == 'testing' else self.env}.earthone.earthdaily.com"
+        self.platform_url = self.platform_url or f"https://platform.{domain}"
+        self.iam_url = self.iam_url or f"https://iam.{domain}"
+        self.compute_url = self.compute_url or f"{self.platform_url}/compute/v1"
+        self.catalog_url = self.catalog_url or f"{self.platform_url}/metadata/v1/catalog/v2"
+        return self
 
 
 def _generic_path(value: str | None) -> str | None:
@@ -251,5 +303,6 @@ class ProvidersSettings(BaseModel):
     isahit: IsahitSettings = IsahitSettings()
     geobox: GeoboxSettings = GeoboxSettings()
     descarteslabs: DescartesLabsSettings = DescartesLabsSettings()
+    earthone: EarthOneSettings = EarthOneSettings()
     http: GenericHttpSettings = GenericHttpSettings()
     up42: Up42Settings = Up42Settings()

@@ -152,6 +152,10 @@ def policy_for(settings: Settings, provider: str) -> Policy:
         dl = p.descarteslabs
         trusted = _origins([dl.vector_url, dl.storage_url, dl.accounts_url])
         hosts, own = dl.output_hosts, dl.allow_private_addresses
+    elif provider == "earthone":
+        eo = p.earthone
+        trusted = _origins([eo.compute_url, eo.catalog_url, eo.iam_url])
+        hosts, own = eo.output_hosts, eo.allow_private_addresses
     elif provider == "isahit":
         trusted = _origins([p.isahit.base_url])
         hosts, own = p.isahit.output_hosts, p.isahit.allow_private_addresses

@@ -2,7 +2,8 @@
 
 Core code looks providers up here and talks to them only through the
 :class:`~taskwarden.providers.base.Provider` protocol; one module or package per platform:
-``geobox``, ``up42/``, ``descarteslabs/``, ``isahit/``, and ``generic/`` (the ``http`` provider).
+``geobox``, ``up42/``, ``descarteslabs/``, ``earthone/``, ``isahit/``, and ``generic/`` (the
+``http`` provider); ``bearer`` holds the refresh-token JWTs two of them share.
 """
 
 from taskwarden.providers.registry import (

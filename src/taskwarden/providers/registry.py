@@ -31,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "geobox": "taskwarden.providers.geobox:build",
     "up42": "taskwarden.providers.up42.adapter:build",
     "descarteslabs": "taskwarden.providers.descarteslabs.adapter:build",
+    "earthone": "taskwarden.providers.earthone.adapter:build",
     "isahit": "taskwarden.providers.isahit.adapter:build",
     "http": "taskwarden.providers.generic.adapter:build",
 }

@@ -2,6 +2,7 @@
 
     /geobox/v1/…             Geobox (see :mod:`taskwarden.simulator.geobox`)
     /generic/…               any platform, for the http provider (:mod:`~.simulator.generic`)
+    /earthone/…              EarthDaily EarthOne (:mod:`~.simulator.earthone`)
     /_control/stats          GET: request counters (``?by_task=true`` adds per-task totals)
     /_control/reset          POST: forget counters, faults and tasks (``?only=stats|faults|tasks``)
     /_control/faults         GET: armed faults; POST: arm one or a list; DELETE: disarm all
@@ -31,6 +32,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 
 from taskwarden.simulator.clock import SimClock
 from taskwarden.simulator.descarteslabs import DescartesLabsSimulator
+from taskwarden.simulator.earthone import EarthOneSimulator
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
@@ -71,6 +73,8 @@ class Simulation:
         self.platforms: dict[str, Platform] = {self.geobox.name: self.geobox}
         self.descarteslabs = DescartesLabsSimulator(self.clock)
         self.platforms[self.descarteslabs.name] = self.descarteslabs
+        self.earthone = EarthOneSimulator(self.clock)
+        self.platforms[self.earthone.name] = self.earthone
         self.generic = GenericSimulator(self.clock)
         self.platforms[self.generic.name] = self.generic
         self.isahit = IsahitSimulator(self.clock)

@@ -65,10 +65,15 @@ class Accounts:
             "name": "Simulated User",
             "groups": ["public"],
             "gen": self._generation,
+            **self.extra_claims(client_id),
         }
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{header}.{body}.{self._sign(f'{header}.{body}')}"
+
+    def extra_claims(self, client_id: str) -> dict[str, Any]:
+        """Claims a platform built on this service adds to its tokens (none here)."""
+        return {}
 
     def revoke(self) -> None:
         """Make every token issued so far fail with 401 (new ones work)."""

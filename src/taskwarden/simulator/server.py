@@ -20,6 +20,7 @@ import uvicorn
 from taskwarden.simulator.app import Simulation, create_app
 from taskwarden.simulator.clock import SimClock
 from taskwarden.simulator.descarteslabs import DescartesLabsSimulator
+from taskwarden.simulator.earthone import EarthOneSimulator
 from taskwarden.simulator.faults import Fault, FaultBook, Stats
 from taskwarden.simulator.generic import GenericSimulator
 from taskwarden.simulator.geobox import GeoboxSimulator
@@ -91,6 +92,12 @@ class SimulatorServer:
     def descarteslabs(self) -> DescartesLabsSimulator:
         """Descartes Labs; ``descarteslabs.env(url)`` gives the settings that point at it."""
         return self.simulation.descarteslabs
+
+    @property
+    def earthone(self) -> EarthOneSimulator:
+        """EarthOne; ``earthone.env(url)`` gives the settings that point at it, ``sdk_env(url)``
+        the SDK's."""
+        return self.simulation.earthone
 
     @property
     def generic_url(self) -> str:
