@@ -87,9 +87,8 @@ def main(base: str) -> None:
     assert all(text.endswith("done\n") for text in logs.values()), logs
 
     # a zip, and a tarball with a link and a FIFO: regular files unpacked, the rest skipped
-    for kind, odd in (("zip", [{"name": "latest", "kind": "symlink", "target": "a.tif"}]),
-                      ("tgz", [{"name": "latest", "kind": "symlink", "target": "a.tif"},
-                               {"name": "pipe", "kind": "fifo"}])):
+    link = {"name": "latest", "kind": "symlink", "target": "a.tif"}
+    for kind, odd in (("zip", [link]), ("tgz", [link, {"name": "pipe", "kind": "fifo"}])):
         members = [{"name": "a.tif", "size": 300}, *odd]
         packed = add({"tasks": [{"results_format": kind, "members": members}]})
         unpacked = up42.initialize_job(packed["id"], project_id="sim-project")
