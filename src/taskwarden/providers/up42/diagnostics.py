@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from taskwarden import net
+from taskwarden.errors import RequestRejected
 from taskwarden.providers.base import OutputRef
 from taskwarden.providers.up42.api import NAME, Up42Api, v1_data
 from taskwarden.providers.up42.outputs import JSON, TEXT, Outputs, collection_url
@@ -42,9 +43,12 @@ class Diagnostics:
             _inline("job.json", job.content, job_path),
             _inline("tasks.json", listed.content, f"{job_path}/tasks/"),
         ]
-        credits = await self._outputs.optional(
-            self._api.url(f"{job_path}/credits"), "credits.json", JSON, what
-        )
+        try:
+            credits = await self._outputs.optional(
+                self._api.url(f"{job_path}/credits"), "credits.json", JSON, what
+            )
+        except RequestRejected:
+            credits = None  # a platform without the endpoint (405, 400): nothing to keep
         refs += [credits] if credits is not None else []
         tasks = v1_data(listed)
         for task in tasks if isinstance(tasks, list) else []:

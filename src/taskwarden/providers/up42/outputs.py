@@ -13,12 +13,12 @@ Links and special entries of a results archive are listed as skipped (the manife
 
 Results: ``downloads/results/`` answers ``{"data": {"url": <signed URL>}}``; the URL is fetched
 without our Authorization header, and when it is refused (a 4xx: expired or revoked) a fresh one
-is asked for, up to three URLs per listing. The tarball is spooled and checked once per listing
+is asked for, up to three URLs per listing. The archive is spooled and checked once per listing
 (:mod:`taskwarden.providers.up42.results`); each file is then streamed out of the spool.
 
 Documents of at most ``INLINE_LIMIT`` bytes are read at listing time and archived from memory;
-a larger one is streamed again when archived. Logs, data-json, quicklooks and the collection
-are optional: a 404 leaves them out rather than failing the archive.
+a larger one is streamed again when archived. Logs, data-json and quicklooks are optional: a 404
+leaves them out rather than failing the archive.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ TAR_OVERHEAD = 1536  # a header block and padding per member, roughly
 GZIP_SLACK = 64 * 1024  # incompressible data grows a little under gzip
 SEPARATOR = "__"
 PREFIX = "taskwarden-up42-"  # spool directories, one per process
+# what a damaged archive raises (zlib.error is raw; NotImplementedError: a zip compression
+# method Python lacks)
+READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
+               NotImplementedError)  # fmt: skip
 
 
 Kind = Literal["tar", "zip"]
@@ -194,7 +198,7 @@ def scan(path: Path, max_bytes: int, max_members: int, what: str) -> Contents:
             return _tally("tar", _tar_entries(path), max_bytes, max_members, what)
         if zipfile.is_zipfile(path):
             return _tally("zip", _zip_entries(path), max_bytes, max_members, what)
-    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except READ_ERRORS as exc:
         raise OutputInvalid(f"{what}: not a readable tarball or zip ({exc})") from exc
     raise OutputInvalid(f"{what}: the results are neither a tarball nor a zip")
 
@@ -318,8 +322,7 @@ async def stream_member(spool: Spool, member: Member, what: str) -> AsyncIterato
         while True:
             try:
                 chunk = await asyncio.to_thread(next, chunks, None)
-            except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
-                    NotImplementedError) as exc:  # fmt: skip
+            except READ_ERRORS as exc:
                 raise OutputInvalid(f"{what}: cannot read {member.path!r} ({exc})") from exc
             if chunk is None:
                 return

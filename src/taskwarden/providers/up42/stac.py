@@ -69,7 +69,7 @@ class Stac:
             raise ProviderUnavailable(f"{what}: {exc}", provider=NAME) from exc
         refs = [_inline("collection.json", response.content, path)]
         collection = net.json_body(response, provider=NAME)
-        items_url = self._items_url(collection, path)
+        items_url = self._items_url(collection, self._api.url(path))
         for item in await self._items(items_url, collection_id, what):
             refs += self._item_refs(item, what)
         return refs
@@ -102,13 +102,17 @@ class Stac:
             provider=NAME,
         )
 
-    def _items_url(self, collection: Any, path: str) -> str:
+    def _items_url(self, collection: Any, url: str) -> str:
+        """The collection's ``rel=items`` link (relative to the collection, as pystac resolves
+        it), or the standard path when it has none on the API."""
         links = collection.get("links") if isinstance(collection, dict) else None
         for link in links if isinstance(links, list) else []:
             href = link.get("href") if isinstance(link, dict) else None
-            if link.get("rel") == "items" and isinstance(href, str) and self._on_api(href):
-                return href
-        return self._api.url(f"{path}/items")
+            if link.get("rel") == "items" and isinstance(href, str):
+                absolute = _join(url, href)
+                if absolute is not None and self._on_api(absolute):
+                    return absolute
+        return f"{url}/items"
 
     async def _items(self, url: str, collection_id: str, what: str) -> list[dict[str, Any]]:
         """Every item, page by page, as pystac-client pages them."""
@@ -132,7 +136,7 @@ class Stac:
                     " (TASKWARDEN_PROVIDERS__UP42__RESULTS_MAX_MEMBERS)",
                     provider=NAME,
                 )
-            following = _next_link(page)
+            following = _next_link(page, href)
             if following is None:
                 return items
             if not self._on_api(following[1]):
@@ -197,14 +201,24 @@ def sdk_filename(signed_url: str) -> str | None:
     return f"{name}{PurePosixPath(parts.path).suffix}" or None
 
 
-def _next_link(page: dict[str, Any]) -> tuple[str, str, Any] | None:
+def _next_link(page: dict[str, Any], url: str) -> tuple[str, str, Any] | None:
+    """The page's ``rel=next`` request (an href relative to ``url``, the page's own, is
+    resolved: the STAC API wants them absolute, and resolving costs nothing)."""
     links = page.get("links")
     for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("rel") == "next":
             href, method = link.get("href"), str(link.get("method", "GET")).upper()
-            if isinstance(href, str) and href and method in ("GET", "POST"):
-                return method, href, link.get("body") if method == "POST" else None
+            absolute = _join(url, href) if isinstance(href, str) and href else None
+            if absolute is not None and method in ("GET", "POST"):
+                return method, absolute, link.get("body") if method == "POST" else None
     return None
+
+
+def _join(base: str, href: str) -> str | None:
+    try:
+        return str(httpx.URL(base).join(href))
+    except httpx.InvalidURL:
+        return None
 
 
 def _inline(name: str, content: bytes, source: str) -> OutputRef:
