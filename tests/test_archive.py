@@ -77,6 +77,7 @@ class Out:
     content_type: str | None = "application/octet-stream"
     filename: str | None = None
     piece: int = 16 * 1024
+    skipped: str | None = None  # a reason: listed as skipped, never to be opened
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Platform:
                 content=out.data if out.inline else None,
                 content_type=out.content_type,
                 key=str(index),
+                skipped=out.skipped,
             )
             for index, out in enumerate(self.outputs)
         ]
@@ -262,6 +264,38 @@ def test_outputs_and_manifest_land_with_correct_bytes(store: ArchiveStore, kind:
     assert asyncio.run(archive.read_manifest(store, "testplat", "r1")) == manifest
     if kind == "s3":
         assert base == "runs/prod/testplat/r1"
+
+
+def test_skipped_outputs_are_listed_in_the_manifest_and_never_opened(
+    store: ArchiveStore,
+) -> None:
+    """A ref the adapter marks skipped lands in the manifest's skipped list with its reason and
+    source; it is not opened and no object is written for it."""
+    platform = Platform(
+        [
+            Out("scene.tif", pattern(1000)),
+            Out("output/latest", b"", skipped="symbolic link to 'scene.tif'"),
+        ]
+    )
+    manifest = run_archive(store, platform)
+    base = store.key("testplat", "r1")
+    assert keys(store) == sorted([f"{base}/scene.tif", f"{base}/manifest.json"])
+    assert platform.opened == ["scene.tif"]
+    assert [(s.name, s.reason, s.source) for s in manifest.skipped] == [
+        ("output/latest", "symbolic link to 'scene.tif'", "test://r1/1")
+    ]
+    stored = json.loads(archive_store.read_object(store, f"{base}/manifest.json"))
+    assert stored["skipped"] == [
+        {"name": "output/latest", "reason": "symbolic link to 'scene.tif'", "source": "test://r1/1"}
+    ]
+
+
+def test_a_manifest_written_before_skipped_existed_still_reads(store: ArchiveStore) -> None:
+    """A manifest without the skipped key parses, with an empty list."""
+    manifest = run_archive(store, Platform([Out("a.bin", b"x")]))
+    body = json.loads(manifest.model_dump_json())
+    del body["skipped"]
+    assert Manifest.model_validate(body).skipped == []
 
 
 def test_s3_upload_is_multipart_with_content_type(

@@ -18,9 +18,12 @@ from taskwarden.simulator.up42 import Up42Auth
 from taskwarden.simulator.up42_jobs import Up42Job
 
 from .conftest import Warden, running_warden, wait_for
+from .up42_sdk import logged_in
 
 JOB = "projects/{project}/jobs/{job}"
 SIGNED = "signed/{owner}/output.tgz"
+# signed URLs on another origin than the API (localhost for 127.0.0.1), as on the platform
+AUTH = Up42Auth(storage_host="localhost").model_dump()
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,9 @@ def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def warden(
     tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer, spool: Path
 ) -> Iterator[Warden]:
-    """A warden whose UP42 provider logs in with a password to the session simulator."""
-    sim.up42.configure(Up42Auth().model_dump())
+    """A warden whose UP42 provider logs in with a password to the session simulator (at its
+    Keycloak route: with only BASE_URL set, the token endpoint is under it)."""
+    sim.up42.configure(AUTH)
     env = {
         "TASKWARDEN_PROVIDERS__UP42__BASE_URL": sim.up42_url,
         "TASKWARDEN_PROVIDERS__UP42__USERNAME": "sim-user",
@@ -194,7 +198,7 @@ def test_a_token_that_expires_mid_watch_is_refreshed_once_per_401(warden: Warden
         assert watch.state is State.SUCCEEDED, watch.last_error
         refused, granted = up42.rejected - rejected, up42.token_grants - grants
     finally:
-        up42.configure(Up42Auth().model_dump())
+        up42.configure(AUTH)
     assert refused >= 2
     # one fresh token per 401, plus at most one first token per worker process
     assert refused <= granted <= refused + 4
@@ -214,25 +218,53 @@ def test_an_expired_signed_url_is_renewed_during_the_archive(warden: Warden, spo
     assert no_spool_left(spool)
 
 
-def test_an_unsafe_tarball_ends_in_error_and_archives_nothing(warden: Warden, spool: Path) -> None:
-    """A results tarball with a symlink is refused: the watch ends in error naming the member."""
+def test_links_in_a_tarball_are_skipped_and_listed(warden: Warden, spool: Path) -> None:
+    """A results tarball with a symlink and a FIFO archives its regular files; the manifest
+    lists the link and the FIFO as skipped, saying what they are (the SDK skipped them)."""
     job = warden.sim.up42.add_job(
-        tasks=[{"members": [{"name": "data.json"},
+        tasks=[{"members": [{"name": "data.json"}, {"name": "pipe", "kind": "fifo"},
                             {"name": "evil", "kind": "symlink", "target": "/etc/passwd"}]}]
     )  # fmt: skip
     watch = warden.wait_final(track_job(warden, job), timeout=60)
+    assert watch.state is State.SUCCEEDED, watch.last_error
+    out = folder(warden, job.id)
+    assert sha256(out / "data.json") == job.results.results_sha256["data.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(s["name"], s["reason"]) for s in manifest["skipped"]] == [
+        ("output/pipe", "FIFO"),
+        ("output/evil", "symbolic link to '/etc/passwd'"),
+    ]
+    assert not (out / "evil").exists() and no_spool_left(spool)
+
+
+def test_a_tarball_that_escapes_ends_in_error_and_archives_nothing(
+    warden: Warden, spool: Path
+) -> None:
+    """A results tarball with a '..' member is refused: the watch ends in error naming it."""
+    job = warden.sim.up42.add_job(
+        tasks=[{"members": [{"name": "data.json"}, {"name": "../../escape.sh"}]}]
+    )
+    watch = warden.wait_final(track_job(warden, job), timeout=60)
     assert watch.state is State.ERROR
-    assert watch.last_error is not None and "'output/evil' is a link" in watch.last_error
+    assert watch.last_error is not None and "points outside the results" in watch.last_error
     assert not (folder(warden, job.id) / "manifest.json").exists()
     assert no_spool_left(spool)
 
 
-def test_a_processing_job_succeeds_and_archives_its_stac_collection(warden: Warden) -> None:
-    """A v2 job registered with empty params ends at successful; job.json and collection.json
-    are archived."""
+def test_a_processing_job_archives_the_assets_the_sdk_downloads(
+    warden: Warden, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A v2 job registered with empty params ends at successful; job.json, collection.json,
+    every item's JSON and every asset are archived, and up42-py 4.3's own STAC and download
+    code (Job.collection.get_items(), asset.file.download()) gets the same files, byte for
+    byte and by the same names, as the manifest's sha256 and sizes say."""
     job = warden.sim.up42.add_processing(
-        pending_seconds=0.5, running_seconds=1, settle_seconds=None
-    )
+        pending_seconds=0.5, running_seconds=1, settle_seconds=None, page_size=2,
+        items=[{"id": f"scene-{i}", "assets": [
+            {"key": "data", "filename": f"scene {i}", "size": 30_000},
+            {"key": "cloudmask", "filename": f"mask {i}", "suffix": ".png",
+             "media_type": "image/png"}]} for i in range(3)],
+    )  # fmt: skip
     warden.send_track(provider="up42", remote_id=job.id)
     watch = warden.wait_final(watch_id("up42", job.id), timeout=60)
     assert (watch.state, watch.raw_status, watch.name) == (
@@ -243,12 +275,30 @@ def test_a_processing_job_succeeds_and_archives_its_stac_collection(warden: Ward
     out = folder(warden, job.id)
     assert json.loads((out / "collection.json").read_text())["id"] == job.spec.collection_id
     assert json.loads((out / "job.json").read_text())["jobID"] == job.id
+    assert json.loads((out / "item-scene-1.json").read_text())["id"] == "scene-1"
+    manifest = json.loads((out / "manifest.json").read_text())
+    archived = {o["source"]: o for o in manifest["outputs"]}
+
+    sdk = logged_in(warden.sim, monkeypatch)
+    downloaded = 0
+    for item in sdk.Job.get(job.id).collection.get_items():
+        for asset in item.assets.values():
+            path = asset.file.download(tmp_path)
+            entry = archived["up42:" + asset.href.removeprefix(warden.sim.up42_url + "/")]
+            assert (entry["name"], entry["size"]) == (path.name, path.stat().st_size)
+            assert (out / entry["name"]).read_bytes() == path.read_bytes()
+            assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            downloaded += 1
+    assert downloaded == len(job.assets_sha256) == 6
+    assets = [o["sha256"] for o in manifest["outputs"]
+              if o["source"].startswith("up42:v2/assets/") and "/stac/" not in o["source"]]  # fmt: skip
+    assert sorted(assets) == sorted(job.assets_sha256.values())
 
 
 def test_a_failed_processing_job_quotes_results_errors(warden: Warden) -> None:
     """A v2 job that fails ends failed at 'failed', quoting results.errors."""
     job = warden.sim.up42.add_processing(
-        outcome="failed", running_seconds=0.5, settle_seconds=30,
+        outcome="failed", running_seconds=0.5, release_seconds=30,
         errors=[{"name": "BandError", "message": "band 4 missing"}],
     )  # fmt: skip
     warden.send_track(provider="up42", remote_id=job.id, params={"kind": "processing"})

@@ -7,9 +7,11 @@ import hashlib
 import io
 import os
 import re
+import stat
 import subprocess
 import sys
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,8 +217,8 @@ def test_a_processing_job_walks_its_words_and_settles(
 @pytest.mark.parametrize(
     ("script", "word"),
     [
-        ({"outcome": "failed", "settle_seconds": 0}, "released"),
-        ({"outcome": "failed", "settle_seconds": None}, "failed"),
+        ({"outcome": "failed", "release_seconds": 0}, "released"),
+        ({"outcome": "failed", "release_seconds": 3600}, "failed"),
         ({"settle_seconds": None}, "successful"),
         ({"outcome": "invalid"}, "invalid"),
         ({"outcome": "rejected"}, "rejected"),
@@ -279,6 +281,110 @@ def test_tokens_expire_and_can_be_revoked(sim: SimulatorServer) -> None:
     assert sim.up42.rejected == 2
 
 
+KEYCLOAK_TOKEN = "realms/public/protocol/openid-connect/token"
+SDK_FORM = {"grant_type": "password", "username": "sim-user", "password": "sim-password",
+            "client_id": "up42-sdk", "scope": "openid"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "as_json", "status", "error"),
+    [
+        ({"client_id": None, "scope": None}, False, 401, "invalid_client"),  # the v1-era form
+        ({"client_id": "up42-api"}, False, 401, "invalid_client"),
+        ({"grant_type": None}, False, 400, "invalid_request"),
+        ({}, True, 400, "invalid_request"),  # a JSON body is no form
+        ({"grant_type": "client_credentials"}, False, 400, "unsupported_grant_type"),
+        ({"password": "wrong"}, False, 401, "invalid_grant"),
+    ],
+)
+def test_keycloak_refuses_what_keycloak_refuses(
+    sim: SimulatorServer, change: dict[str, Any], as_json: bool, status: int, error: str
+) -> None:
+    """The Keycloak token route wants a form with grant_type and the SDK's client id, and a
+    valid password; each refusal is Keycloak's status and OAuth error."""
+    form = {k: v for k, v in (SDK_FORM | change).items() if v is not None}
+    url = f"{sim.up42_url}/{KEYCLOAK_TOKEN}"
+    r = httpx.post(url, json=form) if as_json else httpx.post(url, data=form)
+    assert (r.status_code, r.json()["error"]) == (status, error)
+    assert "error_description" in r.json() and sim.up42.token_grants == 0
+
+
+def test_keycloak_answers_the_sdks_form_with_an_expiring_token(sim: SimulatorServer) -> None:
+    """The SDK's form buys Keycloak's body (no v1 data envelope); the token dies at token_ttl
+    and userinfo then says invalid_token."""
+    sim.up42.configure({"token_ttl": 60})
+    body = httpx.post(f"{sim.up42_url}/{KEYCLOAK_TOKEN}", data=SDK_FORM).json()
+    assert {"access_token", "expires_in", "refresh_token", "token_type", "id_token"} <= set(body)
+    assert "data" not in body and (body["token_type"], body["expires_in"]) == ("Bearer", 60)
+    userinfo = f"{sim.up42_url}/realms/public/protocol/openid-connect/userinfo"
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    assert httpx.get(userinfo, headers=headers).json()["sub"] == "sim-workspace"
+    sim.clock.advance(61)
+    late = httpx.get(userinfo, headers=headers)
+    assert (late.status_code, late.json()["error"]) == (401, "invalid_token")
+
+
+def test_signed_urls_refuse_a_bearer_token(sim: SimulatorServer, api: httpx.Client) -> None:
+    """A signed results URL fetched with an Authorization header is refused (400)."""
+    job = sim.up42.add_job()
+    url = api.get(job_path(job) + "/downloads/results/").json()["data"]["url"]
+    r = httpx.get(url, headers={"Authorization": "Bearer sim-token"})
+    assert r.status_code == 400 and "<Code>InvalidArgument</Code>" in r.text
+    assert httpx.get(url).status_code == 200
+
+
+def test_signed_urls_can_point_at_another_host(sim: SimulatorServer, api: httpx.Client) -> None:
+    """storage_host puts signed URLs on another origin of the same server."""
+    sim.up42.configure({"storage_host": "localhost"})
+    job = sim.up42.add_job()
+    url = api.get(job_path(job) + "/downloads/results/").json()["data"]["url"]
+    assert url.startswith(f"http://localhost:{sim.port}/up42/signed/")
+    assert httpx.get(url).status_code == 200
+
+
+def test_zip_results_and_v1_credits(sim: SimulatorServer, api: httpx.Client) -> None:
+    """results_format=zip serves a zip under output/ (a symlink by its Unix mode); credits/
+    answers creditsUsed."""
+    job = sim.up42.add_job(credits=42, tasks=[{"results_format": "zip", "members": [
+        {"name": "a.tif", "size": 100}, {"name": "latest", "kind": "symlink", "target": "a.tif"},
+    ]}])  # fmt: skip
+    url = api.get(job_path(job) + "/downloads/results/").json()["data"]["url"]
+    assert url.split("?")[0].endswith("/output.zip")
+    with zipfile.ZipFile(io.BytesIO(httpx.get(url).content)) as archive:
+        names = {i.filename: i.external_attr >> 16 for i in archive.infolist()}
+        assert (
+            hashlib.sha256(archive.read("output/a.tif")).hexdigest()
+            == (job.results.results_sha256["a.tif"])
+        )
+    assert stat.S_ISLNK(names["output/latest"]) and stat.S_ISREG(names["output/a.tif"])
+    credits = api.get(job_path(job) + "/credits").json()
+    assert credits == {"data": {"creditsUsed": 42}, "error": None}
+
+
+def test_result_items_page_strictly(sim: SimulatorServer, api: httpx.Client) -> None:
+    """Items come page_size at a time with an absolute next link; a bad limit or token is a
+    400 problem document; no collection before the job delivered."""
+    waiting = sim.up42.add_processing(running_seconds=100)
+    items = f"v2/assets/stac/collections/{waiting.spec.collection_id}/items"
+    assert api.get(items).status_code == 404
+    job = sim.up42.add_processing(settle_seconds=None, page_size=2, items=[{}, {}, {}])
+    items = f"v2/assets/stac/collections/{job.spec.collection_id}/items"
+    first = api.get(items).json()
+    (following,) = [link["href"] for link in first["links"] if link["rel"] == "next"]
+    assert following.startswith(sim.up42_url) and len(first["features"]) == 2
+    last = httpx.get(following, headers=api.headers).json()
+    assert len(last["features"]) == 1 and not [x for x in last["links"] if x["rel"] == "next"]
+    for query in ("limit=0", "limit=x", "token=bogus"):
+        r = api.get(f"{items}?{query}")
+        assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_error_entries_have_exactly_the_sdks_fields(sim: SimulatorServer) -> None:
+    """results.errors entries with a key 4.3's ValidationError lacks are refused at scripting."""
+    with pytest.raises(ValueError, match="code"):
+        sim.up42.add_processing(errors=[{"name": "E", "message": "m", "code": 3}])
+
+
 # --- faults, counters, control API -----------------------------------------------------------
 
 
@@ -313,53 +419,7 @@ def test_control_api_adds_shows_and_configures(sim: SimulatorServer) -> None:
         assert control.put("config", json={"token_ttl": 5}).json()["token_ttl"] == 5
 
 
-# --- the official SDK as the judge of fidelity ------------------------------------------------
-
-
-@pytest.fixture
-def sdk(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``up42-py`` logged in to the simulator. Its URLs are hard-coded (``up42.host`` builds
-    ``https://api.up42.{DOMAIN}…``): we replace those three functions and nothing else."""
-    monkeypatch.setenv("UP42_DISABLE_VERSION_CHECK", "true")  # no call to PyPI on import
-    up42 = pytest.importorskip("up42", reason="the up42-py SDK is not installed")
-    from up42 import host
-
-    base = sim.up42_url
-    keycloak = f"{base}/realms/public/protocol/openid-connect"
-    monkeypatch.setattr(host, "endpoint", lambda path: f"{base}{path}")
-    monkeypatch.setattr(host, "token_endpoint", lambda: f"{keycloak}/token")
-    monkeypatch.setattr(host, "user_info_endpoint", lambda: f"{keycloak}/userinfo")
-    up42.authenticate(username="sim-user", password="sim-password")
-    return up42
-
-
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # the SDK's own deprecation of CAPTURED
-def test_the_sdk_tracks_a_processing_job_to_success(sim: SimulatorServer, sdk: Any) -> None:
-    """Job.get and Job.track() follow the simulated job from created to successful and read
-    its results; Job.collection reads the STAC collection through pystac-client."""
-    job = sim.up42.add_processing(pending_seconds=0.4, running_seconds=0.4, settle_seconds=None)
-    tracked = sdk.Job.get(job.id)
-    assert tracked.status == sdk.JobStatus.CREATED
-    tracked.track(wait=0.05, retries=200)
-    assert tracked.status == sdk.JobStatus.SUCCESSFUL
-    assert tracked.collection_url.endswith(job.spec.collection_id)
-    assert tracked.collection.id == job.spec.collection_id
-    assert sim.stats.count(route="v2/processing/jobs/{id}", task=job.id) >= 3
-
-
-@pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_the_sdk_waits_for_credits_to_be_released_after_a_failure(
-    sim: SimulatorServer, sdk: Any
-) -> None:
-    """A failed job is tracked until released, with results.errors read as ValidationErrors."""
-    job = sim.up42.add_processing(
-        outcome="failed", running_seconds=0.2, settle_seconds=0.3,
-        errors=[{"name": "BandError", "message": "band 4 missing"}],
-    )  # fmt: skip
-    tracked = sdk.Job.get(job.id)
-    tracked.track(wait=0.05, retries=200)
-    assert tracked.status == sdk.JobStatus.RELEASED
-    assert [(e.name, e.message) for e in tracked.errors] == [("BandError", "band 4 missing")]
+# --- the legacy SDK as the judge of v1 fidelity (4.3: tests/simulator/test_up42_sdk.py) --------
 
 
 LEGACY_PYTHON = os.environ.get("TASKWARDEN_UP42_LEGACY_PYTHON")
@@ -371,7 +431,8 @@ LEGACY_PYTHON = os.environ.get("TASKWARDEN_UP42_LEGACY_PYTHON")
 )
 def test_the_legacy_sdk_tracks_downloads_and_cancels_v1_jobs(sim: SimulatorServer) -> None:
     """up42-py 0.34.1 (its own environment): both grants, Job.track_status, results unpacked
-    byte for byte, JobTask info/results/quicklooks, logs, cancel_job, failure and cancellation
+    byte for byte (tgz, zip, links skipped), JobTask info/results/quicklooks, logs, cancel_job,
+    failure and cancellation
     (tests/simulator/up42_legacy_sdk.py)."""
     assert LEGACY_PYTHON is not None
     script = Path(__file__).with_name("up42_legacy_sdk.py")

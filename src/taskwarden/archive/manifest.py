@@ -56,8 +56,20 @@ class ManifestOutput(BaseModel):
     source: str
 
 
+class ManifestSkipped(BaseModel):
+    """Something the task produced that was deliberately not archived, and why (the adapter
+    says so with :attr:`~taskwarden.providers.base.OutputRef.skipped`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    reason: str
+    source: str | None = None
+
+
 class Manifest(BaseModel):
-    """The record of a completed archive, stored as ``manifest.json`` next to the outputs."""
+    """The record of a completed archive, stored as ``manifest.json`` next to the outputs.
+    ``skipped`` is absent from manifests written before it existed; they read as empty."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -68,6 +80,7 @@ class Manifest(BaseModel):
     final_status: str
     archived_at: datetime
     outputs: list[ManifestOutput]
+    skipped: list[ManifestSkipped] = []
 
     @property
     def total_bytes(self) -> int:
@@ -105,9 +118,16 @@ async def archive_outputs(
     used = {MANIFEST_NAME}
     under = archive.key(provider_name, remote_id)
     await asyncio.to_thread(sweep_staging, archive, under)
+    refs = await provider.list_outputs(target)
     outputs = [
         await _archive_one(archive, provider, target, ref, under, used, chunk_size, max_bytes)
-        for ref in await provider.list_outputs(target)
+        for ref in refs
+        if ref.skipped is None
+    ]
+    skipped = [
+        ManifestSkipped(name=ref.name, reason=ref.skipped, source=ref.source)
+        for ref in refs
+        if ref.skipped is not None
     ]
 
     manifest = Manifest(
@@ -117,6 +137,7 @@ async def archive_outputs(
         final_status=final_status,
         archived_at=archived_at,
         outputs=outputs,
+        skipped=skipped,
     )
     manifest_at = manifest_key(archive, provider_name, remote_id)
     if await create_object(archive, manifest_at, manifest.model_dump_json(indent=2).encode()):

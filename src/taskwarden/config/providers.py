@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -73,12 +74,28 @@ class GeoboxSettings(OutputUrlSettings):
     apikey: OptionalSecret = None
 
 
-class Up42Settings(OutputUrlSettings):
-    """UP42: a password grant (username, password), project client credentials (project_id,
-    api_key) or one fixed token; and the limits on unpacking results tarballs."""
+# up42-py 4.3 host.py: the API and Keycloak hosts of each region ("REGION"), under "DOMAIN"
+UP42_HOSTS = {"eu": ("api.up42", "auth.up42"), "sa": ("api.sa.up42", "auth.sa.up42")}
+UP42_KEYCLOAK_TOKEN = "/realms/public/protocol/openid-connect/token"  # noqa: S105 a path
 
-    base_url: RootUrl = "https://api.up42.com"
-    token_url: RootUrl | None = None  # None: {base_url}/oauth/token
+
+class Up42Settings(OutputUrlSettings):
+    """UP42: where its API and logins are (an environment, as up42-py 4.3 names them, or
+    explicit URLs), a password grant (username, password), project client credentials
+    (project_id, api_key; the v1 era) or one fixed token; and the limits on unpacking results.
+
+    ``environment`` (``eu`` or ``sa``, 4.3's ``region``) and ``domain`` (4.3's ``DOMAIN``)
+    choose ``https://api[.sa].up42.<domain>`` for ``base_url`` and Keycloak's
+    ``https://auth[.sa].up42.<domain>/realms/public/protocol/openid-connect/token`` for
+    ``token_url``, as 4.3's ``host.py`` does. An explicit ``token_url`` wins. A ``base_url``
+    that is not an UP42 host (a proxy, the simulator) takes the token endpoint from under
+    itself; project credentials default to the v1 ``{base_url}/oauth/token`` (0.34.1).
+    """
+
+    environment: Literal["eu", "sa"] = "eu"
+    domain: str = Field("com", pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+)*$")
+    base_url: RootUrl = "https://api.up42.com"  # when unset: the environment's
+    token_url: RootUrl | None = None  # when unset: see above
     username: OptionalStr = None
     # checked even when unset, so that a username (project id) without it is refused
     password: OptionalSecret = Field(None, validate_default=True)
@@ -88,7 +105,8 @@ class Up42Settings(OutputUrlSettings):
     token_lifetime: float = Field(299.0, gt=0)  # when the token response has no expires_in
     # v2: wait for credits to settle (captured/released) instead of ending at successful/failed
     settle_credits: bool = False
-    results_max_bytes: int = Field(20 * 1024**3, ge=1)  # unpacked bytes of one results tarball
+    results_max_bytes: int = Field(20 * 1024**3, ge=1)  # unpacked bytes of one results archive
+    # entries of one results archive; items of one v2 collection
     results_max_members: int = Field(10_000, ge=1)
     spool_dir: Path | None = None  # where results tarballs wait while archived; None: $TMPDIR
 
@@ -98,6 +116,39 @@ class Up42Settings(OutputUrlSettings):
         partner = "username" if info.field_name == "password" else "project_id"
         _both_or_neither("up42", info, partner, value)
         return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _same_region(cls, value: str, info: ValidationInfo) -> str:
+        # a field validator, so that the error quotes the URL and never the credentials
+        environment, domain = info.data.get("environment"), info.data.get("domain")
+        theirs = up42_region(value, domain) if domain else None
+        if environment is not None and theirs is not None and theirs != environment:
+            raise ValueError(
+                f"{value} is UP42's {theirs} API: set"
+                f" TASKWARDEN_PROVIDERS__UP42__ENVIRONMENT={theirs}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _hosts(self) -> Up42Settings:
+        api, auth = UP42_HOSTS[self.environment]
+        if "base_url" not in self.model_fields_set:
+            self.base_url = f"https://{api}.{self.domain}"
+        if self.token_url is None:
+            if self.username is None and self.project_id is not None:
+                self.token_url = f"{self.base_url}/oauth/token"
+            elif up42_region(self.base_url, self.domain) is not None:
+                self.token_url = f"https://{auth}.{self.domain}{UP42_KEYCLOAK_TOKEN}"
+            else:
+                self.token_url = f"{self.base_url}{UP42_KEYCLOAK_TOKEN}"
+        return self
+
+
+def up42_region(url: str, domain: str) -> str | None:
+    """The UP42 environment whose API host ``url`` is on, or None for any other host."""
+    host = urlsplit(url).hostname or ""
+    return next((e for e, (api, _) in UP42_HOSTS.items() if host == f"{api}.{domain}"), None)
 
 
 class DescartesLabsSettings(OutputUrlSettings):

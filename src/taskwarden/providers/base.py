@@ -31,6 +31,9 @@ class OutputRef:
 
     ``content`` carries small outputs inline (a JSON description); otherwise the archive opens
     the output with :meth:`Provider.open_output`. ``source`` is recorded in the manifest.
+    ``skipped`` (a reason) marks something the task produced that is deliberately not archived
+    (a link in a results tarball, an asset out of reach): the manifest lists it under
+    ``skipped`` with that reason, and it is never opened.
     """
 
     name: str
@@ -38,6 +41,7 @@ class OutputRef:
     content: bytes | None = None
     content_type: str | None = None
     key: str = ""  # adapter-private handle (a file id, a URL)
+    skipped: str | None = None
 
 
 @dataclass

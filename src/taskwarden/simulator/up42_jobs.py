@@ -10,7 +10,8 @@ other. Words over time:
     task  NOT_STARTED until its turn, RUNNING, SUCCEEDED; a failing job fails its last task;
           a cancelled job cancels the task that was running
 
-Each task's results are a real ``.tgz`` whose members sit under ``output/``; member bytes are
+Each task's results are a real ``.tgz`` (or, with ``results_format="zip"``, a zip: 0.34.1
+``utils.py`` unpacks both) whose members sit under ``output/``; member bytes are
 :func:`~taskwarden.simulator.script.output_bytes` of ``"{seed}:{task index}:{member name}"``, so
 ``results_sha256`` knows every checksum. The job's own results are its last task's.
 """
@@ -20,13 +21,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import stat
 import tarfile
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taskwarden.simulator.script import Script, ScriptedTask, output_bytes
 
@@ -76,11 +79,19 @@ class Up42TaskSpec(BaseModel):
     members: list[Up42Member] = Field(default_factory=_default_members)
     quicklooks: list[str] = ["ql-1.jpeg"]
     quicklook_size: int = Field(512, ge=0, le=MAX_MEMBER)
+    results_format: Literal["tgz", "zip"] = "tgz"
 
     @field_validator("id")
     @classmethod
     def _path_safe(cls, value: str) -> str:
         return path_segment(value)
+
+    @model_validator(mode="after")
+    def _zip_kinds(self) -> Up42TaskSpec:
+        odd = [m.name for m in self.members if m.kind in ("hardlink", "fifo", "device")]
+        if self.results_format == "zip" and odd:
+            raise ValueError(f"a zip cannot hold hard links, FIFOs or devices: {odd}")
+        return self
 
     @field_validator("quicklooks")
     @classmethod
@@ -103,6 +114,7 @@ class Up42JobSpec(Script):
     cancelling_seconds: float = Field(1.0, ge=0)
     url_ttl: float = Field(60.0, gt=0)  # lifetime of a signed results URL (simulation seconds)
     expired_downloads: int = Field(0, ge=0)  # the first N signed-URL fetches answer "expired"
+    credits: int = Field(10, ge=0)  # GET …/jobs/{j}/credits: data.creditsUsed (0.34.1)
 
     @field_validator("id", "project_id")
     @classmethod
@@ -144,10 +156,15 @@ class Up42Task:
             if m.kind == "file"
         }
 
+    @property
+    def results_file(self) -> str:
+        return "output.zip" if self.spec.results_format == "zip" else "output.tgz"
+
     def tarball(self) -> bytes:
-        """The results ``.tgz`` (built once; byte-identical every time)."""
+        """The results ``.tgz`` or zip (built once; byte-identical every time)."""
         if self._tarball is None:
-            self._tarball = build_tarball(self)
+            zipped = self.spec.results_format == "zip"
+            self._tarball = build_zip(self) if zipped else build_tarball(self)
         return self._tarball
 
     def quicklook_bytes(self, name: str) -> bytes:
@@ -334,6 +351,28 @@ def _info(path: str, kind: bytes) -> tarfile.TarInfo:
     info.mtime = 1_700_000_000
     info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
     return info
+
+
+def build_zip(task: Up42Task) -> bytes:
+    """The results as a zip (what orders shipped): members under ``output/``, fixed dates;
+    a symlink is an entry whose Unix mode says so and whose content is its target."""
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member in task.spec.members:
+            info = zipfile.ZipInfo(member.path, date_time=(2023, 11, 14, 22, 13, 20))
+            info.create_system = 3  # Unix, so that external_attr holds a mode
+            if member.kind == "dir":
+                info.filename = member.path.rstrip("/") + "/"
+                info.external_attr = (stat.S_IFDIR | 0o755) << 16
+                archive.writestr(info, b"")
+            elif member.kind == "symlink":
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                archive.writestr(info, member.target.encode())
+            else:
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, task.member_bytes(member))
+    return raw.getvalue()
 
 
 def feature_collection(task: Up42Task) -> dict[str, Any]:

@@ -1,34 +1,36 @@
-"""The HTTP handlers of the UP42 simulator (:mod:`taskwarden.simulator.up42` has the state)."""
+"""The HTTP handlers of the UP42 simulator's logins and v1 jobs (the state is
+:class:`~taskwarden.simulator.up42_state.Up42World`; v2 routes are in :mod:`.up42_stac`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from taskwarden.simulator.up42 import (
+from taskwarden.simulator.up42_auth import KEYCLOAK_TOKEN, LEGACY_TOKEN
+from taskwarden.simulator.up42_http import (
     JOB,
     KEYCLOAK,
     TASK,
-    base_url,
+    WORKSPACE,
     expired,
     fault_word,
-    problem,
+    signed_refusal,
+    storage_base,
+    storage_error,
     v1_error,
 )
 from taskwarden.simulator.up42_jobs import Up42Job, Up42Task
-
-if TYPE_CHECKING:
-    from taskwarden.simulator.up42 import Up42Simulator
+from taskwarden.simulator.up42_state import Up42World
 
 RouteMaker = Callable[..., Route]
 
 
-def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
-    """Every UP42 route, as ``route(method, path, handler, **endpoint options)`` makes them."""
+def build(sim: Up42World, route: RouteMaker) -> list[BaseRoute]:
+    """The login and v1 routes, as ``route(method, path, handler, **options)`` makes them."""
 
     def job_of(params: Mapping[str, Any]) -> str | None:
         value = params.get("job")
@@ -43,7 +45,7 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
         return value if isinstance(value, str) else None
 
     def find_job(request: Request) -> Up42Job | Response:
-        if (denied := sim.denied(request)) is not None:
+        if (denied := sim.tokens.denied(request)) is not None:
             return denied
         job = sim.jobs.get(request.path_params["job"])
         if job is None or job.spec.project_id != request.path_params["project"]:
@@ -112,8 +114,16 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
         if isinstance(task, Response):
             return task
         name = request.path_params.get("task") or request.path_params["job"]
-        url = sim.sign(base_url(request), name, task.job.spec.url_ttl)
+        base = storage_base(request, sim.auth.storage_host)
+        expires = sim.clock.now() + task.job.spec.url_ttl
+        url = sim.signer.sign(base, f"signed/{name}/{task.results_file}", expires)
         return JSONResponse({"data": {"url": url}, "error": None})
+
+    async def credits(request: Request) -> Response:
+        job = find_job(request)
+        if isinstance(job, Response):
+            return job
+        return JSONResponse({"data": {"creditsUsed": job.spec.credits}, "error": None})
 
     async def quicklooks(request: Request) -> Response:
         task = find_task(request)
@@ -137,85 +147,37 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
         return PlainTextResponse(task.log(sim.clock.now()))
 
     async def signed(request: Request) -> Response:
-        name = request.path_params["owner"]
-        query = request.query_params
-        expires, signature = query.get("expires", ""), query.get("signature", "")
-        if not sim.signature_ok(name, expires, signature):
-            return PlainTextResponse("<Error><Code>SignatureDoesNotMatch</Code></Error>", 403)
+        name, file = request.path_params["owner"], request.url.path.rpartition("/")[2]
+        if not sim.signer.valid(f"signed/{name}/{file}", request.query_params):
+            return storage_error(403, "SignatureDoesNotMatch", "Invalid signature.")
+        if (refused := signed_refusal(request, f"{name}/{file}")) is not None:
+            return refused
         task = sim.tasks.get(name) or (sim.jobs[name].results if name in sim.jobs else None)
-        if task is None:
-            return PlainTextResponse("<Error><Code>NoSuchKey</Code></Error>", 404)
+        if task is None or task.results_file != file:
+            return storage_error(404, "NoSuchKey", "The specified key does not exist.")
         task.job.downloads += 1
-        if (
-            task.job.downloads <= task.job.spec.expired_downloads
-            or float(expires) <= sim.clock.now()
-        ):
-            return expired(name)
-        return Response(task.tarball(), media_type="application/x-gzip")
-
-    async def processing(request: Request) -> Response:
-        if (denied := sim.denied(request, v2=True)) is not None:
-            return denied
-        job = sim.processing.get(request.path_params["id"])
-        if job is None:
-            return problem(404, f"Job {request.path_params['id']} not found")
-        document = job.document(sim.clock.now(), base_url(request), fault_word(request))
-        return JSONResponse(document)
-
-    async def stac_root(request: Request) -> Response:
-        if (denied := sim.denied(request, v2=True)) is not None:
-            return denied
-        root = f"{base_url(request)}/v2/assets/stac"
-        return JSONResponse(
-            {
-                "type": "Catalog",
-                "id": "up42-storage",
-                "stac_version": "1.0.0",
-                "description": "UP42 storage (simulated)",
-                "conformsTo": [
-                    "https://api.stacspec.org/v1.0.0/core",
-                    "https://api.stacspec.org/v1.0.0/collections",
-                    "https://api.stacspec.org/v1.0.0/item-search",
-                ],
-                "links": [
-                    {"rel": "self", "href": root, "type": "application/json"},
-                    {"rel": "root", "href": root, "type": "application/json"},
-                    {"rel": "data", "href": f"{root}/collections", "type": "application/json"},
-                    {"rel": "search", "href": f"{root}/search", "type": "application/geo+json"},
-                ],
-            }
-        )
-
-    async def collection(request: Request) -> Response:
-        if (denied := sim.denied(request, v2=True)) is not None:
-            return denied
-        wanted = request.path_params["id"]
-        now = sim.clock.now()
-        for job in list(sim.processing.values()):
-            if job.spec.collection_id == wanted and job.word(now) in ("successful", "captured"):
-                return JSONResponse(job.collection(base_url(request)))
-        return problem(404, f"Collection {wanted} not found")
-
-    async def userinfo(request: Request) -> Response:
-        if (denied := sim.denied(request, v2=True)) is not None:
-            return denied
-        return JSONResponse({"sub": "sim-account", "email_verified": True})
+        expires = float(request.query_params["expires"])
+        if task.job.downloads <= task.job.spec.expired_downloads or expires <= sim.clock.now():
+            return expired(f"{name}/{file}")
+        kind = "application/zip" if file.endswith(".zip") else "application/x-gzip"
+        return Response(task.tarball(), media_type=kind)
 
     async def me(request: Request) -> Response:
-        if (denied := sim.denied(request)) is not None:
+        if (denied := sim.tokens.denied(request)) is not None:
             return denied
-        return JSONResponse({"data": {"id": "sim-workspace", "email": "sim@up42"}, "error": None})
+        return JSONResponse({"data": {"id": WORKSPACE, "email": "sim@up42"}, "error": None})
 
     quiet = {"json": False}
     status = frozenset({"unknown_status"})
     return [
-        route("POST", "oauth/token", sim.grant),
-        route("POST", f"{KEYCLOAK}/token", sim.grant),
-        route("GET", f"{KEYCLOAK}/userinfo", userinfo),
+        route("POST", LEGACY_TOKEN, sim.tokens.legacy),
+        route("POST", KEYCLOAK_TOKEN, sim.tokens.keycloak),
+        route("GET", f"{KEYCLOAK}/userinfo", sim.tokens.userinfo),
         route("GET", "users/me", me),
         route("GET", JOB, get_job, task_of=job_of, kinds=status),
         route("POST", f"{JOB}/cancel/", cancel, task_of=job_of),
         route("GET", f"{JOB}/tasks/", tasks, task_of=job_of, kinds=status),
+        route("GET", f"{JOB}/credits", credits, task_of=job_of),
         route("GET", f"{JOB}/outputs/data-json/", data_json, task_of=job_of),
         route("GET", f"{JOB}/downloads/results/", results, task_of=job_of),
         route("GET", f"{TASK}/outputs/data-json/", data_json, task_of=task_of),
@@ -224,9 +186,5 @@ def build(sim: Up42Simulator, route: RouteMaker) -> list[BaseRoute]:
         route("GET", f"{TASK}/outputs/quicklooks/{{name}}", quicklook, task_of=task_of, **quiet),
         route("GET", f"{TASK}/logs", logs, task_of=task_of, **quiet),
         route("GET", "signed/{owner}/output.tgz", signed, task_of=id_of, **quiet),
-        route(
-            "GET", "v2/processing/jobs/{id}", processing, task_of=id_of, kinds=status, error=problem
-        ),
-        route("GET", "v2/assets/stac/", stac_root, error=problem),
-        route("GET", "v2/assets/stac/collections/{id}", collection, error=problem),
+        route("GET", "signed/{owner}/output.zip", signed, task_of=id_of, **quiet),
     ]

@@ -22,7 +22,12 @@ v1 words: ``NOT_STARTED`` / ``NOT STARTED`` / ``PENDING`` → pending; ``RUNNING
 ``CANCELLING`` (on its way to cancelled) → running; ``SUCCEEDED`` → succeeded; ``FAILED`` /
 ``ERROR`` → failed; ``CANCELLED`` → cancelled. v2 words: see :func:`v2_remote`.
 
-What is archived is listed in :mod:`taskwarden.providers.up42.outputs`; abort cancels a v1 job
+Each observation carries the platform's timestamps (v1 ``createdAt``/``startedAt``/``finishedAt``,
+v2 ``created``/``started``/``finished``) and small facts as ``details``: a v2 job's credits and
+error names, a v1 job's task counts and failed task, a v1 task's block.
+
+What is archived is listed in :mod:`taskwarden.providers.up42.outputs`, what a failure leaves
+behind (:meth:`Up42Provider.list_diagnostics`) in :mod:`.diagnostics`; abort cancels a v1 job
 (``POST projects/{p}/jobs/{j}/cancel/``). UP42 cancels whole jobs only and has no cancel for
 processing jobs, so aborting a job task or a processing job is refused with a reason.
 """
@@ -44,7 +49,8 @@ from taskwarden.config import Settings, Up42Settings
 from taskwarden.errors import RemoteNotFound, RequestRejected, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers.base import OutputRef, OutputStream, Target
-from taskwarden.providers.up42.api import NAME, Up42Api
+from taskwarden.providers.up42.api import NAME, Up42Api, remote_time
+from taskwarden.providers.up42.diagnostics import Diagnostics
 from taskwarden.providers.up42.outputs import Outputs
 
 Kind = Literal["job", "jobtask", "processing"]
@@ -159,6 +165,7 @@ class Up42Provider:
         self._api = Up42Api(settings, client)
         self._settle = settings.settle_credits
         self._outputs = Outputs(self._api, settings)
+        self._diagnostics = Diagnostics(self._api, self._outputs)
 
     async def fetch_status(self, target: Target) -> Observation:
         """One status check (two while a v1 job runs or has just failed)."""
@@ -170,17 +177,29 @@ class Up42Provider:
             word = _word(task.get("status"))
             remote = V1_STATES.get(word, Remote.UNKNOWN)
             message = await self._log_tail(up) if remote is Remote.FAILED else None
-            return Observation(remote, word, message=message, name=_str(task.get("name")))
+            block = _dict(task.get("block"))
+            details = _facts(block=block.get("name"), block_version=task.get("blockVersion"))
+            return Observation(
+                remote, word, message=message, name=_str(task.get("name")), details=details,
+                remote_started_at=remote_time(task.get("startedAt")),
+                remote_ended_at=remote_time(task.get("finishedAt")),
+            )  # fmt: skip
         job, _ = await self._api.v1(up.job_path, what=f"up42 job {up.id}")
         job = job if isinstance(job, dict) else {}
         word = _word(job.get("status"))
         remote = V1_STATES.get(word, Remote.UNKNOWN)
-        progress, message = None, None
+        progress, message, details = None, None, None
         if remote is Remote.RUNNING and word == "RUNNING":
-            progress = await self._job_progress(up)
+            progress, details = await self._job_progress(up)
         elif remote is Remote.FAILED:
-            message = await self._job_failure(up)
-        return Observation(remote, word, progress, message, _str(job.get("name")))
+            message, details = await self._job_failure(up)
+        return Observation(
+            remote, word, progress, message, _str(job.get("name")),
+            remote_created_at=remote_time(job.get("createdAt")),
+            remote_started_at=remote_time(job.get("startedAt")),
+            remote_ended_at=remote_time(job.get("finishedAt")),
+            details=details,
+        )  # fmt: skip
 
     async def list_outputs(self, target: Target) -> Sequence[OutputRef]:
         """The outputs of a succeeded job, task or processing job (see :mod:`.outputs`)."""
@@ -191,6 +210,16 @@ class Up42Provider:
             task = await self.task_document(up)
             return await self._outputs.v1_task(target.remote_id, up.task_path, task)
         return await self._outputs.v1_job(target.remote_id, up.job_path, up.id)
+
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        """What a job, task or processing job that did not succeed leaves behind (see
+        :mod:`.diagnostics`): its documents and whole logs."""
+        up = parse_target(target)
+        if up.kind == "processing":
+            return await self._diagnostics.processing(up.id)
+        if up.kind == "jobtask":
+            return await self._diagnostics.v1_task(up.job_path, await self.task_document(up))
+        return await self._diagnostics.v1_job(up.job_path, up.id)
 
     def open_output(
         self, target: Target, ref: OutputRef
@@ -230,37 +259,54 @@ class Up42Provider:
         word = _word(job.get("status"))
         remote = v2_remote(word, self._settle)
         message = None
+        results = _dict(job.get("results"))
         if remote is Remote.FAILED:
-            results = job.get("results") if isinstance(job.get("results"), dict) else {}
             errors = v2_errors(results.get("errors")) if results else None
             message = "; ".join(part for part in (V2_REFUSED.get(word), errors) if part)
         progress = 1.0 if remote is Remote.RUNNING and word != "running" else None
-        return Observation(remote, word, progress, message, _str(job.get("processID")))
+        credits = _dict(job.get("creditConsumption")).get("credits")
+        listed = results.get("errors")
+        names = [
+            e["name"]
+            for e in (listed[:5] if isinstance(listed, list) else [])
+            if isinstance(e, dict) and _str(e.get("name"))
+        ]
+        return Observation(
+            remote, word, progress, message, _str(job.get("processID")),
+            remote_created_at=remote_time(job.get("created")),
+            remote_started_at=remote_time(job.get("started")),
+            remote_ended_at=remote_time(job.get("finished")),
+            details=_facts(credits=credits, errors=names or None),
+        )  # fmt: skip
 
-    async def _job_progress(self, up: Up42Target) -> float | None:
+    async def _tasks(self, up: Up42Target) -> list[dict[str, Any]] | None:
         # decoration: a failed tasks/ call must not cost the observation
         try:
             tasks, _ = await self._api.v1(f"{up.job_path}/tasks/", what=f"up42 job {up.id}")
         except TaskwardenError:
             return None
-        if not isinstance(tasks, list) or not tasks:
-            return None
-        done = sum(1 for t in tasks if isinstance(t, dict) and t.get("status") == "SUCCEEDED")
-        return done / len(tasks)
+        return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else None
 
-    async def _job_failure(self, up: Up42Target) -> str | None:
+    async def _job_progress(self, up: Up42Target) -> tuple[float | None, dict[str, Any] | None]:
+        tasks = await self._tasks(up)
+        if not tasks:
+            return None, None
+        done = sum(1 for t in tasks if t.get("status") == "SUCCEEDED")
+        return done / len(tasks), _facts(tasks=len(tasks), tasks_succeeded=done)
+
+    async def _job_failure(self, up: Up42Target) -> tuple[str | None, dict[str, Any] | None]:
         """Which task failed and the tail of its log, or None when UP42 will not say."""
-        try:
-            tasks, _ = await self._api.v1(f"{up.job_path}/tasks/", what=f"up42 job {up.id}")
-        except TaskwardenError:
-            return None
-        for task in tasks if isinstance(tasks, list) else []:
-            if isinstance(task, dict) and task.get("status") in ("FAILED", "ERROR"):
+        tasks = await self._tasks(up)
+        for task in tasks or []:
+            if task.get("status") in ("FAILED", "ERROR"):
                 failed = Up42Target("jobtask", str(task.get("id")), up.project_id, up.id)
                 tail = await self._log_tail(failed)
                 said = f"task {task.get('name')} {task.get('status')}"
-                return f"{said}: {_cap(tail, MAX_MESSAGE - len(said) - 2)}" if tail else said
-        return None
+                facts = _facts(tasks=len(tasks or []), failed_task=task.get("id"))
+                if tail:
+                    said = f"{said}: {_cap(tail, MAX_MESSAGE - len(said) - 2)}"
+                return said, facts
+        return None, None
 
     async def _log_tail(self, up: Up42Target) -> str | None:
         """The last lines of a job task's log (read whole, only its end kept)."""
@@ -294,6 +340,20 @@ def v2_errors(errors: Any) -> str | None:
         elif error:
             parts.append(net.error_message(error) or str(error))
     return _cap("; ".join(parts), MAX_MESSAGE) if parts else None
+
+
+def _facts(**facts: Any) -> dict[str, Any] | None:
+    """The facts that are known (small strings, numbers and lists only), or None."""
+    kept = {
+        key: value[:120] if isinstance(value, str) else value
+        for key, value in facts.items()
+        if isinstance(value, str | int | float | list) and not isinstance(value, bool)
+    }
+    return kept or None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _word(raw: Any) -> str:

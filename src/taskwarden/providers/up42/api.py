@@ -1,11 +1,17 @@
-"""UP42's HTTP conventions: the OAuth token and its refresh, the bearer, the v1 envelope.
+"""UP42's HTTP conventions: the OAuth token and its refresh, the bearer, the v1 envelope, the
+platform's timestamps.
 
-Tokens come from ``POST {token_url}`` (``{base_url}/oauth/token`` unless set), by the password
-grant (``username``, ``password``) or by client credentials (HTTP Basic ``project_id:api_key``),
-as the SDKs did; the token is read from ``access_token`` (newer) or ``data.accessToken`` (old
-SDKs). It is kept until ``expires_in`` (or ``token_lifetime``) minus a margin, then fetched
-again, once for all the coroutines that need it. A 401 on an API call means the platform
-dropped the token early: it is fetched afresh and the call retried once; a second 401 is
+Tokens come from ``POST {token_url}`` (Keycloak's token endpoint of the environment's auth host
+unless set; see :class:`~taskwarden.config.Up42Settings`). A username and password make the
+password grant exactly as up42-py 4.3 sends it (``http/oauth.py:35-61``): a form
+(``application/x-www-form-urlencoded``) of ``grant_type=password``, ``username``,
+``password``, ``client_id=up42-sdk`` and ``scope=openid``, in that order. Project credentials
+make the v1 era's client-credentials grant (HTTP Basic ``project_id:api_key``, 0.34.1
+``auth.py``). The token is read from ``access_token`` (Keycloak) or ``data.accessToken`` (the v1
+``oauth/token``). It is kept until ``expires_in`` (or ``token_lifetime``) minus 30 s (4.3's
+``expiry_offset``; at most half the lifetime), then fetched again, once for all the coroutines
+that need it. A 401 on an API call means the platform dropped the token early: it is fetched
+afresh and the call retried once (as 0.34.1 did; 4.3 raises), and a second 401 is
 :class:`~taskwarden.errors.CredentialsRejected`. A fixed ``token`` is never refreshed.
 
 v1 endpoints wrap their answer as ``{"data": ..., "error": ...}``; a truthy ``error`` with a
@@ -19,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -35,6 +42,8 @@ from taskwarden.errors import (
 
 NAME = "up42"
 MARGIN = 30.0  # seconds before expiry a token is replaced (the SDK's expiry_offset)
+CLIENT_ID = "up42-sdk"  # up42-py 4.3 http/oauth.py:10
+SCOPE = "openid"
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,8 @@ class Up42Api:
         self.base = settings.base_url
         self._settings = settings
         self._client = client
-        self._token_url = settings.token_url or f"{self.base}/oauth/token"
+        assert settings.token_url is not None  # Up42Settings fills it in
+        self._token_url = settings.token_url
         self._fixed = None if settings.token is None else settings.token.get_secret_value()
         self.refreshable = settings.username is not None or settings.project_id is not None
         self._token: _Token | None = None
@@ -66,6 +76,13 @@ class Up42Api:
         except httpx.InvalidURL:
             return False
         return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+
+    def source(self, url: str) -> str:
+        """A manifest source for a URL: relative to the API when on it; never a query."""
+        parsed = httpx.URL(url)
+        if self.same_origin(url):
+            return parsed.path.removeprefix(httpx.URL(self.base).path).lstrip("/")
+        return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}{parsed.path}"
 
     async def request(self, method: str, url: str, *, what: str, **kw: Any) -> httpx.Response:
         """One authenticated request (a 2xx response, read), refreshing the token once on 401."""
@@ -141,6 +158,8 @@ class Up42Api:
                 "grant_type": "password",
                 "username": settings.username,
                 "password": settings.password.get_secret_value(),
+                "client_id": CLIENT_ID,
+                "scope": SCOPE,
             }
         else:
             assert settings.project_id is not None and settings.api_key is not None
@@ -187,6 +206,18 @@ def _oauth_error(response: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("error_description"):
         return f"{body.get('error')}: {body['error_description']}"
     return net.error_message(body) or "no reason given"
+
+
+def remote_time(value: Any) -> float | None:
+    """Unix seconds of one of UP42's ISO 8601 timestamps (``…Z``; naive ones are UTC), or None
+    when it is absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _auth(token: str | None) -> dict[str, str]:

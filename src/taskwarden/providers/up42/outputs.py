@@ -1,21 +1,24 @@
 """What the UP42 adapter archives for a finished job, and how each output is read back.
 
     v1 job          job.json and tasks.json (the responses as served), every file of the job's
-                    results tarball, data-json.geojson (``outputs/data-json/``), and for each
-                    task ``task-<id>.log`` and ``task-<id>_quicklook_<name>``
-    v1 job task     task.json (its element of ``tasks/``), every file of its results tarball,
+                    results tarball (or zip), data-json.geojson (``outputs/data-json/``), and for
+                    each task ``task-<id>.log`` and ``task-<id>_quicklook_<name>``
+    v1 job task     task.json (its element of ``tasks/``), every file of its results archive,
                     data-json.geojson, task.log, and ``quicklook_<name>`` (the SDK's names)
-    v2 processing   job.json, and collection.json: the STAC collection ``results.collection``
-                    points to (our token travels only if it is on the API's host)
+    v2 processing   job.json, and the STAC results :mod:`.stac` lists: collection.json, each
+                    item's JSON and each item's assets
+
+Links and special entries of a results archive are listed as skipped (the manifest's
+``skipped``), as the SDK skipped them without a word.
 
 Results: ``downloads/results/`` answers ``{"data": {"url": <signed URL>}}``; the URL is fetched
 without our Authorization header, and when it is refused (a 4xx: expired or revoked) a fresh one
-is asked for, up to three URLs per listing. The tarball is spooled and checked once per listing
+is asked for, up to three URLs per listing. The archive is spooled and checked once per listing
 (:mod:`taskwarden.providers.up42.results`); each file is then streamed out of the spool.
 
 Documents of at most ``INLINE_LIMIT`` bytes are read at listing time and archived from memory;
-a larger one is streamed again when archived. Logs, data-json, quicklooks and the collection
-are optional: a 404 leaves them out rather than failing the archive.
+a larger one is streamed again when archived. Logs, data-json and quicklooks are optional: a 404
+leaves them out rather than failing the archive.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 from taskwarden import net
 from taskwarden.config import Up42Settings
@@ -51,6 +52,7 @@ from taskwarden.providers.up42.results import (
     stream_member,
     write_spool,
 )
+from taskwarden.providers.up42.stac import Stac
 
 INLINE_LIMIT = 8 * 1024 * 1024
 URL_ATTEMPTS = 3
@@ -72,6 +74,7 @@ class Outputs:
         self._max_members = settings.results_max_members
         self._spools: dict[str, Spool] = {}
         self._dir = SpoolDir(settings.spool_dir, SPOOL_MAX_AGE)
+        self.stac = Stac(api, settings.results_max_members)
 
     async def v1_job(self, key: str, job_path: str, job_id: str) -> list[OutputRef]:
         """A v1 job's outputs (``key`` names the watch's spool)."""
@@ -98,17 +101,14 @@ class Outputs:
         return await self._v1(key, task_path, refs, [(task_path, "task.log", "")], what)
 
     async def processing(self, job_id: str) -> list[OutputRef]:
-        """A processing job's document and the STAC collection of its results."""
+        """A processing job's document and its STAC results (:mod:`.stac`)."""
         path = f"v2/processing/jobs/{quote(job_id, safe='')}"
         what = f"up42 processing job {job_id}"
         response = await self._api.request("GET", self._api.url(path), what=what)
         refs = [_inline("job.json", response.content, JSON, path)]
-        body = net.json_body(response, provider=NAME)
-        results = body.get("results") if isinstance(body, dict) else None
-        collection = results.get("collection") if isinstance(results, dict) else None
-        if isinstance(collection, str) and collection.startswith(("http://", "https://")):
-            ref = await self._optional(collection, "collection.json", JSON, what)
-            refs += [ref] if ref is not None else []
+        collection = collection_url(net.json_body(response, provider=NAME))
+        if collection is not None:
+            refs += await self.stac.results(collection, what)
         return refs
 
     @asynccontextmanager
@@ -116,6 +116,10 @@ class Outputs:
         """Stream an output listed by this object."""
         if ref.content is not None:
             yield OutputStream(_once(ref.content), ref.content_type, len(ref.content))
+            return
+        if ref.key.startswith("asset:"):
+            async with self.stac.open(ref) as stream:
+                yield stream
             return
         if ref.key.startswith(_MEMBER):
             spool = self._spools.get(key)
@@ -161,12 +165,15 @@ class Outputs:
                 kind = mimetypes.guess_type(member.name)[0] or "application/octet-stream"
                 source = f"{path}/downloads/results/#{member.path}"
                 refs.append(_ref(member.name, kind, source, f"{_MEMBER}{member.index}"))
-            data = await self._optional(
+            for entry in spool.contents.skipped if spool else []:
+                source = f"{NAME}:{path}/downloads/results/#{entry.path}"
+                refs.append(OutputRef(name=entry.path, source=source, skipped=entry.reason))
+            data = await self.optional(
                 self._api.url(f"{path}/outputs/data-json/"), "data-json.geojson", GEOJSON, what
             )
             refs += [data] if data is not None else []
             for task_path, log_name, prefix in tasks:
-                log = await self._optional(self._api.url(f"{task_path}/logs"), log_name, TEXT, what)
+                log = await self.optional(self._api.url(f"{task_path}/logs"), log_name, TEXT, what)
                 refs += [log] if log is not None else []
                 refs += await self._quicklooks(task_path, prefix, what)
         except BaseException:
@@ -193,11 +200,11 @@ class Outputs:
                 refs.append(_ref(f"{prefix}quicklook_{name}", kind, path, f"{_GET}{url}"))
         return refs
 
-    async def _optional(self, url: str, name: str, kind: str, what: str) -> OutputRef | None:
+    async def optional(self, url: str, name: str, kind: str, what: str) -> OutputRef | None:
         """A document read inline (streamed later when large), or None when it is not there."""
         authenticated = self._api.same_origin(url)
         key = f"{_GET if authenticated else _ANON}{url}"
-        source = self._source(url)
+        source = self._api.source(url)
         body = bytearray()
         try:
             async with self._api.stream(url, what=what, authenticated=authenticated) as response:
@@ -248,24 +255,26 @@ class Outputs:
                     raise StorageUnavailable(f"{what}: {length} bytes, {free} free in the spool")
                 chunks = net.iter_body(response, provider=NAME, expected=length)
                 await write_spool(chunks, file, limit, what)
-            members = await asyncio.to_thread(scan, path, self._max_bytes, self._max_members, what)
+            contents = await asyncio.to_thread(scan, path, self._max_bytes, self._max_members, what)
         except BaseException:
             file.close()
             path.unlink(missing_ok=True)
             raise
-        return Spool(path, time.time(), members, {m.index for m in members})
+        return Spool(path, time.time(), contents, {m.index for m in contents.members})
 
     def _drop(self, key: str) -> None:
         old = self._spools.pop(key, None)
         if old is not None:
             old.close()
 
-    def _source(self, url: str) -> str:
-        """A manifest source for a URL: relative to the API when on it; never a query."""
-        if self._api.same_origin(url):
-            return httpx.URL(url).path.removeprefix(httpx.URL(self._api.base).path).lstrip("/")
-        parsed = httpx.URL(url)
-        return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}{parsed.path}"
+
+def collection_url(job: Any) -> str | None:
+    """``results.collection`` of a processing job document, when it names one."""
+    results = job.get("results") if isinstance(job, dict) else None
+    collection = results.get("collection") if isinstance(results, dict) else None
+    if isinstance(collection, str) and collection.startswith(("http://", "https://")):
+        return collection
+    return None
 
 
 def _inline(name: str, content: bytes, kind: str, source: str) -> OutputRef:

@@ -1,4 +1,5 @@
-"""UP42 results tarballs: download once to a bounded spool file, check, list, stream members.
+"""UP42 results archives (tarballs, and zips): download once to a bounded spool file, check,
+list, stream members.
 
 Why a spool, and not one streaming pass: the archive asks ``list_outputs`` for every output
 first and then opens them one at a time, so the members must be known before the first byte is
@@ -18,12 +19,21 @@ unpacked copy next to it) is avoided like this:
   next listing sweeps, so a killed worker's spools go too), and the whole directory when the
   process exits.
 
-Before anything is archived, every member is checked: absolute paths, ``..`` segments,
-backslashes and control characters, links, devices, FIFOs and sparse files are refused (the
-archive then fails with :class:`~taskwarden.errors.OutputInvalid` naming the member), and so
-are more than ``results_max_members`` members or more than ``results_max_bytes`` unpacked. The
-``output/`` prefix UP42 puts on every member is stripped; the remaining path becomes the archive
-name with ``/`` written as ``__`` (archive names are one segment).
+What is extracted follows the SDK (0.34.1 ``utils.py:98-154``, 4.3 ``utils.py:105-181``): a
+tarball is tried first, then a zip. Of a tarball only regular files are archived (sparse ones
+included); of a zip every entry not ending in ``/``. Where the SDK silently skipped links,
+FIFOs and devices, they are skipped here too and listed (:attr:`Spool.skipped`, the manifest's
+``skipped``); so are zip entries that are symlinks by their Unix mode (the SDK wrote the link's
+target as a file) or encrypted. Directories are structure and are not listed.
+
+What the SDK did not guard is refused (the archive fails with
+:class:`~taskwarden.errors.OutputInvalid` naming the entry): absolute paths, ``..`` segments,
+backslashes and control characters in any entry's name, more than ``results_max_members``
+entries or more than ``results_max_bytes`` unpacked. Names follow the SDK's rule: when
+``output/`` occurs in a name, what follows its first occurrence is kept (the SDK kept only up to
+a second ``output/``, which can leave two files one name or none); the rest of the path becomes
+the archive name with ``/`` written as ``__`` (archive names are one segment; the SDK recreated
+the directories).
 """
 
 from __future__ import annotations
@@ -33,13 +43,16 @@ import atexit
 import contextlib
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import unicodedata
-from collections.abc import AsyncIterator, Generator
+import zipfile
+import zlib
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from taskwarden.errors import OutputInvalid, StorageUnavailable
 
@@ -48,26 +61,54 @@ TAR_OVERHEAD = 1536  # a header block and padding per member, roughly
 GZIP_SLACK = 64 * 1024  # incompressible data grows a little under gzip
 SEPARATOR = "__"
 PREFIX = "taskwarden-up42-"  # spool directories, one per process
+# what a damaged archive raises (zlib.error is raw; NotImplementedError: a zip compression
+# method Python lacks)
+READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
+               NotImplementedError)  # fmt: skip
+
+
+Kind = Literal["tar", "zip"]
 
 
 @dataclass(frozen=True)
 class Member:
-    """A regular file in a results tarball."""
+    """A regular file in a results archive."""
 
-    index: int  # position among the tarball's entries
-    path: str  # as stored in the tarball
-    name: str  # the archive name: ``output/`` stripped, ``/`` as ``__``
+    index: int  # position among the archive's entries
+    path: str  # as stored in the archive
+    name: str  # the archive name: up to ``output/`` cut, ``/`` as ``__``
     size: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry of a results archive that is not a regular file, and what it is instead."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a results archive holds: its kind, its regular files, what was skipped."""
+
+    kind: Kind
+    members: list[Member]
+    skipped: list[Skipped]
 
 
 @dataclass
 class Spool:
-    """A downloaded tarball on local disk and the members still to be streamed from it."""
+    """A downloaded archive on local disk and the members still to be streamed from it."""
 
     path: Path
     created: float
-    members: list[Member] = field(default_factory=list)
+    contents: Contents
     pending: set[int] = field(default_factory=set)
+
+    @property
+    def members(self) -> list[Member]:
+        return self.contents.members
 
     def done(self, index: int) -> bool:
         """Mark a member streamed; True (and the file is gone) once every member has been."""
@@ -150,62 +191,125 @@ def spool_limit(max_bytes: int, max_members: int) -> int:
     return max_bytes + TAR_OVERHEAD * (max_members + 2) + GZIP_SLACK
 
 
-def scan(path: Path, max_bytes: int, max_members: int, what: str) -> list[Member]:
-    """The regular files of the tarball at ``path``, after checking every entry (blocking)."""
-    members: list[Member] = []
-    total = 0
+def scan(path: Path, max_bytes: int, max_members: int, what: str) -> Contents:
+    """What the archive at ``path`` holds, after checking every entry (blocking)."""
     try:
-        with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            for index, info in enumerate(tar):
-                if index >= max_members:
-                    raise OutputInvalid(f"{what}: more than {max_members} members")
-                name = archive_name(info, what)
-                if name is None:
-                    continue
-                total += info.size
-                if total > max_bytes:
-                    raise OutputInvalid(f"{what}: more than {max_bytes} bytes unpacked")
-                members.append(Member(index, info.name, name, info.size))
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        # zlib.error is not exported as a type here; tarfile wraps most of it as ReadError
-        raise OutputInvalid(f"{what}: not a readable tarball ({exc})") from exc
-    return members
+        if tarfile.is_tarfile(path):
+            return _tally("tar", _tar_entries(path), max_bytes, max_members, what)
+        if zipfile.is_zipfile(path):
+            return _tally("zip", _zip_entries(path), max_bytes, max_members, what)
+    except READ_ERRORS as exc:
+        raise OutputInvalid(f"{what}: not a readable tarball or zip ({exc})") from exc
+    raise OutputInvalid(f"{what}: the results are neither a tarball nor a zip")
 
 
-def archive_name(info: tarfile.TarInfo, what: str) -> str | None:
-    """The archive name of a regular file; None for a directory; raises for anything unsafe."""
-    path = info.name
+# an entry: its name, its size, and None for a regular file, "" for a directory, or what
+# else it is (the reason it is skipped)
+Entry = tuple[str, int, str | None]
+
+
+def _tally(
+    kind: Kind, entries: Iterator[Entry], max_bytes: int, max_members: int, what: str
+) -> Contents:
+    members: list[Member] = []
+    skipped: list[Skipped] = []
+    total = 0
+    for index, (path, size, other) in enumerate(entries):
+        if index >= max_members:
+            raise OutputInvalid(f"{what}: more than {max_members} members")
+        check_path(path, what)
+        if other == "":
+            continue
+        if other is not None:
+            skipped.append(Skipped(path, other))
+            continue
+        total += size
+        if total > max_bytes:
+            raise OutputInvalid(f"{what}: more than {max_bytes} bytes unpacked")
+        members.append(Member(index, path, archive_name(path, what), size))
+    return Contents(kind, members, skipped)
+
+
+def _tar_entries(path: Path) -> Iterator[Entry]:
+    with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        for info in tar:
+            yield info.name, info.size, _tar_kind(info)
+
+
+def _tar_kind(info: tarfile.TarInfo) -> str | None:
+    if info.isfile():  # what the SDK extracts (tar_member.isfile()), sparse files included
+        return None
+    if info.isdir():
+        return ""
+    if info.issym():
+        return f"symbolic link to {info.linkname!r}"
+    if info.islnk():
+        return f"hard link to {info.linkname!r}"
+    kinds = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device"}
+    return kinds.get(info.type, "FIFO" if info.isfifo() else f"entry of type {info.type!r}")
+
+
+def _zip_entries(path: Path) -> Iterator[Entry]:
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            yield info.filename, info.file_size, _zip_kind(info)
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str | None:
+    if info.filename.endswith("/"):  # the SDK's test for a directory
+        return ""
+    mode = info.external_attr >> 16 if info.create_system == 3 else 0  # 3: Unix
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return ""
+    if mode and not stat.S_ISREG(mode):
+        return "FIFO" if stat.S_ISFIFO(mode) else "device or other special file"
+    if info.flag_bits & 0x1:
+        return "encrypted"
+    return None
+
+
+def check_path(path: str, what: str) -> None:
+    """Refuse an entry whose name could write outside the results, or is not one path."""
     if any(unicodedata.category(ch) == "Cc" for ch in path) or "\\" in path:
         raise OutputInvalid(f"{what}: member {path!r} has a control character or backslash")
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts:
         raise OutputInvalid(f"{what}: member {path!r} points outside the results")
-    if info.issym() or info.islnk():
-        raise OutputInvalid(f"{what}: member {path!r} is a link to {info.linkname!r}")
-    if info.isdir():
-        return None
-    if not info.isfile() or info.issparse():
-        raise OutputInvalid(f"{what}: member {path!r} is not a regular file")
-    parts = [part for part in pure.parts if part not in ("", ".")]
-    if parts and parts[0] == "output":
-        parts = parts[1:]
+
+
+def archive_name(path: str, what: str) -> str:
+    """The archive name of a regular file (see the module docstring)."""
+    if "output/" in path:
+        path = path.split("output/", 1)[1]
+    parts = [part for part in PurePosixPath(path).parts if part not in ("", ".")]
     if not parts:
         raise OutputInvalid(f"{what}: member {path!r} has no name")
     return SEPARATOR.join(parts)
 
 
-def member_chunks(path: Path, member: Member, what: str) -> Generator[bytes, None, None]:
-    """The bytes of one member, read by streaming the spooled tarball up to it (blocking)."""
-    with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-        for index, info in enumerate(tar):
+def member_chunks(spool: Spool, member: Member, what: str) -> Generator[bytes, None, None]:
+    """The bytes of one member, read from the spooled archive (blocking)."""
+    if spool.contents.kind == "zip":
+        with zipfile.ZipFile(spool.path) as archive:
+            info = archive.infolist()[member.index]
+            if info.filename != member.path or info.file_size != member.size:
+                raise OutputInvalid(f"{what}: the spooled zip changed at {member.path!r}")
+            with archive.open(info) as body:
+                while chunk := body.read(CHUNK):
+                    yield chunk
+        return
+    with spool.path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        for index, tar_info in enumerate(tar):
             if index < member.index:
                 continue
-            if info.name != member.path or info.size != member.size:
+            if tar_info.name != member.path or tar_info.size != member.size:
                 raise OutputInvalid(f"{what}: the spooled tarball changed at {member.path!r}")
-            body = tar.extractfile(info)
-            if body is None:
+            data = tar.extractfile(tar_info)
+            if data is None:
                 raise OutputInvalid(f"{what}: member {member.path!r} has no data")
-            while chunk := body.read(CHUNK):
+            while chunk := data.read(CHUNK):
                 yield chunk
             return
     raise OutputInvalid(f"{what}: member {member.path!r} is missing from the spool")
@@ -213,12 +317,12 @@ def member_chunks(path: Path, member: Member, what: str) -> Generator[bytes, Non
 
 async def stream_member(spool: Spool, member: Member, what: str) -> AsyncIterator[bytes]:
     """:func:`member_chunks` off the event loop, one chunk per thread hop."""
-    chunks = member_chunks(spool.path, member, what)
+    chunks = member_chunks(spool, member, what)
     try:
         while True:
             try:
                 chunk = await asyncio.to_thread(next, chunks, None)
-            except (tarfile.TarError, EOFError, OSError) as exc:
+            except READ_ERRORS as exc:
                 raise OutputInvalid(f"{what}: cannot read {member.path!r} ({exc})") from exc
             if chunk is None:
                 return
