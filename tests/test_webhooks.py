@@ -226,8 +226,7 @@ def test_loopback_receiver_is_refused_unless_allowed(store: Store, receiver: Rec
         to_state="succeeded",
         at=time.time(),
     )
-    store.redis.hset(keys.WEBHOOKS_PENDING, delivery.id, delivery.record())
-    store.redis.zadd(keys.WEBHOOKS_DUE, {delivery.id: 0})
+    store.add_deliveries(0, [(delivery.id, delivery.record())])
     sender = webhooks.Sender(settings, store)
 
     async def go() -> None:
@@ -253,26 +252,24 @@ def test_final_events_become_one_delivery_each_even_when_read_twice(store: Store
     settings = load_settings(webhooks={"secret": SECRET, "url": "https://example.com/all"})
     sent: list[str] = []
     now = time.time()
-    assert webhooks_pump.pump(store.redis, settings, now, sent.extend) == 0  # creates the group
+    assert webhooks_pump.pump(store, settings, now, sent.extend) == 0  # creates the group
     reg = Registration(
         provider="geobox", remote_id=str(uuid.uuid4()), webhook="https://example.com/own"
     )
     watch, _ = store.register(reg, now)
     plain, _ = store.register(Registration(provider="geobox", remote_id=str(uuid.uuid4())), now)
-    assert webhooks_pump.pump(store.redis, settings, now, sent.extend) == 0  # registered: not final
+    assert webhooks_pump.pump(store, settings, now, sent.extend) == 0  # registered: not final
     store.cancel(watch.id, now)
     store.cancel(plain.id, now)
-    assert webhooks_pump.pump(store.redis, settings, now + 1, sent.extend) == 3
+    assert webhooks_pump.pump(store, settings, now + 1, sent.extend) == 3
     targets = sorted(i.rsplit(":", 1)[1] for i in sent)
     assert targets == ["global", "global", "watch"]  # the plain watch only has the global one
-    assert webhooks_pump.pump(store.redis, settings, now + 2, sent.extend) == 0  # leased
+    assert webhooks_pump.pump(store, settings, now + 2, sent.extend) == 0  # leased
     store.redis.xgroup_setid(keys.EVENTS, keys.WEBHOOKS_GROUP, id="0")  # replay everything
-    assert webhooks_pump.pump(store.redis, settings, now + 3, sent.extend) == 0
+    assert webhooks_pump.pump(store, settings, now + 3, sent.extend) == 0
     assert store.redis.hlen(keys.WEBHOOKS_PENDING) == 3
     lease = webhooks_pump.lease_seconds(settings)
-    assert (
-        webhooks_pump.pump(store.redis, settings, now + 2 + lease, sent.extend) == 3
-    )  # lease over
+    assert webhooks_pump.pump(store, settings, now + 2 + lease, sent.extend) == 3  # lease over
 
 
 @pytest.mark.parametrize(

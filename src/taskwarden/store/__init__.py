@@ -2,6 +2,7 @@
 
 :class:`Store` (:mod:`.watches`) holds the watch records, the due-time index, leases and
 history; :mod:`.ops` its operational records (heartbeats, dead letters, the index backfill);
+:mod:`.webhooks` the webhook outbox (the events consumer group, the delivery records);
 :mod:`.queries` the listing; :mod:`.scripts` every Lua script; :mod:`.ratelimit` the
 cluster-wide rate limiter, which lives in the same Redis.
 """
@@ -9,7 +10,7 @@ cluster-wide rate limiter, which lives in the same Redis.
 from taskwarden.store.ops import Backfill, dead_letter
 from taskwarden.store.queries import SORTS, BadQuery, Query
 from taskwarden.store.ratelimit import Limit, RateLimiter
-from taskwarden.store.watches import Claim, Commit, NotRearmable, Store, history_entry
+from taskwarden.store.watches import Claim, Commit, NotRearmable, Store
 
 __all__ = [
     "SORTS",
@@ -23,5 +24,4 @@ __all__ = [
     "RateLimiter",
     "Store",
     "dead_letter",
-    "history_entry",
 ]

@@ -14,6 +14,8 @@ Layout (names in :mod:`taskwarden.keys`):
 - ``events`` stream: one entry per state transition, written by the same script as the change.
 - Heartbeats, the dead-letter stream and the ``schema`` key the index backfill records:
   :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
+- The webhook outbox (the events consumer group, pending and due deliveries):
+  :mod:`taskwarden.store.webhooks`, mixed in the same way.
 
 Every multi-key change is one Lua script (:mod:`taskwarden.store.scripts`), so a crash between
 two writes cannot tear a watch.
@@ -30,10 +32,11 @@ import redis
 
 from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
-from taskwarden.models import Registration, Watch, encode, watch_id
+from taskwarden.models import Registration, Watch, encode, history_entry, watch_id
 from taskwarden.store import scripts
 from taskwarden.store.ops import StoreOps
 from taskwarden.store.queries import Query, decode_cursor, encode_cursor, list_page
+from taskwarden.store.webhooks import StoreWebhooks
 
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
 
@@ -67,16 +70,10 @@ class Commit:
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
 
 
-def history_entry(
-    now: float, old: State | None, new: State, raw: str | None, note: str | None
-) -> str:
-    entry = {"at": now, "from": old, "to": new, "raw": raw, "note": note}
-    return json.dumps(entry, separators=(",", ":"))
-
-
-class Store(StoreOps):
+class Store(StoreOps, StoreWebhooks):
     """All of taskwarden's state in one Redis, reached only through this class (its operational
-    records through the methods of :class:`~taskwarden.store.ops.StoreOps`)."""
+    records through the methods of :class:`~taskwarden.store.ops.StoreOps`, the webhook outbox
+    through those of :class:`~taskwarden.store.webhooks.StoreWebhooks`)."""
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 100) -> None:
         self.redis = client
@@ -92,6 +89,9 @@ class Store(StoreOps):
         self._end_run = client.register_script(scripts.END_RUN)
         self._after = client.register_script(scripts.AFTER)
         self._light = client.register_script(scripts.LIGHT_FILTER)
+        self._webhook_enqueue = client.register_script(scripts.WEBHOOK_ENQUEUE)
+        self._webhook_claim = client.register_script(scripts.WEBHOOK_CLAIM)
+        self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
 
     @classmethod
     def from_url(cls, url: str, *, history_limit: int = 100) -> Store:

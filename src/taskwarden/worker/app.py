@@ -144,7 +144,7 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
             max_queued_batches=settings.max_queued_batches,
         )
         try:
-            webhooks.pump(rt.store.redis, settings, now, send_webhooks)
+            webhooks.pump(rt.store, settings, now, send_webhooks)
         except redis.RedisError:  # the polls went out; the next tick picks the webhooks up
             log.exception("webhooks.pump_failed")
         return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}
