@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from taskwarden import keys, metrics
+from taskwarden import keys
 from taskwarden.api import create_app
 from taskwarden.config.settings import load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
@@ -33,6 +32,7 @@ from taskwarden.webhooks import sender as webhooks
 
 from .conftest import Warden, running_warden, wait_for
 from .test_api import AUTH, TOKEN, serve
+from .test_metrics import scrape
 
 SECRET = "test-webhook-secret"
 
@@ -121,13 +121,8 @@ def webhook_env(receiver: Receiver, **extra: str) -> dict[str, str]:
 
 def deliveries_counted(w: Warden, outcome: str) -> float:
     """``taskwarden_webhook_deliveries_total{outcome=...}`` as a scrape reports it."""
-    body, _ = metrics.exposition(w.store.redis)
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            name, labels = sample.name, sample.labels
-            if name == "taskwarden_webhook_deliveries_total" and labels == {"outcome": outcome}:
-                return sample.value
-    return 0.0
+    samples, _ = scrape(w.store)
+    return samples.get(("taskwarden_webhook_deliveries_total", (("outcome", outcome),)), 0.0)
 
 
 def webhook_ends(w: Warden, wid: str, status: str) -> Watch:

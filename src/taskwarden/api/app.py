@@ -208,7 +208,7 @@ def create_app(
     def stats() -> dict[str, Any]:
         """Counts by state and provider, dispatch lag, recent poll and error rates, workers."""
         now = time.time()
-        rates = _recent_rates(client)
+        rates = _recent_rates(store, now)
         zero = {"polls_per_s": 0.0, "errors_per_s": 0.0, "rate_limit_waits_per_s": 0.0}
         queues = store.worker_queues()
         return {
@@ -277,7 +277,9 @@ def create_app(
             from taskwarden.metrics import exposition
         except ImportError:
             return JSONResponse({"detail": "metrics not available"}, status_code=503)
-        body, content_type = exposition(client)
+        body, content_type = exposition(
+            store.metric_cells(), store.counts(), store.dispatch_lag(time.time())
+        )
         return Response(body, media_type=content_type)
 
     # the dashboard
@@ -329,12 +331,12 @@ def _errors_as_sent(schema: dict[str, Any]) -> None:
         schema["components"]["schemas"].pop(name, None)
 
 
-def _recent_rates(client: redis.Redis) -> dict[str, dict[str, float]]:
+def _recent_rates(store: Store, now: float) -> dict[str, dict[str, float]]:
     try:
-        from taskwarden.metrics import recent_rates
+        from taskwarden.metrics import recent_rates, recent_window
     except ImportError:
         return {}
-    return recent_rates(client)
+    return recent_rates(store.recent_cells(recent_window(now)), now)
 
 
 def _web_file(name: str) -> Response:

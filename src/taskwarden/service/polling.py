@@ -90,7 +90,7 @@ class Runtime:
         """Add ``seen``, and the waits and HTTP errors since the last flush, to the totals."""
         seen.rate_limit_waits(self.limiter.drain())
         seen.http_errors(self.http_errors.drain())
-        seen.flush(self.store.redis)
+        self.store.add_metrics(seen)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)

@@ -3,6 +3,7 @@
 :class:`Store` (:mod:`.watches`) holds the watch records, the due-time index, leases and
 history; :mod:`.ops` its operational records (heartbeats, dead letters, the index backfill);
 :mod:`.webhooks` the webhook outbox (the events consumer group, the delivery records);
+:mod:`.metrics` the metric cells and live figures (counts, dispatch lag);
 :mod:`.queries` the listing; :mod:`.scripts` every Lua script; :mod:`.ratelimit` the
 cluster-wide rate limiter, which lives in the same Redis.
 """

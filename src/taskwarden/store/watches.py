@@ -15,7 +15,8 @@ Layout (names in :mod:`taskwarden.keys`):
 - Heartbeats, the dead-letter stream and the ``schema`` key the index backfill records:
   :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
 - The webhook outbox (the events consumer group, pending and due deliveries):
-  :mod:`taskwarden.store.webhooks`, mixed in the same way.
+  :mod:`taskwarden.store.webhooks`; the metric cells and the live figures (counts, dispatch
+  lag): :mod:`taskwarden.store.metrics`; both mixed in the same way.
 
 Every multi-key change is one Lua script (:mod:`taskwarden.store.scripts`), so a crash between
 two writes cannot tear a watch.
@@ -34,6 +35,7 @@ from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import Registration, Watch, encode, history_entry, watch_id
 from taskwarden.store import scripts
+from taskwarden.store.metrics import StoreMetrics
 from taskwarden.store.ops import StoreOps
 from taskwarden.store.queries import Query, decode_cursor, encode_cursor, list_page
 from taskwarden.store.webhooks import StoreWebhooks
@@ -70,10 +72,11 @@ class Commit:
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
 
 
-class Store(StoreOps, StoreWebhooks):
+class Store(StoreOps, StoreWebhooks, StoreMetrics):
     """All of taskwarden's state in one Redis, reached only through this class (its operational
     records through the methods of :class:`~taskwarden.store.ops.StoreOps`, the webhook outbox
-    through those of :class:`~taskwarden.store.webhooks.StoreWebhooks`)."""
+    through those of :class:`~taskwarden.store.webhooks.StoreWebhooks`, metrics and live
+    figures through those of :class:`~taskwarden.store.metrics.StoreMetrics`)."""
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 100) -> None:
         self.redis = client
@@ -205,35 +208,6 @@ class Store(StoreOps, StoreWebhooks):
             query = replace(query, after=decode_cursor(query, cursor))
         watches, position = list_page(self.redis, query, self.get_many, self._after, self._light)
         return watches, None if position is None else encode_cursor(query, position)
-
-    def providers(self) -> list[str]:
-        return sorted(self.redis.smembers(keys.PROVIDERS))  # type: ignore[arg-type]
-
-    def counts(self) -> dict[str, int]:
-        pipe = self.redis.pipeline(transaction=False)
-        for state in State:
-            pipe.zcard(keys.by_state(state))
-        return dict(zip([str(s) for s in State], pipe.execute(), strict=True))
-
-    def counts_by_provider(self) -> dict[str, dict[str, int]]:
-        """Watches per provider and state (every state present, zeros included)."""
-        names = self.providers()
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(keys.counts(name))
-        return {
-            name: {str(s): int(raw.get(s, 0)) for s in State}
-            for name, raw in zip(names, pipe.execute(), strict=True)
-        }
-
-    def dispatch_lag(self, now: float) -> float:
-        """Seconds the longest-waiting due watch has been due (0 when none is)."""
-        names = self.providers()
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.zrange(keys.due(name), 0, 0, withscores=True)
-        oldest = [first[0][1] for first in pipe.execute() if first]
-        return max(0.0, now - min(oldest)) if oldest else 0.0
 
     # events
 
