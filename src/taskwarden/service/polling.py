@@ -102,7 +102,7 @@ class Runtime:
         self.run(self.webhooks.aclose())
         self.run(archive.settle())  # obstore needs the loop to breathe before it closes
         self.loop.close()
-        self.store.redis.close()
+        self.store.close()
 
 
 def target_of(watch: Watch) -> Target:
