@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
-import redis
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskwarden import metrics
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
 from taskwarden.simulator.server import SimulatorServer
+from taskwarden.store import Store
 
 from .conftest import running_warden, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(client: redis.Redis) -> tuple[Samples, str]:
-    body, content_type = metrics.exposition(client)
+def scrape(store: Store, now: float | None = None) -> tuple[Samples, str]:
+    """What ``GET /metrics`` serves, parsed: the exposition of what the store reads."""
+    lag = store.dispatch_lag(time.time() if now is None else now)
+    body, content_type = metrics.exposition(store.metric_cells(), store.counts(), lag)
     samples: Samples = {}
     for family in text_string_to_metric_families(body.decode()):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples, content_type
+
+
+def recent_rates(store: Store, now: float, window_s: float = 60) -> dict[str, dict[str, float]]:
+    """What ``/v1/stats`` reports as each provider's recent rates."""
+    return metrics.recent_rates(store.recent_cells(metrics.recent_window(now, window_s)), now)
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
@@ -45,7 +54,6 @@ def test_exposition_sums_every_process(tmp_path: Path, sim: SimulatorServer) -> 
         "TASKWARDEN_RATE_LIMITS__GEOBOX__BURST": "1",
     }
     with running_warden(tmp_path, sim, processes=2, **limits) as w:
-        client = redis.Redis.from_url(w.redis_url)
         for task in [*good, flaky]:
             w.send_track(provider="geobox", remote_id=task.uuid)
         w.send_track(provider="geobox", remote_id=missing)
@@ -60,15 +68,14 @@ def test_exposition_sums_every_process(tmp_path: Path, sim: SimulatorServer) -> 
 
         def settled() -> Samples | None:
             # the counters are flushed just after each commit: wait for the last flush
-            samples, _ = scrape(client)
+            samples, _ = scrape(w.store)
             done = total(samples, "taskwarden_polls_total") == polls
             done = done and total(samples, "taskwarden_archives_total") == len(finals)
             return samples if done else None
 
         samples = wait_for(settled, timeout=30)
-        _, content_type = scrape(client)
-        rates = metrics.recent_rates(client)
-        client.close()
+        _, content_type = scrape(w.store)
+        rates = recent_rates(w.store, time.time())
 
     assert content_type.startswith("text/plain")
     ok = total(samples, "taskwarden_polls_total", provider="geobox", outcome="ok")
@@ -93,32 +100,58 @@ def test_exposition_sums_every_process(tmp_path: Path, sim: SimulatorServer) -> 
     assert rates["geobox"]["rate_limit_waits_per_s"] > 0
 
 
-def test_dispatch_lag_is_the_oldest_overdue_watch(redis_url: str) -> None:
+def test_dispatch_lag_is_the_oldest_overdue_watch(store: Store) -> None:
     """The lag gauge is how long the longest-waiting due watch has waited, over providers."""
-    client = redis.Redis.from_url(redis_url)
-    client.sadd("taskwarden:providers", "a", "b")
-    client.zadd("taskwarden:due:a", {"w1": 100.0, "w2": 500.0})
-    client.zadd("taskwarden:due:b", {"w3": 90.0})
-    assert metrics.dispatch_lag(client, now=200.0) == 110.0
-    assert metrics.dispatch_lag(client, now=80.0) == 0.0
-    samples, _ = scrape(client)  # a scrape of an idle warden has every family, at zero
+    store.redis.sadd("taskwarden:providers", "a", "b")
+    store.redis.zadd("taskwarden:due:a", {"w1": 100.0, "w2": 500.0})
+    store.redis.zadd("taskwarden:due:b", {"w3": 90.0})
+    assert scrape(store, now=200.0)[0][("taskwarden_dispatch_lag_seconds", ())] == 110.0
+    assert scrape(store, now=80.0)[0][("taskwarden_dispatch_lag_seconds", ())] == 0.0
+    samples, _ = scrape(store)  # a scrape of an idle warden has every family, at zero
     assert total(samples, "taskwarden_polls_total") == 0
     assert total(samples, "taskwarden_watches", state="pending") == 0
-    client.close()
 
 
-def test_recent_rates_cover_the_window(redis_url: str) -> None:
+def test_recent_rates_cover_the_window(store: Store) -> None:
     """Rates are counts over the seconds the recent buckets cover; older buckets drop out."""
-    client = redis.Redis.from_url(redis_url)
     now = 10_000.0  # a bucket boundary
     old, recent = metrics.Batch(), metrics.Batch()
     for _ in range(50):
         old.poll("p", "ok", 0.01)
     for _ in range(30):
         recent.poll("p", "retryable_error", 0.01)
-    old.flush(client, now=now - 120)
-    recent.flush(client, now=now - 5)
-    rates = metrics.recent_rates(client, window_s=60, now=now)
+    store.add_metrics(old, now=now - 120)
+    store.add_metrics(recent, now=now - 5)
+    rates = recent_rates(store, now, window_s=60)
     # six 10-second buckets (the current one included) cover 50 s before `now`
     assert rates == {"p": {"polls_per_s": 0.6, "errors_per_s": 0.6, "rate_limit_waits_per_s": 0.0}}
-    client.close()
+
+
+@pytest.mark.parametrize(
+    ("window_s", "first"),
+    [(60, 9950), (1, 10_000), (15, 9990), (10_000, 9840)],  # at least one, at most 17 buckets
+)
+def test_the_recent_window_is_whole_buckets(window_s: float, first: int) -> None:
+    """The window's buckets end with the current one and cover ``window_s``, within bounds."""
+    window = metrics.recent_window(10_004.0, window_s)
+    assert (window.start, window[-1], window.step) == (first, 10_000, metrics.RECENT_BUCKET)
+
+
+def test_a_batch_drains_into_cells_once() -> None:
+    """Draining folds the checks into counters, histogram cells and recent rates, and leaves
+    the batch empty, so the next flush adds nothing twice."""
+    batch = metrics.Batch()
+    batch.poll("p", "ok", 0.02)
+    batch.poll("p", "permanent_error", 7.0)
+    batch.webhook("delivered")
+    cells = batch.drain()
+    assert cells.ints == {
+        "polls|p|ok": 1,
+        "polls|p|permanent_error": 1,
+        "poll_duration_seconds|p|2": 1,  # 0.01 < 0.02 <= 0.025
+        "poll_duration_seconds|p|10": 1,  # 5 < 7 <= 10
+        "webhook_deliveries|delivered": 1,
+    }
+    assert cells.floats == {"poll_duration_seconds|p|sum": 7.02}
+    assert cells.recent == {"p|polls": 2, "p|errors": 1}
+    assert not batch.drain()

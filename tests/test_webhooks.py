@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from taskwarden import keys, metrics
+from taskwarden import keys
 from taskwarden.api import create_app
 from taskwarden.config.settings import load_settings
 from taskwarden.errors import ConfigError, InvalidRegistration
@@ -33,6 +32,7 @@ from taskwarden.webhooks import sender as webhooks
 
 from .conftest import Warden, running_warden, wait_for
 from .test_api import AUTH, TOKEN, serve
+from .test_metrics import scrape
 
 SECRET = "test-webhook-secret"
 
@@ -121,13 +121,8 @@ def webhook_env(receiver: Receiver, **extra: str) -> dict[str, str]:
 
 def deliveries_counted(w: Warden, outcome: str) -> float:
     """``taskwarden_webhook_deliveries_total{outcome=...}`` as a scrape reports it."""
-    body, _ = metrics.exposition(w.store.redis)
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            name, labels = sample.name, sample.labels
-            if name == "taskwarden_webhook_deliveries_total" and labels == {"outcome": outcome}:
-                return sample.value
-    return 0.0
+    samples, _ = scrape(w.store)
+    return samples.get(("taskwarden_webhook_deliveries_total", (("outcome", outcome),)), 0.0)
 
 
 def webhook_ends(w: Warden, wid: str, status: str) -> Watch:
@@ -226,8 +221,7 @@ def test_loopback_receiver_is_refused_unless_allowed(store: Store, receiver: Rec
         to_state="succeeded",
         at=time.time(),
     )
-    store.redis.hset(keys.WEBHOOKS_PENDING, delivery.id, delivery.record())
-    store.redis.zadd(keys.WEBHOOKS_DUE, {delivery.id: 0})
+    store.add_deliveries(0, [(delivery.id, delivery.record())])
     sender = webhooks.Sender(settings, store)
 
     async def go() -> None:
@@ -253,26 +247,24 @@ def test_final_events_become_one_delivery_each_even_when_read_twice(store: Store
     settings = load_settings(webhooks={"secret": SECRET, "url": "https://example.com/all"})
     sent: list[str] = []
     now = time.time()
-    assert webhooks_pump.pump(store.redis, settings, now, sent.extend) == 0  # creates the group
+    assert webhooks_pump.pump(store, settings, now, sent.extend) == 0  # creates the group
     reg = Registration(
         provider="geobox", remote_id=str(uuid.uuid4()), webhook="https://example.com/own"
     )
     watch, _ = store.register(reg, now)
     plain, _ = store.register(Registration(provider="geobox", remote_id=str(uuid.uuid4())), now)
-    assert webhooks_pump.pump(store.redis, settings, now, sent.extend) == 0  # registered: not final
+    assert webhooks_pump.pump(store, settings, now, sent.extend) == 0  # registered: not final
     store.cancel(watch.id, now)
     store.cancel(plain.id, now)
-    assert webhooks_pump.pump(store.redis, settings, now + 1, sent.extend) == 3
+    assert webhooks_pump.pump(store, settings, now + 1, sent.extend) == 3
     targets = sorted(i.rsplit(":", 1)[1] for i in sent)
     assert targets == ["global", "global", "watch"]  # the plain watch only has the global one
-    assert webhooks_pump.pump(store.redis, settings, now + 2, sent.extend) == 0  # leased
+    assert webhooks_pump.pump(store, settings, now + 2, sent.extend) == 0  # leased
     store.redis.xgroup_setid(keys.EVENTS, keys.WEBHOOKS_GROUP, id="0")  # replay everything
-    assert webhooks_pump.pump(store.redis, settings, now + 3, sent.extend) == 0
+    assert webhooks_pump.pump(store, settings, now + 3, sent.extend) == 0
     assert store.redis.hlen(keys.WEBHOOKS_PENDING) == 3
     lease = webhooks_pump.lease_seconds(settings)
-    assert (
-        webhooks_pump.pump(store.redis, settings, now + 2 + lease, sent.extend) == 3
-    )  # lease over
+    assert webhooks_pump.pump(store, settings, now + 2 + lease, sent.extend) == 3  # lease over
 
 
 @pytest.mark.parametrize(

@@ -228,7 +228,7 @@ def run_demo(data_dir: str | None = None) -> int:
                 ok = _watch(console, store, service, tasks)
                 console.print()  # the live table leaves the cursor on its last line
                 ok = _verify(console, store, tasks, archive_dir) and ok
-                store.redis.close()
+                store.close()
     finally:
         if redis_server is not None:
             redis_server.stop()

@@ -64,6 +64,11 @@ def counts(provider: str) -> str:
     return COUNTS + provider
 
 
+def metrics_recent(bucket: int) -> str:
+    """The recent-rates hash of the 10-second bucket starting at ``bucket`` (unix s)."""
+    return METRICS_RECENT + str(bucket)
+
+
 # Celery task names: producers send these by name, with no import of this project.
 TASK_TRACK = "taskwarden.track"
 TASK_DISPATCH = "taskwarden.dispatch"

@@ -1,32 +1,30 @@
 """Prometheus metrics that are right across Celery's prefork processes and across hosts.
 
-Every process adds what it saw to a :class:`Batch` in memory and flushes it to Redis in one
-pipeline per unit of work (a poll batch, an archive, a webhook batch): counters and histogram
-buckets are fields of one hash (``keys.METRICS``) incremented with HINCRBY / HINCRBYFLOAT, so
-all processes on all hosts add up to one set of totals. A scrape (:func:`exposition`) reads that
-hash and the store's live figures (watches by state, dispatch lag) with custom collectors.
+Every process adds what it saw to a :class:`Batch` in memory and hands it to the store in one
+pipeline per unit of work (a poll batch, an archive, a webhook batch;
+:meth:`~taskwarden.store.Store.add_metrics`): counters and histogram buckets are fields of one
+hash (``keys.METRICS``) incremented with HINCRBY / HINCRBYFLOAT, so all processes on all hosts
+add up to one set of totals. A scrape (:func:`exposition`) is built from that hash and the
+store's live figures (watches by state, dispatch lag), all read by the caller through the store.
 
 Per-provider rates over the last minute (:func:`recent_rates`, for ``/v1/stats``) come from
 small hashes per 10-second bucket (``keys.METRICS_RECENT``), written in the same pipeline and
-expiring on their own.
+expiring on their own (:func:`recent_window` names the buckets to read).
 
 A hash field is ``<metric>|<label values, '|'-joined>`` (histograms add ``|<bucket index>``
 or ``|sum``); label values are provider names, outcomes, HTTP status codes and
-states, none of which can hold a ``|``.
+states, none of which can hold a ``|``. Nothing here touches Redis.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import time
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -36,9 +34,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
-
-from taskwarden import keys
-from taskwarden.lifecycle import State
 
 SEP = "|"
 RECENT_BUCKET = 10  # seconds per recent-rates bucket
@@ -100,6 +95,19 @@ HISTOGRAMS = (POLL_DURATION, ARCHIVE_DURATION)
 
 # what recent_rates reports, per provider
 RECENT_POLLS, RECENT_ERRORS, RECENT_WAITS = "polls", "errors", "rate_limit_waits"
+
+
+@dataclass(frozen=True)
+class Cells:
+    """What a :class:`Batch` adds to the totals: hash fields to increment by an integer or by a
+    float, and recent-rates fields for the current 10-second bucket."""
+
+    ints: dict[str, int]
+    floats: dict[str, float]
+    recent: dict[str, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.ints or self.floats or self.recent)
 
 
 @dataclass
@@ -169,98 +177,71 @@ class Batch:
     def webhook(self, outcome: str) -> None:
         self.inc(WEBHOOK_DELIVERIES, outcome)
 
-    def flush(self, client: redis.Redis, now: float | None = None) -> None:
-        """Add everything to Redis in one pipeline, and start afresh."""
+    def drain(self) -> Cells:
+        """Everything seen since the last drain, as cells to add (the store's
+        :meth:`~taskwarden.store.Store.add_metrics` does), and start afresh."""
         self._fold_polls()
-        if not (self.ints or self.floats or self.recent):
-            return
-        pipe = client.pipeline(transaction=False)
-        for name, n in self.ints.items():
-            pipe.hincrby(keys.METRICS, name, n)
-        for name, x in self.floats.items():
-            pipe.hincrbyfloat(keys.METRICS, name, x)
-        if self.recent:
-            bucket = recent_key(time.time() if now is None else now)
-            for name, n in self.recent.items():
-                pipe.hincrby(bucket, name, n)
-            pipe.expire(bucket, RECENT_TTL)
-        pipe.execute()
+        cells = Cells(dict(self.ints), dict(self.floats), dict(self.recent))
         self.ints.clear()
         self.floats.clear()
         self.recent.clear()
+        return cells
 
 
 def _field(name: str, labels: Iterable[str]) -> str:
     return SEP.join((name, *labels))
 
 
-def recent_key(now: float) -> str:
-    return keys.METRICS_RECENT + str(int(now // RECENT_BUCKET) * RECENT_BUCKET)
+def recent_bucket(now: float) -> int:
+    """The start (unix s) of the recent-rates bucket ``now`` falls in."""
+    return int(now // RECENT_BUCKET) * RECENT_BUCKET
 
 
-def recent_rates(
-    client: redis.Redis, window_s: float = 60, now: float | None = None
-) -> dict[str, dict[str, float]]:
-    """Per provider: polls, errors and rate-limit waits per second over the last ``window_s``.
-
-    The window is made of whole 10-second buckets, the current (partial) one included, and the
-    rate divides by the time those buckets actually cover.
-    """
-    now = time.time() if now is None else now
+def recent_window(now: float, window_s: float = 60) -> range:
+    """The starts of the buckets that make the last ``window_s`` seconds: whole 10-second
+    buckets, the current (partial) one included."""
     window_s = min(max(window_s, RECENT_BUCKET), RECENT_TTL - RECENT_BUCKET)
-    current = int(now // RECENT_BUCKET) * RECENT_BUCKET
-    starts = range(current - int(math.ceil(window_s / RECENT_BUCKET) - 1) * RECENT_BUCKET,
-                   current + 1, RECENT_BUCKET)  # fmt: skip
-    pipe = client.pipeline(transaction=False)
-    for start in starts:
-        pipe.hgetall(keys.METRICS_RECENT + str(start))
+    current = recent_bucket(now)
+    first = current - int(math.ceil(window_s / RECENT_BUCKET) - 1) * RECENT_BUCKET
+    return range(first, current + 1, RECENT_BUCKET)
+
+
+def recent_rates(cells: Mapping[int, Mapping[str, str]], now: float) -> dict[str, dict[str, float]]:
+    """Per provider: polls, errors and rate-limit waits per second over the buckets in
+    ``cells`` (bucket start -> its fields, as :meth:`~taskwarden.store.Store.recent_cells`
+    reads the :func:`recent_window`). The rate divides by the time those buckets actually
+    cover."""
+    if not cells:
+        return {}
     totals: dict[str, dict[str, float]] = {}
-    for raw in pipe.execute():
-        for name, value in _decoded(raw).items():
+    for fields in cells.values():
+        for name, value in fields.items():
             provider, _, what = name.rpartition(SEP)
             slot = totals.setdefault(
                 provider, {RECENT_POLLS: 0.0, RECENT_ERRORS: 0.0, RECENT_WAITS: 0.0}
             )
             if what in slot:
                 slot[what] += float(value)
-    span = max(1.0, now - starts[0])
+    span = max(1.0, now - min(cells))
     return {
         provider: {f"{what}_per_s": round(n / span, 3) for what, n in slot.items()}
         for provider, slot in sorted(totals.items())
     }
 
 
-def dispatch_lag(client: redis.Redis, now: float) -> float:
-    """Seconds the oldest due watch (over every provider) has waited past its due time."""
-    members: Any = client.smembers(keys.PROVIDERS)  # the hints vary by redis version
-    providers = sorted(_text(p) for p in members)
-    if not providers:
-        return 0.0
-    pipe = client.pipeline(transaction=False)
-    for provider in providers:
-        pipe.zrangebyscore(keys.due(provider), "-inf", now, start=0, num=1, withscores=True)
-    oldest = [float(rows[0][1]) for rows in pipe.execute() if rows]
-    return max(0.0, now - min(oldest)) if oldest else 0.0
+class _Collector(Collector):
+    """Builds every taskwarden metric family, at scrape time, from figures read for it."""
 
-
-def watch_counts(client: redis.Redis) -> dict[str, int]:
-    pipe = client.pipeline(transaction=False)
-    for state in State:
-        pipe.zcard(keys.by_state(state))
-    return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
-
-
-class _RedisCollector(Collector):
-    """Builds every taskwarden metric family from Redis at scrape time."""
-
-    def __init__(self, client: redis.Redis, now: float) -> None:
-        self.client = client
-        self.now = now
+    def __init__(
+        self, cells: Mapping[str, str], counts: Mapping[str, int], dispatch_lag: float
+    ) -> None:
+        self.cells = cells
+        self.counts = counts
+        self.dispatch_lag = dispatch_lag
 
     def collect(self) -> Iterator[Metric]:
-        raw = _decoded(self.client.hgetall(keys.METRICS))
         by_metric: dict[str, list[tuple[list[str], str]]] = defaultdict(list)
-        for name, value in raw.items():
+        for name, value in self.cells.items():
             metric, *labels = name.split(SEP)
             by_metric[metric].append((labels, value))
         for counter in COUNTERS:
@@ -274,13 +255,13 @@ class _RedisCollector(Collector):
         for hist in HISTOGRAMS:
             yield _histogram(hist, by_metric.get(hist.name, []))
         states = GaugeMetricFamily("taskwarden_watches", "Watches by state.", labels=("state",))
-        for state, n in watch_counts(self.client).items():
+        for state, n in self.counts.items():
             states.add_metric([state], n)
         yield states
         yield GaugeMetricFamily(
             "taskwarden_dispatch_lag_seconds",
             "Seconds the oldest due watch has waited past its due time.",
-            value=dispatch_lag(self.client, self.now),
+            value=self.dispatch_lag,
         )
 
 
@@ -302,16 +283,15 @@ def _histogram(hist: Histogram, rows: list[tuple[list[str], str]]) -> HistogramM
     return family
 
 
-def exposition(client: redis.Redis, now: float | None = None) -> tuple[bytes, str]:
-    """The Prometheus text exposition of every taskwarden metric: (body, content type)."""
+def exposition(
+    cells: Mapping[str, str], counts: Mapping[str, int], dispatch_lag: float
+) -> tuple[bytes, str]:
+    """The Prometheus text exposition of every taskwarden metric: (body, content type).
+
+    ``cells``: the totals (:meth:`~taskwarden.store.Store.metric_cells`); ``counts``: watches
+    by state (:meth:`~taskwarden.store.Store.counts`); ``dispatch_lag``: seconds
+    (:meth:`~taskwarden.store.Store.dispatch_lag`).
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_RedisCollector(client, time.time() if now is None else now))
+    registry.register(_Collector(cells, counts, dispatch_lag))
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decoded(raw: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}

@@ -221,3 +221,11 @@ def encode(value: object) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+def history_entry(
+    now: float, old: State | None, new: State, raw: str | None, note: str | None
+) -> str:
+    """One line of a watch's history (the ``history:<id>`` list), as JSON."""
+    entry = {"at": now, "from": old, "to": new, "raw": raw, "note": note}
+    return json.dumps(entry, separators=(",", ":"))

@@ -55,7 +55,7 @@ class Readiness:
 
     def redis(self) -> tuple[bool, str]:
         started = time.monotonic()
-        self.store.redis.ping()
+        self.store.ping()
         return True, f"ping answered in {(time.monotonic() - started) * 1000:.1f} ms"
 
     def broker(self) -> tuple[bool, str]:

@@ -28,7 +28,7 @@ def cancel(ref: str, abort: bool) -> None:
         changed = store.cancel(watch.id, time.time())
         if abort:
             create_app(settings, url).send_task(keys.TASK_ABORT, args=[watch.id])
-        store.redis.close()
+        store.close()
     if changed:
         asked = " (abort requested; `taskwarden show` tells whether the platform took it)"
         click.echo(f"{watch.id} cancelled" + (asked if abort else ""))

@@ -112,7 +112,7 @@ def upgrade(url: str) -> None:
     try:
         done = store.backfill_indexes()
     finally:
-        store.redis.close()
+        store.close()
     if done.ran:
         logs.get("taskwarden.cli").info(
             "store.backfilled", watches=done.watches, index_entries_added=done.added
@@ -126,7 +126,7 @@ def open_store(settings: Settings) -> Iterator[Store]:
         try:
             yield store
         finally:
-            store.redis.close()
+            store.close()
 
 
 def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from typing import Any
 import click
 import redis
 
-from taskwarden import keys
 from taskwarden.cli import common
 from taskwarden.lifecycle import State
 
@@ -46,9 +45,7 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
 
     with common.open_store(settings) as store:
         if after is None:
-            newest: list[tuple[str, dict[str, str]]] = store.redis.xrevrange(  # type: ignore[assignment]
-                keys.EVENTS, count=max(last, 1)
-            )
+            newest = store.latest_events(max(last, 1))
             emit(newest[::-1] if last else [])
             after = newest[0][0] if newest else "0"
         failing_since: float | None = None

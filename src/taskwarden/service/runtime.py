@@ -54,7 +54,7 @@ class Runtime:
         totals (the metrics sink of every service function)."""
         seen.rate_limit_waits(self.limiter.drain())
         seen.http_errors(self.clients.errors.drain())
-        seen.flush(self.store.redis)
+        self.store.add_metrics(seen)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` to its end on this process's event loop."""
@@ -66,4 +66,4 @@ class Runtime:
         self.run(self.webhooks.aclose())
         self.run(archive.settle())  # obstore needs the loop to breathe before it closes
         self.loop.close()
-        self.store.redis.close()
+        self.store.close()

@@ -250,3 +250,47 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+
+# --- the webhook outbox (:mod:`taskwarden.store.webhooks`) ----------------------------------
+
+# KEYS: pending, due. ARGV: now, then (id, record) pairs. Adds each delivery unless it exists.
+WEBHOOK_ENQUEUE = """
+local added = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[i])
+    added = added + 1
+  end
+end
+return added
+"""
+
+# KEYS: due. ARGV: now, limit, lease_until. Takes due deliveries, pushing them a lease ahead.
+WEBHOOK_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id) end
+return ids
+"""
+
+# KEYS: pending, due, watch, history. ARGV: id, next_at ('' = done), record, on_watch ('1'),
+# status, error, attempts, entry, history_limit. Nothing happens to a delivery no longer
+# pending (another sender recorded it); the watch's fields and history only while it exists.
+WEBHOOK_RECORD = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[3], 'webhook_status', ARGV[5], 'webhook_error', ARGV[6],
+      'webhook_attempts', ARGV[7])
+  end
+  redis.call('LPUSH', KEYS[4], ARGV[8])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
+end
+return 1
+"""

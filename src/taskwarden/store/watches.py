@@ -11,9 +11,13 @@ Layout (names in :mod:`taskwarden.keys`):
 - ``watches``, ``provider:<name>``, ``label:<pair>`` (by created at), ``updated`` (by updated
   at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
   (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n.
-- ``events`` stream: one entry per state transition, written by the same script as the change.
+- ``events`` stream: one entry per state transition, written by the same script as the change
+  (read through :mod:`taskwarden.store.events`).
 - Heartbeats, the dead-letter stream and the ``schema`` key the index backfill records:
   :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
+- The webhook outbox (the events consumer group, pending and due deliveries):
+  :mod:`taskwarden.store.webhooks`; the metric cells and the live figures (counts, dispatch
+  lag): :mod:`taskwarden.store.metrics`; both mixed in the same way.
 
 Every multi-key change is one Lua script (:mod:`taskwarden.store.scripts`), so a crash between
 two writes cannot tear a watch.
@@ -30,10 +34,13 @@ import redis
 
 from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
-from taskwarden.models import Registration, Watch, encode, watch_id
+from taskwarden.models import Registration, Watch, encode, history_entry, watch_id
 from taskwarden.store import scripts
+from taskwarden.store.events import StoreEvents
+from taskwarden.store.metrics import StoreMetrics
 from taskwarden.store.ops import StoreOps
 from taskwarden.store.queries import Query, decode_cursor, encode_cursor, list_page
+from taskwarden.store.webhooks import StoreWebhooks
 
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
 
@@ -67,16 +74,12 @@ class Commit:
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
 
 
-def history_entry(
-    now: float, old: State | None, new: State, raw: str | None, note: str | None
-) -> str:
-    entry = {"at": now, "from": old, "to": new, "raw": raw, "note": note}
-    return json.dumps(entry, separators=(",", ":"))
-
-
-class Store(StoreOps):
+class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
     """All of taskwarden's state in one Redis, reached only through this class (its operational
-    records through the methods of :class:`~taskwarden.store.ops.StoreOps`)."""
+    records through the methods of :class:`~taskwarden.store.ops.StoreOps`, the events stream
+    through :class:`~taskwarden.store.events.StoreEvents`, the webhook outbox through
+    :class:`~taskwarden.store.webhooks.StoreWebhooks`, metrics and live figures through
+    :class:`~taskwarden.store.metrics.StoreMetrics`)."""
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 100) -> None:
         self.redis = client
@@ -92,11 +95,38 @@ class Store(StoreOps):
         self._end_run = client.register_script(scripts.END_RUN)
         self._after = client.register_script(scripts.AFTER)
         self._light = client.register_script(scripts.LIGHT_FILTER)
+        self._webhook_enqueue = client.register_script(scripts.WEBHOOK_ENQUEUE)
+        self._webhook_claim = client.register_script(scripts.WEBHOOK_CLAIM)
+        self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
 
     @classmethod
-    def from_url(cls, url: str, *, history_limit: int = 100) -> Store:
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        history_limit: int = 100,
+        connect_timeout: float | None = None,
+        timeout: float | None = None,
+    ) -> Store:
+        """A store on the Redis at ``url``; ``connect_timeout`` and ``timeout`` (seconds, unset:
+        no limit) bound a connection attempt and a reply, for callers that must answer."""
+        options: dict[str, float] = {}
+        if connect_timeout is not None:
+            options["socket_connect_timeout"] = connect_timeout
+        if timeout is not None:
+            options["socket_timeout"] = timeout
+        client = redis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=30, **options
+        )
         return cls(client, history_limit=history_limit)
+
+    def close(self) -> None:
+        """Close the connections (the store is not used after)."""
+        self.redis.close()
+
+    def ping(self) -> None:
+        """Raise unless Redis answers (readiness)."""
+        self.redis.ping()
 
     # registration and reading
 
@@ -205,48 +235,6 @@ class Store(StoreOps):
             query = replace(query, after=decode_cursor(query, cursor))
         watches, position = list_page(self.redis, query, self.get_many, self._after, self._light)
         return watches, None if position is None else encode_cursor(query, position)
-
-    def providers(self) -> list[str]:
-        return sorted(self.redis.smembers(keys.PROVIDERS))  # type: ignore[arg-type]
-
-    def counts(self) -> dict[str, int]:
-        pipe = self.redis.pipeline(transaction=False)
-        for state in State:
-            pipe.zcard(keys.by_state(state))
-        return dict(zip([str(s) for s in State], pipe.execute(), strict=True))
-
-    def counts_by_provider(self) -> dict[str, dict[str, int]]:
-        """Watches per provider and state (every state present, zeros included)."""
-        names = self.providers()
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(keys.counts(name))
-        return {
-            name: {str(s): int(raw.get(s, 0)) for s in State}
-            for name, raw in zip(names, pipe.execute(), strict=True)
-        }
-
-    def dispatch_lag(self, now: float) -> float:
-        """Seconds the longest-waiting due watch has been due (0 when none is)."""
-        names = self.providers()
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.zrange(keys.due(name), 0, 0, withscores=True)
-        oldest = [first[0][1] for first in pipe.execute() if first]
-        return max(0.0, now - min(oldest)) if oldest else 0.0
-
-    # events
-
-    def events(
-        self, after: str = "0", count: int = 100, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Transitions after stream id ``after`` ("0": from the oldest kept, "$": only new),
-        oldest first; ``block_ms`` waits that long for one to arrive."""
-        got: Any = self.redis.xread({keys.EVENTS: after}, count=count, block=block_ms)
-        if not got:
-            return []
-        entries = got[0][1] if isinstance(got, list) else got[keys.EVENTS][0]
-        return [(entry_id, dict(fields)) for entry_id, fields in entries]
 
     # scheduling
 

@@ -1,6 +1,7 @@
 """Webhooks: a signed POST when a watch reaches a final state, retried until delivered.
 
-Where a delivery comes from and how it is kept, durably, in Redis (names in :mod:`keys`):
+Where a delivery comes from and how it is kept, durably, in Redis (by the store,
+:mod:`taskwarden.store.webhooks`; names in :mod:`taskwarden.keys`):
 
 1. Every transition is an entry on the events stream (``keys.EVENTS``, written by the store in
    the same script as the change). :func:`taskwarden.webhooks.outbox.pump`, run by every dispatch
@@ -40,45 +41,22 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from taskwarden import __version__, keys, logs, metrics, net
+from taskwarden import __version__, logs, metrics, net
 from taskwarden.config import Settings
 from taskwarden.errors import TaskwardenError, UrlRefused
 from taskwarden.lifecycle import RetryPolicy
 from taskwarden.models import Watch
-from taskwarden.store import Store, history_entry
+from taskwarden.store import Store
 
 WATCH, GLOBAL = "watch", "global"  # a delivery's target: the watch's own URL, or the global one
 ERROR_CHARS = 300
 ALLOW_PRIVATE_SETTING = "TASKWARDEN_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES"
 
 log = logs.get("taskwarden.webhooks")
-
-# KEYS: pending, due, watch, history. ARGV: id, next_at ('' = done), record, on_watch ('1'),
-# status, error, attempts, entry, history_limit.
-_RECORD = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  if ARGV[4] == '1' then
-    redis.call('HSET', KEYS[3], 'webhook_status', ARGV[5], 'webhook_error', ARGV[6],
-      'webhook_attempts', ARGV[7])
-  end
-  redis.call('LPUSH', KEYS[4], ARGV[8])
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
-end
-return 1
-"""
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -201,9 +179,7 @@ class Sender:
         seen = metrics.Batch()
         if not ids:
             return seen
-        records: list[Any] = await asyncio.to_thread(
-            self.store.redis.hmget, keys.WEBHOOKS_PENDING, list(ids)
-        )
+        records = await asyncio.to_thread(self.store.deliveries, list(ids))
         deliveries = [Delivery.from_record(r) for r in records if r]
         watches = await asyncio.to_thread(self.store.get_many, [d.watch_id for d in deliveries])
         outcomes = await asyncio.gather(
@@ -281,23 +257,18 @@ class Sender:
             note = f"{target} attempt {n} failed: {attempt.error}; next in {delay:.1f} s"
         # the watch's fields follow its own URL, or the global one when it has none
         on_watch = watch is not None and (delivery.target == WATCH or not watch.webhook)
-        state = watch.state if watch is not None else None
-        self.store.redis.eval(
-            _RECORD,
-            4,
-            keys.WEBHOOKS_PENDING,
-            keys.WEBHOOKS_DUE,
-            keys.watch(delivery.watch_id),
-            keys.history(delivery.watch_id),
+        self.store.record_delivery(
             delivery.id,
-            "" if next_at is None else repr(next_at),
             delivery.record(),
-            "1" if on_watch else "0",
-            status,
-            attempt.error or "",
-            n,
-            history_entry(now, state, state, None, note),  # type: ignore[arg-type]
-            self.store.history_limit,
+            delivery.watch_id,
+            next_at=next_at,
+            on_watch=on_watch,
+            status=status,
+            error=attempt.error,
+            attempts=n,
+            now=now,
+            state=watch.state if watch is not None else None,
+            note=note,
         )
         log.info(
             "webhook.attempt",

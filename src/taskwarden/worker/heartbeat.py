@@ -54,7 +54,7 @@ def install(redis_url: str) -> None:
             with contextlib.suppress(redis.RedisError):  # else the TTL clears it
                 store.forget_worker(node)
         finally:
-            store.redis.close()
+            store.close()
 
     beating: list[threading.Thread] = []
 

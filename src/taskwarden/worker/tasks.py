@@ -80,7 +80,7 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             max_queued_batches=settings.max_queued_batches,
         )
         try:
-            webhooks.pump(rt.store.redis, settings, now, send_webhooks)
+            webhooks.pump(rt.store, settings, now, send_webhooks)
         except redis.RedisError:  # the polls went out; the next tick picks the webhooks up
             log.exception("webhooks.pump_failed")
         return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}

@@ -1,0 +1,43 @@
+"""``GET /v1/stats``: counts, dispatch lag, recent rates and live workers, for the dashboard
+and for people."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+
+from taskwarden import metrics
+from taskwarden.api import schemas
+from taskwarden.api.deps import READS, StoreDep
+from taskwarden.api.schemas import errors
+
+router = APIRouter(tags=["operations"])
+
+NO_RATES = {"polls_per_s": 0.0, "errors_per_s": 0.0, "rate_limit_waits_per_s": 0.0}
+
+
+@router.get("/v1/stats", dependencies=READS, response_model=schemas.Stats,
+            responses=errors(401, 503))  # fmt: skip
+def stats(store: StoreDep) -> dict[str, Any]:
+    """Counts by state and provider, dispatch lag, recent poll and error rates, workers."""
+    now = time.time()
+    rates = metrics.recent_rates(store.recent_cells(metrics.recent_window(now)), now)
+    queues = store.worker_queues()
+    return {
+        "counts": store.counts(),
+        "providers": {
+            name: {"counts": counts, **NO_RATES, **rates.get(name, {})}
+            for name, counts in store.counts_by_provider().items()
+        },
+        "dispatch_lag_seconds": store.dispatch_lag(now),
+        "workers": {
+            node: {
+                "last_seen": at,
+                "age_seconds": max(0.0, now - at),
+                "queues": queues.get(node),
+            }
+            for node, at in store.worker_heartbeats().items()
+        },
+    }
