@@ -213,9 +213,10 @@ async def _request_once(
             try:
                 raise_for_status(response, provider=provider, what=what, body=body)
             except TaskwardenError as exc:
-                if reword is None:
+                reworded = exc if reword is None else reword(exc, body)
+                if reworded is exc:  # raising it "from" itself would make it its own cause
                     raise
-                raise reword(exc, body) from exc
+                raise reworded from exc
         await read_capped(response, provider=provider, limit=max_bytes)
     except httpx.HTTPError as exc:
         raise transport_error(exc, provider=provider, method=method, url=url) from exc
