@@ -18,6 +18,7 @@ from taskwarden.net.client import (
     json_body,
     read_capped,
     request,
+    retry_in_call,
     stream,
 )
 from taskwarden.net.errors import (
@@ -76,6 +77,7 @@ __all__ = [
     "raise_for_status",
     "read_capped",
     "request",
+    "retry_in_call",
     "safe_filename",
     "stream",
     "transport_error",
