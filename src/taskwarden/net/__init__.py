@@ -37,8 +37,10 @@ from taskwarden.net.headers import (
 )
 from taskwarden.net.transport import ShardedTransport
 from taskwarden.net.urls import (
+    NO_ORIGIN,
     Guard,
     IPAddress,
+    Origin,
     Policy,
     host_allowed,
     literal,
@@ -51,9 +53,11 @@ from taskwarden.net.urls import (
 __all__ = [
     "ERROR_BODY_LIMIT",
     "MAX_MESSAGE",
+    "NO_ORIGIN",
     "CallPolicy",
     "Guard",
     "IPAddress",
+    "Origin",
     "Policy",
     "ProviderClient",
     "Reword",

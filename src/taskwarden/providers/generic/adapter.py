@@ -44,14 +44,13 @@ from taskwarden.errors import (
 )
 from taskwarden.jsonpath import render
 from taskwarden.lifecycle import Observation
-from taskwarden.net import host_allowed
+from taskwarden.net import host_allowed, origin
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.generic.auth import TokenCache
 from taskwarden.providers.generic.spec import (
     NAME,
     Spec,
     observe,
-    origin,
     output_links,
     url_filename,
 )
@@ -78,7 +77,7 @@ class Job:
     status_url: str
 
     @property
-    def origin(self) -> tuple[str, str, int | None]:
+    def origin(self) -> net.Origin:
         return origin(self.status_url)
 
 
