@@ -1,5 +1,5 @@
 """Output URLs a platform hands over are fetched only from allowed hosts and public addresses
-(providers/urls.py); the operator's own API URLs are trusted."""
+(net/urls.py); the operator's own API URLs are trusted; one origin rule says which is which."""
 
 from __future__ import annotations
 
@@ -24,7 +24,15 @@ from taskwarden.errors import UrlRefused
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
 from taskwarden.net.client import build_client
-from taskwarden.net.urls import Guard, Policy, host_allowed, non_public, policy_for
+from taskwarden.net.urls import (
+    NO_ORIGIN,
+    Guard,
+    Policy,
+    host_allowed,
+    non_public,
+    origin,
+    policy_for,
+)
 from taskwarden.simulator.generic import profile as generic_profile
 from taskwarden.simulator.server import SimulatorServer
 
@@ -82,6 +90,61 @@ def test_addresses_are_public_or_say_why_not(address: str, why: str | None) -> N
 def test_output_hosts_patterns(host: str, allowed: list[str], ok: bool) -> None:
     """A '*.' pattern matches subdomains only; an exact name matches itself; none allows all."""
     assert host_allowed(host, allowed) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.example.com/v1/", ("https", "api.example.com", 443)),
+        # case
+        ("HTTPS://API.Example.COM/v1/", ("https", "api.example.com", 443)),
+        # a trailing dot: the same DNS name
+        ("https://api.example.com./v1/", ("https", "api.example.com", 443)),
+        ("https://API.example.com.:8443/", ("https", "api.example.com", 8443)),
+        # default ports: filled in, and an explicit one is the same origin; other ports are kept
+        ("http://api.example.com/", ("http", "api.example.com", 80)),
+        ("https://api.example.com:443/", ("https", "api.example.com", 443)),
+        ("https://api.example.com:80/", ("https", "api.example.com", 80)),
+        ("http://api.example.com:8080/", ("http", "api.example.com", 8080)),
+        ("http://api.example.com:0/", ("http", "api.example.com", 0)),  # not the default
+        ("ftp://files.example.com/", ("ftp", "files.example.com", None)),  # no default known
+        # IPv6 literals: bare, compressed, lower-cased
+        ("http://[::1]:8080/", ("http", "::1", 8080)),
+        ("http://[0:0:0:0:0:0:0:1]/", ("http", "::1", 80)),
+        ("http://[2001:DB8::1]/", ("http", "2001:db8::1", 80)),
+        ("http://[::FFFF:127.0.0.1]/", ("http", "::ffff:7f00:1", 80)),
+        # user info is not part of the origin, whatever it looks like
+        ("https://user:secret@api.example.com/", ("https", "api.example.com", 443)),
+        ("https://api.example.com@evil.test/", ("https", "evil.test", 443)),
+        ("https://api.example.com:443@evil.test:8443/", ("https", "evil.test", 8443)),
+        # an internationalised name in the form httpx sends
+        ("https://bücher.example/", ("https", "xn--bcher-kva.example", 443)),
+        # URLs that cannot be read have no origin (never the default port's)
+        ("http://api.example.com:99999/", NO_ORIGIN),
+        ("http://api.example.com:http/", NO_ORIGIN),
+        ("http://[::1/", NO_ORIGIN),
+        ("http://300.1.1.1/", NO_ORIGIN),
+    ],
+)
+def test_origin_is_one_canonical_form(url: str, expected: tuple[str, str, int | None]) -> None:
+    """Spellings of one origin (case, a trailing dot, an explicit default port, IPv6 forms)
+    compare equal; user info never counts; a URL httpx cannot send has no origin."""
+    assert origin(url) == expected
+    if expected != NO_ORIGIN:
+        assert origin(httpx.URL(url)) == expected  # as the URL guard sees a request's URL
+
+
+def test_a_trailing_dot_or_explicit_port_on_a_configured_url_is_still_trusted() -> None:
+    """A request to the API under another spelling of its origin is the API's (trusted); the
+    same host on another port or scheme is not."""
+    settings = Settings(
+        providers=ProvidersSettings(up42=Up42Settings(base_url="https://api.up42.com"))
+    )
+    up42 = policy_for(settings, "up42")
+    assert up42.is_trusted(httpx.URL("https://API.up42.com.:443/v2/processing/jobs/x"))
+    assert not up42.is_trusted(httpx.URL("https://api.up42.com:8443/"))
+    assert not up42.is_trusted(httpx.URL("http://api.up42.com/"))
+    assert not up42.is_trusted(httpx.URL("https://api.up42.com.evil.test/"))
 
 
 def test_configured_urls_are_trusted_and_nothing_else() -> None:

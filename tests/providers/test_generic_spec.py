@@ -192,6 +192,7 @@ def test_output_links(fields: dict[str, Any], outputs: Any, links: list[Link]) -
         ({}, ["file:///etc/passwd"], "not an http"),
         ({}, ["ftp://s.test/x"], "not an http"),
         ({}, ["http://[::1/x"], "malformed URL"),
+        ({}, ["http://s.test:99999/x"], "not an http"),  # not taken for the default port
         ({"output_hosts": ["cdn.test"]}, ["https://169.254.169.254/latest"], "not in output_hosts"),
         ({"output_hosts": ["*.cdn.test"]}, ["https://cdn.test.evil/x"], "not in output_hosts"),
     ],

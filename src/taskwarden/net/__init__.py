@@ -20,6 +20,7 @@ from taskwarden.net.client import (
     json_body,
     read_capped,
     request,
+    retry_in_call,
     stream,
 )
 from taskwarden.net.clients import (
@@ -45,8 +46,10 @@ from taskwarden.net.headers import (
 )
 from taskwarden.net.transport import ShardedTransport
 from taskwarden.net.urls import (
+    NO_ORIGIN,
     Guard,
     IPAddress,
+    Origin,
     Policy,
     host_allowed,
     literal,
@@ -59,12 +62,14 @@ from taskwarden.net.urls import (
 __all__ = [
     "ERROR_BODY_LIMIT",
     "MAX_MESSAGE",
+    "NO_ORIGIN",
     "BeforeRequest",
     "CallPolicy",
     "Guard",
     "HttpClient",
     "HttpErrors",
     "IPAddress",
+    "Origin",
     "Policy",
     "ProviderClient",
     "ProviderClients",
@@ -90,6 +95,7 @@ __all__ = [
     "raise_for_status",
     "read_capped",
     "request",
+    "retry_in_call",
     "safe_filename",
     "stream",
     "transport_error",

@@ -33,7 +33,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -50,6 +50,7 @@ from taskwarden.net.errors import describe_request, raise_for_status, transport_
 from taskwarden.net.headers import content_length
 from taskwarden.net.transport import ShardedTransport
 
+T = TypeVar("T")
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any error document; a huge one is not worth reading
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # puts an error-tree exception in a platform's own words, given the error response's body
@@ -169,18 +170,37 @@ async def request(
     httpx. The body is read up to the client's ``max_json_bytes``.
     """
     calls = call_policy(client)
-    again = method.upper() in IDEMPOTENT if idempotent is None else idempotent
     send_options: dict[str, Any] = {
         k: kwargs.pop(k) for k in ("auth", "follow_redirects") if k in kwargs
     }
+
+    def once() -> Awaitable[httpx.Response]:
+        return _request_once(
+            client, method, url, provider, what, calls.max_json_bytes, send_options, kwargs, reword
+        )
+
+    return await retry_in_call(client, method, url, once, provider=provider, idempotent=idempotent)
+
+
+async def retry_in_call(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    once: Callable[[], Awaitable[T]],
+    *,
+    provider: str,
+    idempotent: bool | None = None,
+) -> T:
+    """``once()``, made again after a pause while it fails as the in-call retries allow (the
+    module docstring; the client's :class:`CallPolicy`): what :func:`request` and :func:`stream`
+    do, for an adapter that sends its requests itself. ``idempotent`` as in :func:`request`."""
+    calls = call_policy(client)
+    again = method.upper() in IDEMPOTENT if idempotent is None else idempotent
     attempt = 0
     while True:
         attempt += 1
         try:
-            return await _request_once(
-                client, method, url, provider, what, calls.max_json_bytes, send_options, kwargs,
-                reword,
-            )  # fmt: skip
+            return await once()
         except TaskwardenError as exc:
             if not (again or _never_sent(exc)):
                 raise
@@ -213,9 +233,10 @@ async def _request_once(
             try:
                 raise_for_status(response, provider=provider, what=what, body=body)
             except TaskwardenError as exc:
-                if reword is None:
+                reworded = exc if reword is None else reword(exc, body)
+                if reworded is exc:  # raising it "from" itself would make it its own cause
                     raise
-                raise reword(exc, body) from exc
+                raise reworded from exc
         await read_capped(response, provider=provider, limit=max_bytes)
     except httpx.HTTPError as exc:
         raise transport_error(exc, provider=provider, method=method, url=url) from exc
@@ -306,20 +327,10 @@ async def stream(
     body is being read, a failure is the caller's to retry. Iterate the body with
     :func:`iter_body`; leaving the context closes the connection.
     """
-    calls = call_policy(client)
-    again = method.upper() in IDEMPOTENT
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            response = await _open(client, method, url, provider, what, kwargs)
-            break
-        except TaskwardenError as exc:
-            pause = calls.pause(exc, attempt, random.random())
-            if pause is None or not (again or _never_sent(exc)):
-                raise
-            _log_retry(provider, method, url, attempt, pause, exc)
-        await asyncio.sleep(pause)
+    response = await retry_in_call(
+        client, method, url, lambda: _open(client, method, url, provider, what, kwargs),
+        provider=provider,
+    )  # fmt: skip
     try:
         yield response
     except httpx.HTTPError as exc:

@@ -33,7 +33,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -41,6 +41,8 @@ from taskwarden.config import Settings
 from taskwarden.errors import ProviderUnavailable, UrlRefused
 
 Origin = tuple[str, str, int | None]
+NO_ORIGIN: Origin = ("", "", None)  # what a URL that cannot be read has
+DEFAULT_PORTS = {"http": 80, "https": 443}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not global, not "private"
@@ -48,15 +50,40 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address in an IPv6 one
 
 
 def origin(url: str | httpx.URL) -> Origin:
-    """(scheme, host, port) of ``url``, lower-cased, with the scheme's default port filled in."""
-    parts = urlsplit(str(url))
-    scheme = parts.scheme.lower()
+    """(scheme, host, port) of ``url`` in one canonical form, so that two spellings of one
+    origin compare equal and two origins never do. The one origin rule of the package: the
+    URL guard's trusted origins, the generic provider's same-origin credentials and output
+    hosts, UP42's token, webhook URLs.
+
+    The URL is read by httpx, the client that sends every request, so the origin judged is the
+    one a request goes to. Then:
+
+    - scheme and host are lower-cased;
+    - the host's trailing dot is dropped: ``example.com.`` is the DNS name ``example.com``
+      (and :func:`host_allowed` judges it so);
+    - an internationalised host is in the ASCII (punycode) form httpx sends;
+    - an IPv6 literal is bare (no brackets) and compressed: ``[0:0::1]`` is ``::1``;
+    - user info is not part of it: ``https://api.example.com@evil.test/`` is on evil.test;
+    - the scheme's default port is filled in (``https://h/`` and ``https://h:443/`` are one
+      origin); an explicit port is kept, ``:0`` included.
+
+    A URL httpx cannot read, or whose port is not in 0-65535, has no origin, ``("", "", None)``,
+    which equals no real one: every check refuses an empty host, and no trusted origin has one.
+    """
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower().rstrip("."), port or default
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        port = parsed.port
+        host = parsed.raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):
+        return NO_ORIGIN
+    if port is not None and not 0 <= port <= 65535:
+        return NO_ORIGIN
+    host = host.lower().rstrip(".")
+    address = literal(unquote(host)) if ":" in host else None
+    if address is not None:
+        host = str(address)
+    scheme = parsed.scheme.lower()
+    return scheme, host, DEFAULT_PORTS.get(scheme) if port is None else port
 
 
 def host_allowed(host: str, allowed: Sequence[str]) -> bool:
@@ -127,7 +154,7 @@ def _origins(urls: Iterable[str | None]) -> frozenset[Origin]:
     for url in urls:
         if url and "{" not in urlsplit(url).netloc:  # a templated host is not one origin
             found.add(origin(url))
-    return frozenset(found)
+    return frozenset(found - {NO_ORIGIN})  # a URL that cannot be read trusts nothing
 
 
 def policy_for(settings: Settings, provider: str) -> Policy:

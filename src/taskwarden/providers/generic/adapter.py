@@ -44,14 +44,13 @@ from taskwarden.errors import (
 )
 from taskwarden.jsonpath import render
 from taskwarden.lifecycle import Observation
-from taskwarden.net import host_allowed
+from taskwarden.net import host_allowed, origin
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.generic.auth import TokenCache
 from taskwarden.providers.generic.spec import (
     NAME,
     Spec,
     observe,
-    origin,
     output_links,
     url_filename,
 )
@@ -78,7 +77,7 @@ class Job:
     status_url: str
 
     @property
-    def origin(self) -> tuple[str, str, int | None]:
+    def origin(self) -> net.Origin:
         return origin(self.status_url)
 
 
@@ -253,7 +252,11 @@ class GenericHttpProvider:
         auth = job.spec.profile.output_auth
         credentials = auth == "always" or (auth == "same_origin" and origin(url) == job.origin)
         try:
-            response = await self._response(job, "GET", url, credentials=credentials, download=True)
+            response = await net.retry_in_call(
+                self._client, "GET", url, provider=NAME,
+                once=lambda: self._response(job, "GET", url, credentials=credentials,
+                                            download=True),
+            )  # fmt: skip
         except CredentialsRejected as exc:
             # the status request that listed this URL just passed with these credentials, so a
             # refusal here is the URL's own: most often a signed URL that expired. Retrying the
@@ -280,7 +283,14 @@ class GenericHttpProvider:
     async def _read(
         self, job: Job, method: str, url: str, *, json_body: Any = None
     ) -> httpx.Response:
-        """A whole 2xx response to a request that carries the profile's credentials."""
+        """A whole 2xx response to a request that carries the profile's credentials, with the
+        in-call retries every provider's requests have."""
+        return await net.retry_in_call(
+            self._client, method, url, lambda: self._read_once(job, method, url, json_body),
+            provider=NAME,
+        )  # fmt: skip
+
+    async def _read_once(self, job: Job, method: str, url: str, json_body: Any) -> httpx.Response:
         response = await self._response(job, method, url, credentials=True, json_body=json_body)
         try:
             limit = net.call_policy(self._client).max_json_bytes

@@ -20,7 +20,7 @@ from taskwarden.config import GenericProfile
 from taskwarden.errors import OutputInvalid, ProviderUnavailable
 from taskwarden.jsonpath import MISSING, Path, compile_path, resolve
 from taskwarden.lifecycle import Observation, Remote
-from taskwarden.net import host_allowed
+from taskwarden.net import host_allowed, origin
 
 NAME = "http"
 
@@ -187,18 +187,6 @@ def output_links(spec: Spec, document: Any, base: str) -> list[Link]:
 def url_filename(url: str) -> str | None:
     """The last segment of a URL's path, decoded, when it makes a file name."""
     return net.safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the scheme's default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port or default
 
 
 def _check_output_url(spec: Spec, url: str, index: int) -> None:

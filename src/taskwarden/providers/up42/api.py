@@ -70,12 +70,9 @@ class Up42Api:
         return f"{self.base}/{path.lstrip('/')}"
 
     def same_origin(self, url: str) -> bool:
-        """Whether ``url`` is on the API's host (only there does our token travel)."""
-        try:
-            theirs, ours = httpx.URL(url), httpx.URL(self.base)
-        except httpx.InvalidURL:
-            return False
-        return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+        """Whether ``url`` is on the API's origin (only there does our token travel)."""
+        ours = net.origin(self.base)
+        return ours != net.NO_ORIGIN and net.origin(url) == ours
 
     def source(self, url: str) -> str:
         """A manifest source for a URL: relative to the API when on it; never a query."""
