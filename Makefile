@@ -41,6 +41,7 @@ test: lint types pytest
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 types: $(BIN)/.installed
 	$(BIN)/mypy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from taskwarden.version import __version__
+
 __all__ = ["ApiError", "Client", "NotFound", "Unauthorized", "WaitTimeout", "__version__"]
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +26,7 @@ from taskwarden.api.health import Readiness
 from taskwarden.api.routes import ROUTERS
 from taskwarden.config import Settings
 from taskwarden.models import Registration
-from taskwarden.store import Store
+from taskwarden.store import Store, StoreError
 
 SSE_HEARTBEAT = 15.0
 
@@ -65,7 +64,7 @@ def create_app(
     )
     app.state.context = context
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
-    app.add_exception_handler(redis.RedisError, _redis_down)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreError, _redis_down)  # type: ignore[arg-type]
     for router in ROUTERS:
         app.include_router(router)
 
@@ -95,7 +94,7 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": reasons}, status_code=422)
 
 
-async def _redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+async def _redis_down(_: Request, exc: StoreError) -> JSONResponse:
     """The store could not be reached (the store's errors are redis-py's own)."""
     return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
 

@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 import click
-import redis
 
 from taskwarden.cli import common
 from taskwarden.lifecycle import State
+from taskwarden.store import StoreRefused, StoreUnreachable
 
 
 def _event_line(fields: dict[str, str]) -> str:
@@ -53,9 +53,9 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
             while True:
                 try:
                     batch = store.events(after, count=500, block_ms=5000 if follow else None)
-                except redis.ResponseError as exc:
+                except StoreRefused as exc:
                     raise click.BadParameter(str(exc), param_hint="--after") from None
-                except redis.ConnectionError:
+                except StoreUnreachable:
                     # following rides out a Redis restart or failover, for a minute
                     failing_since = failing_since or time.monotonic()
                     if not follow or time.monotonic() - failing_since > common.OUTAGE_GRACE:

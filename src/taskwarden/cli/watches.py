@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 import click
-import redis
 
 from taskwarden import service
 from taskwarden.cli import common
@@ -18,7 +17,7 @@ from taskwarden.cli.common import ExitCode
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
 from taskwarden.models import Watch
-from taskwarden.store import SORTS, BadQuery
+from taskwarden.store import SORTS, BadQuery, StoreError
 
 
 @click.command()
@@ -217,7 +216,7 @@ def wait(
         try:
             final = follow(
                 fetch, timeout, not no_progress, interval,
-                transient=lambda exc: isinstance(exc, redis.RedisError),  # a restart, a failover
+                transient=lambda exc: isinstance(exc, StoreError),  # a restart, a failover
                 grace=common.OUTAGE_GRACE,
             )  # fmt: skip
         except WaitTimeout as exc:

@@ -44,6 +44,7 @@ from taskwarden.net.headers import (
     parse_retry_after,
     safe_filename,
 )
+from taskwarden.net.posting import Answer, PostFailed, post, receiver_client
 from taskwarden.net.transport import ShardedTransport
 from taskwarden.net.urls import (
     NO_ORIGIN,
@@ -63,6 +64,7 @@ __all__ = [
     "ERROR_BODY_LIMIT",
     "MAX_MESSAGE",
     "NO_ORIGIN",
+    "Answer",
     "BeforeRequest",
     "CallPolicy",
     "Guard",
@@ -71,6 +73,7 @@ __all__ = [
     "IPAddress",
     "Origin",
     "Policy",
+    "PostFailed",
     "ProviderClient",
     "ProviderClients",
     "Reword",
@@ -90,10 +93,12 @@ __all__ = [
     "parse_retry_after",
     "platform_message",
     "policy_for",
+    "post",
     "private_reason",
     "provider_clients",
     "raise_for_status",
     "read_capped",
+    "receiver_client",
     "request",
     "retry_in_call",
     "safe_filename",

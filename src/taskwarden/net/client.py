@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from taskwarden import __version__, logs
+from taskwarden import logs
 from taskwarden.config import HttpSettings
 from taskwarden.errors import (
     ProviderUnavailable,
@@ -49,6 +49,7 @@ from taskwarden.errors import (
 from taskwarden.net.errors import describe_request, raise_for_status, transport_error
 from taskwarden.net.headers import content_length
 from taskwarden.net.transport import ShardedTransport
+from taskwarden.version import __version__
 
 T = TypeVar("T")
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any error document; a huge one is not worth reading

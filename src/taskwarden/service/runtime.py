@@ -15,8 +15,6 @@ from collections.abc import Coroutine
 from functools import partial
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-
 from taskwarden import archive, metrics, net, webhooks
 from taskwarden.config import Settings
 from taskwarden.providers import factories
@@ -34,8 +32,8 @@ class Runtime:
         self.settings = settings
         self.store = Store.from_url(redis_url, history_limit=settings.history_limit)
         self.loop = asyncio.new_event_loop()
-        self.limiter = RateLimiter(
-            aioredis.Redis.from_url(redis_url),
+        self.limiter = RateLimiter.from_url(
+            redis_url,
             {name: Limit(lim.rate, lim.burst) for name, lim in settings.rate_limits.items()},
         )
         built = factories()

@@ -9,6 +9,7 @@ history; :mod:`.ops` its operational records (heartbeats, dead letters, the inde
 cluster-wide rate limiter, which lives in the same Redis.
 """
 
+from taskwarden.store.errors import UNREACHABLE, StoreError, StoreRefused, StoreUnreachable
 from taskwarden.store.events import EventFollower
 from taskwarden.store.ops import Backfill, dead_letter
 from taskwarden.store.queries import SORTS, BadQuery, Query
@@ -17,6 +18,7 @@ from taskwarden.store.watches import Claim, Commit, NotRearmable, Store
 
 __all__ = [
     "SORTS",
+    "UNREACHABLE",
     "Backfill",
     "BadQuery",
     "Claim",
@@ -27,5 +29,8 @@ __all__ = [
     "Query",
     "RateLimiter",
     "Store",
+    "StoreError",
+    "StoreRefused",
+    "StoreUnreachable",
     "dead_letter",
 ]

@@ -54,6 +54,11 @@ class RateLimiter:
         self.waited: dict[str, float] = {}  # seconds spent waiting, per provider
         self._unreported: dict[str, tuple[int, float]] = {}  # waits since the last drain()
 
+    @classmethod
+    def from_url(cls, url: str, limits: dict[str, Limit]) -> RateLimiter:
+        """A limiter on its own asyncio connection to the Redis at ``url``."""
+        return cls(aioredis.Redis.from_url(url), limits)
+
     def limited(self, provider: str) -> bool:
         return provider in self._limits
 

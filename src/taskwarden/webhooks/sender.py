@@ -43,9 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-import httpx
-
-from taskwarden import __version__, logs, metrics, net
+from taskwarden import logs, metrics, net
 from taskwarden.config import Settings
 from taskwarden.errors import TaskwardenError, UrlRefused
 from taskwarden.lifecycle import RetryPolicy
@@ -163,12 +161,7 @@ class Sender:
         self.store = store
         hooks = settings.webhooks
         self.policy: RetryPolicy = hooks.retry_policy()
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(hooks.timeout),
-            follow_redirects=False,
-            headers={"User-Agent": f"taskwarden-webhooks/{__version__}"},
-        )
-        net.Guard(url_policy(settings)).install(self.client)
+        self.client = net.receiver_client(hooks.timeout, url_policy(settings))
         self.rng = random.Random()
 
     async def aclose(self) -> None:
@@ -216,24 +209,25 @@ class Sender:
         }
         try:
             async with asyncio.timeout(hooks.timeout):
-                response = await self.client.post(url, content=body, headers=headers)
+                answer = await net.post(self.client, url, body, headers)
         except UrlRefused as exc:
             reason = str(exc).split(": ", 1)[-1]
             return Attempt(False, f"refused to call {_shown(url)}: {reason}", retry=False)
         except TimeoutError:
             return Attempt(False, f"no answer from {_shown(url)} within {hooks.timeout:g} s")
-        except (httpx.HTTPError, TaskwardenError) as exc:
+        except net.PostFailed as exc:
+            return Attempt(False, f"{_shown(url)}: {exc}"[:ERROR_CHARS])
+        except TaskwardenError as exc:
             return Attempt(False, f"{_shown(url)}: {type(exc).__name__}: {exc}"[:ERROR_CHARS])
-        if response.is_success:
+        if answer.ok:
             return Attempt(True)
-        text = " ".join(response.text.split())[:200]
-        why = f"{_shown(url)} answered {response.status_code}"
-        if response.is_redirect:
+        why = f"{_shown(url)} answered {answer.status}"
+        if answer.redirect:
             why += " (redirects are not followed)"
         return Attempt(
             False,
-            f"{why}: {text}" if text else why,
-            retry_after=_retry_after(response.headers.get("Retry-After")),
+            f"{why}: {answer.text}" if answer.text else why,
+            retry_after=_retry_after(answer.retry_after),
         )
 
     def _record(self, delivery: Delivery, watch: Watch | None, attempt: Attempt, now: float) -> str:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from taskwarden import logs
-from taskwarden.store import Store
+from taskwarden.store import Store, StoreError
 
 log = logs.get("taskwarden.consumer")
 MAX_BODY = 4096  # characters of an undecodable body kept for the dead letter
@@ -58,7 +57,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery is untyped
         log.warning("message.dead_lettered", reason=reason)
         try:
             self._store().dead_letter(time.time(), "queue", reason, _describe(message))
-        except redis.RedisError as exc:  # the broker is this Redis: the message comes back
+        except StoreError as exc:  # the broker is this Redis: the message comes back
             log.error("message.dead_letter_failed", error=str(exc))
 
     def _store(self) -> Store:

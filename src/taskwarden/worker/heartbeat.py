@@ -11,11 +11,10 @@ import threading
 import time
 from typing import Any
 
-import redis
 from celery import signals
 
 from taskwarden import logs
-from taskwarden.store import Store
+from taskwarden.store import Store, StoreError
 
 log = logs.get("taskwarden.worker_heartbeat")
 
@@ -48,10 +47,10 @@ def install(redis_url: str) -> None:
                     queues = None if consumer is None else consumed_queues(consumer)
                 except Exception:  # Celery's internals moved: still say alive, with the last seen
                     log.exception("worker.queues_unknown", node=node)
-                with contextlib.suppress(redis.RedisError):  # Redis away: the next beat retries
+                with contextlib.suppress(StoreError):  # Redis away: the next beat retries
                     store.worker_heartbeat(node, time.time(), TTL, queues)
                 stop.wait(INTERVAL)
-            with contextlib.suppress(redis.RedisError):  # else the TTL clears it
+            with contextlib.suppress(StoreError):  # else the TTL clears it
                 store.forget_worker(node)
         finally:
             store.close()

@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import redis
 from celery import Celery
 
 from taskwarden import keys, logs, service, webhooks
 from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration
 from taskwarden.service import Runtime
-from taskwarden.store import Claim
+from taskwarden.store import UNREACHABLE, Claim, StoreError
 
 log = logs.get("taskwarden.tasks")
 T = TypeVar("T")
@@ -81,7 +80,7 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
         )
         try:
             webhooks.pump(rt.store, settings, now, send_webhooks)
-        except redis.RedisError:  # the polls went out; the next tick picks the webhooks up
+        except StoreError:  # the polls went out; the next tick picks the webhooks up
             log.exception("webhooks.pump_failed")
         return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}
 
@@ -143,7 +142,7 @@ def _until_redis_answers(call: Callable[[], T], patience: float = REDIS_PATIENCE
     while True:
         try:
             return call()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        except UNREACHABLE:
             if time.monotonic() > deadline:
                 raise
             log.warning("redis.unavailable", retry_in_s=delay)
