@@ -162,9 +162,12 @@ def test_wait_gives_up_at_its_timeout_with_a_clear_message(warden: Warden) -> No
 
 def test_wait_and_events_ride_out_a_redis_restart(tmp_path: Path, sim: SimulatorServer) -> None:
     """`wait` and `events --follow` reading a Redis that restarts under them keep going: `wait`
-    exits 0 when the watch succeeds, and the follower prints the transitions that came after."""
+    exits 0 when the watch succeeds, and the follower prints the transitions that came after.
+    The task is held unfinished (an unknown status word) until Redis is back, so the ending
+    happens after the restart however slowly the readers start."""
     with running_warden(tmp_path, sim, persist=True, processes=1) as w:
-        task = sim.geobox.add_task(running_seconds=6, file_size=10)  # its clock starts now
+        task = sim.geobox.add_task(running_seconds=0.5, file_size=10)
+        hold = sim.inject(kind="unknown_status", task=task.uuid, word="HELD", count=1_000_000)
         wid = _track(w, task.uuid)
         env = {**os.environ, **w.env}
         me = [sys.executable, "-m", "taskwarden"]
@@ -178,12 +181,13 @@ def test_wait_and_events_ride_out_a_redis_restart(tmp_path: Path, sim: Simulator
         )  # fmt: skip
         lines, pump = _lines(following)
         try:
-            wait_for(lambda: w.store.get(wid).state == "running", timeout=30)  # type: ignore[union-attr]
-            seen = [json.loads(lines.get(timeout=30))["to"]]  # the newest event: it is reading
+            wait_for(lambda: (x := w.store.get(wid)) is not None and x.polls >= 1, timeout=30)
+            seen = [json.loads(lines.get(timeout=60))["to"]]  # the newest event: it is reading
             time.sleep(1)  # and so is `wait`
             w.redis_server.stop()
             time.sleep(2)  # about ten reads fail meanwhile
             w.redis_server.start()
+            sim.faults.remove(hold)  # now the task may end
             out, err = waiting.communicate(timeout=90)
             while "succeeded" not in seen:
                 event = json.loads(lines.get(timeout=30))

@@ -116,8 +116,8 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 def issued(sim: SimulatorServer) -> set[str]:
     """The bearer tokens the simulated platforms handed out so far (secrets too)."""
-    platforms = (sim.geobox, sim.up42, sim.isahit, sim.generic)
-    return {token for platform in platforms for token in platform.issued}
+    books = (sim.geobox.issued, sim.up42.tokens.issued, sim.isahit.issued, sim.generic.issued)
+    return {token for book in books for token in book}
 
 
 def assert_no_secrets(exc: BaseException, sim: SimulatorServer) -> None:
