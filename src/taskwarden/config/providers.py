@@ -100,18 +100,26 @@ class Up42Settings(OutputUrlSettings):
 
 
 class DescartesLabsSettings(OutputUrlSettings):
-    """Descartes Labs: a client id and refresh token that buy short-lived JWTs (refreshed
-    before they expire), or one fixed JWT; and the URLs of the three services used."""
+    """Descartes Labs (the 1.x platform): a client id and refresh token that buy short-lived
+    JWTs (refreshed before they expire), or one fixed JWT; the URLs of the three services
+    used; and how long an export id the platform does not know is given to appear."""
 
     vector_url: RootUrl = "https://platform.descarteslabs.com/vector/v2"
     storage_url: RootUrl = "https://platform.descarteslabs.com/storage/v1"
-    accounts_url: RootUrl = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
+    # the SDK 1.12's iam_url (DESCARTESLABS_IAM_URL); POST {accounts_url}/token
+    accounts_url: RootUrl = "https://iam.descarteslabs.com"
     client_id: OptionalStr = None
     # checked even when unset, so that a client id without it is refused
     refresh_token: OptionalSecret = Field(None, validate_default=True)
     token: OptionalSecret = None  # a fixed JWT, used when there is no refresh token
+    # the SDK's Auth(scope=): sent with the token request (the legacy client id's default
+    # when unset: openid name groups org email)
+    scope: Annotated[list[str] | None, NoDecode, BeforeValidator(comma_list)] = None
     # refresh this many seconds before the JWT's exp (at most half its lifetime)
     refresh_leeway: float = Field(300.0, ge=0)
+    # an export whose result is 404 under a product that exists ends in error once this many
+    # seconds have passed since a worker first saw it missing (a running export is 404 too)
+    not_found_after: float = Field(3600.0, gt=0)
 
     @field_validator("refresh_token")
     @classmethod

@@ -1,8 +1,15 @@
 """Descartes Labs bearer JWTs: bought with a refresh token, renewed before they expire.
 
-The official SDK (``descarteslabs.auth.Auth``) posts
+The official SDK (1.12.1, ``descarteslabs/auth/auth.py`` ``Auth._get_token``) posts JSON to
+``POST {iam}/token`` (``iam_url``, ``https://iam.descarteslabs.com`` by default) with a grant
+chosen by the client id:
 
-    POST {accounts}/token  {"client_id", "grant_type": "refresh_token", "refresh_token"}
+    the legacy client id ZOBAi4UROl5gKZIpxxlwOEfx8KpqXf2c
+        {"scope": "openid name groups org email", "client_id", "grant_type":
+         "urn:ietf:params:oauth:grant-type:jwt-bearer", "target": <client id>,
+         "api_type": "app", "refresh_token"}
+    any other client id
+        {"client_id", "grant_type": "refresh_token", "refresh_token"}  (+ "scope" when given)
 
 and takes ``access_token`` (or, from older accounts services, ``id_token``) from the answer. It
 reads the JWT's ``exp`` claim, unverified, and refreshes within a leeway of it. So do we, with
@@ -23,7 +30,7 @@ import binascii
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -38,6 +45,11 @@ from taskwarden.errors import (
 )
 
 NAME = "descarteslabs"
+# client ids the SDK sends the jwt-bearer delegation grant for (1.12.1 auth.py:703-718; 4.0's
+# LEGACY_DELEGATION_CLIENT_IDS)
+LEGACY_CLIENT_IDS = frozenset({"ZOBAi4UROl5gKZIpxxlwOEfx8KpqXf2c"})
+LEGACY_SCOPE = ("openid", "name", "groups", "org", "email")  # the SDK's default for them
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 REFRESH_BACKOFF = 30.0  # seconds before retrying a failed refresh while the old token works
 
 
@@ -91,6 +103,7 @@ class TokenSource:
         self._url = f"{settings.accounts_url}/token"
         self._client_id = settings.client_id
         self._refresh_token = settings.refresh_token
+        self._scope = settings.scope
         self._leeway = settings.refresh_leeway
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -149,13 +162,13 @@ class TokenSource:
         self._expires_at = expires_at(claims)
         self.refreshes += 1
 
-    async def _fetch(self) -> str:
+    def grant(self) -> dict[str, str]:
+        """The token request's JSON body, field for field what the SDK sends for this client."""
         assert self._refresh_token is not None and self._client_id is not None
-        body = {
-            "client_id": self._client_id,
-            "grant_type": "refresh_token",
-            "refresh_token": self._refresh_token.get_secret_value(),
-        }
+        return token_request(self._client_id, self._refresh_token.get_secret_value(), self._scope)
+
+    async def _fetch(self) -> str:
+        body = self.grant()
         try:
             response = await net.request(
                 self._client, "POST", self._url, provider=NAME, what="token endpoint", json=body
@@ -174,6 +187,25 @@ class TokenSource:
                 f"POST {self._url}: the answer has no access_token or id_token", provider=NAME
             )
         return token
+
+
+def token_request(
+    client_id: str, refresh_token: str, scope: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The SDK's token request body for ``client_id`` (``Auth._get_token``), in its key order."""
+    if client_id in LEGACY_CLIENT_IDS:
+        return {
+            "scope": " ".join(LEGACY_SCOPE if scope is None else scope),
+            "client_id": client_id,
+            "grant_type": JWT_BEARER,
+            "target": client_id,
+            "api_type": "app",
+            "refresh_token": refresh_token,
+        }
+    body = {"client_id": client_id, "grant_type": "refresh_token", "refresh_token": refresh_token}
+    if scope is not None:
+        body["scope"] = " ".join(scope)
+    return body
 
 
 def _number(value: Any) -> float | None:
