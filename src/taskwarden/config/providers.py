@@ -65,11 +65,21 @@ def _both_or_neither(provider: str, info: ValidationInfo, partner: str, value: o
 
 
 class GeoboxSettings(OutputUrlSettings):
-    """Geobox: bearer token or API key (one is needed for the real service)."""
+    """Geobox: a fixed bearer token, an API key, or a username and password that log in at
+    ``{base_url}auth/token/`` (the SDK's precedence: token, then API key, then password)."""
 
     base_url: BaseUrl = "https://api.geobox.ir/v1/"
     token: OptionalSecret = None
     apikey: OptionalSecret = None
+    username: OptionalStr = None
+    # checked even when unset, so that a username without it is refused
+    password: OptionalSecret = Field(None, validate_default=True)
+
+    @field_validator("password")
+    @classmethod
+    def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        _both_or_neither("geobox", info, "username", value)
+        return value
 
 
 class Up42Settings(OutputUrlSettings):
