@@ -150,7 +150,7 @@ def test_documents_are_deterministic_for_a_seed(lab: SimulatorServer) -> None:
     one = lab.isahit.add_task(seed="s1", task_id="a" * 24, batch_id="b1")
     two = lab.isahit.add_task(seed="s1", task_id="a" * 23 + "b", batch_id="b1")
     bodies = [lab.isahit.document(t.task_id, ["data"])["data"]["body"] for t in (one, two)]
-    annotations = [[a["points"] for a in body["annotations"]] for body in bodies]
+    annotations = [[a["polygons"][0]["geometry"] for a in body["annotations"]] for body in bodies]
     assert annotations[0] == annotations[1] and annotations[0]
 
 

@@ -247,14 +247,17 @@ class GenericHttpSettings(BaseModel):
 
 
 class IsahitSettings(OutputUrlSettings):
-    """isahit lab: the API access id and secret key the SDK logs in with, and the project a
-    registration without ``params.project_id`` is in."""
+    """isahit lab: the API access id and secret key the SDK logs in with, the project a
+    registration without ``params.project_id`` is in, and how long a batch must settle."""
 
     base_url: BaseUrl = "https://hub-api.isahit.com/"
     access_id: OptionalStr = None
     # checked even when unset, so that an access id without it is refused
     secret_key: OptionalSecret = Field(None, validate_default=True)
     project_id: OptionalStr = None
+    # a batch whose tasks are all final ends once it has stayed so, its count unchanged, this
+    # many seconds (the SDK creates tasks one at a time; params.expected_tasks ends it sooner)
+    batch_settle_seconds: float = Field(300.0, ge=0)
 
     @field_validator("secret_key")
     @classmethod
