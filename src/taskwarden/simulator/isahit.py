@@ -7,14 +7,14 @@ Served under ``/isahit/`` (so the SDK's ``endpoint`` is ``http://127.0.0.1:<port
     GET   api/task-manager/tasks               the paged task list (below)
     PATCH api/task-manager/tasks/{id}/reset    redo: a final task goes back to pending
     PATCH api/task-manager/tasks/{id}/to-review  a final task goes back to to-review
-    GET   api/task-manager/batches/{id}        a batch
-    GET   api/project-configuration-manager/projects/{id}/project-configuration
+    …and the batch, project and task-creation routes of :mod:`.isahit_create`
 
 The task list takes ``projectId`` (required), ``pagination`` (default true), ``page``, ``limit``
 (default 10) and the filters the SDK sends, each repeatable: ``batchIds``, ``statuses``,
 ``taskIds``, ``taskNames``, ``nameLike`` (a regular expression), ``optionalFields`` (``data``,
-``jobs``, ``metrics``, ``data.mask``, ``jobs.history``), ``createdAt`` and ``updatedAt`` with an
-operator prefix (``>2022-09-19 08:30:00``, ``>=…``, ``<…``, ``<=…``, UTC), and ``properties.<k>``.
+``jobs``, ``metrics``, ``data.mask``, ``jobs.history``; ``lastAnnotator`` accepted, ignored),
+``createdAt`` and ``updatedAt`` with an operator prefix (``>2022-09-19 08:30:00``, ``>=…``,
+``<…``, ``<=…``, UTC), and ``properties.<k>``.
 Pages are mongoose-paginate-v2's envelope: ``{docs, totalDocs, limit, totalPages, page,
 pagingCounter, hasPrevPage, hasNextPage, prevPage, nextPage}``.
 

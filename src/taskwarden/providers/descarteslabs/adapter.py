@@ -247,9 +247,9 @@ class DescartesLabsProvider:
         if now - first < grace:
             return
         raise RemoteNotFound(
-            f"export {job.export_id} of product {job.product_id}: still {missing}"
+            f"export {job.export_id} of product {job.product_id} still not found"
             f" {now - first:.0f} s after this worker first asked (not_found_after {grace:g} s;"
-            " the platform answers 404 for a running export too)",
+            f" a running export is 404 too): {missing}",
             provider=NAME,
             status_code=404,
         )
