@@ -101,7 +101,11 @@ def export_target(export: Any) -> Target:
         ({"outcome": "failure", "failure_word": "FAILURE"}, Remote.FAILED, "FAILURE"),
         ({"errors": ["feature 7: bad geometry"]}, Remote.FAILED, "DONE"),
         ({"success_word": "SUCCESS", "errors": ["x"]}, Remote.FAILED, "SUCCESS"),
-        ({"outcome": "failure", "failure_word": "FAILURE", "errors": ["x"]}, Remote.FAILED, "FAILURE"),
+        (
+            {"outcome": "failure", "failure_word": "FAILURE", "errors": ["x"]},
+            Remote.FAILED,
+            "FAILURE",
+        ),
         # the SDK's AsyncJob._check_complete looks at errors only once the state is final
         (
             {"running_seconds": 3600, "errors": ["x"], "errors_while_running": True},
