@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,7 +44,8 @@ from taskwarden.simulator.isahit_tasks import (
 )
 
 if TYPE_CHECKING:
-    from taskwarden.simulator.isahit import IsahitSimulator
+    from taskwarden.simulator.clock import SimClock
+    from taskwarden.simulator.isahit_tasks import IsahitTask, Reopened
 
 OVERWRITE = "__project_configuration_overwrite__"  # the SDK's key inside imported data
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
@@ -60,10 +62,30 @@ def error(status: int, message: Any, code: int | None = None) -> Response:
     return JSONResponse(body, status)
 
 
+class Platform(Protocol):
+    """What the creation routes need of the isahit simulator (:mod:`.isahit`, which owns them)."""
+
+    clock: SimClock
+    tasks: dict[str, IsahitTask]
+    batches: dict[str, str]
+    reopened: dict[str, Reopened]
+
+    @property
+    def auth(self) -> Any: ...
+
+    def denied(self, request: Request) -> Response | None: ...
+
+    def projects(self) -> set[str]: ...
+
+    def add_task(self, spec: IsahitTaskSpec | None = None, **fields: Any) -> IsahitTask: ...
+
+    def document(self, task_id: str, fields: Iterable[str] = ()) -> dict[str, Any]: ...
+
+
 class Creation:
     """What the creation routes keep: batch names, imported data, uploaded files, grants."""
 
-    def __init__(self, sim: IsahitSimulator) -> None:
+    def __init__(self, sim: Platform) -> None:
         self.sim = sim
         self.clear()
 
