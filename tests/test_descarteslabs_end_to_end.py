@@ -197,6 +197,30 @@ def test_an_unknown_export_id_ends_at_the_watch_timeout(warden: Warden) -> None:
     assert (watch.state, watch.raw_status) == (State.TIMED_OUT, NOT_FINISHED)
 
 
+def test_an_unknown_export_id_ends_in_error_after_its_grace(warden: Warden) -> None:
+    """An export id that stays 404 under a known product ends in `error` once
+    params.not_found_after has passed, quoting the platform's 404, well before any timeout."""
+    warden.sim.descarteslabs.add_product("sim:known")
+    wid = track(warden, "never-existed", kind="export", product_id="sim:known", not_found_after=1)
+    watch = warden.wait_final(wid)
+    assert (watch.state, watch.raw_status) == (State.ERROR, NOT_FINISHED)
+    assert watch.last_error is not None
+    assert "Export not found" in watch.last_error and "not_found_after 1 s" in watch.last_error
+
+
+def test_a_job_listing_errors_while_running_is_still_running(warden: Warden) -> None:
+    """Errors on a RUNNING job do not end the watch (the SDK keeps waiting too): it runs on
+    until its timeout, never `failed` (a DONE job with errors fails: the test above)."""
+    job = warden.sim.descarteslabs.add_copy_job(
+        outcome="never", errors=["feature 5: bad"], errors_while_running=True
+    )
+    wid = track_with_timeout(warden, job.product_id, 2.0, kind="copy")
+    watch = warden.wait_final(wid)
+    assert (watch.state, watch.raw_status) == (State.TIMED_OUT, "RUNNING")
+    assert watch.polls >= 2
+    assert [h["to"] for h in warden.store.history(wid)][-2:] == ["running", "timed_out"]
+
+
 def test_bad_params_are_refused_without_asking_the_platform(warden: Warden) -> None:
     """A registration without a valid kind is refused saying why (dead-lettered, no watch);
     no request is sent for it."""

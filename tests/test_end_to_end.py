@@ -156,6 +156,52 @@ def test_non_file_asset_is_archived_as_its_description(warden: Warden) -> None:
     assert len(manifest["outputs"]) >= 2
 
 
+def test_a_raster_is_archived_with_its_bytes(warden: Warden) -> None:
+    """A raster result archives its description and its bytes from rasters/{u}/download/,
+    named by the platform, checksum in the manifest."""
+    task = warden.sim.geobox.add_task(
+        running_seconds=0.5, outcome="success_asset", asset_kind="raster",
+        file_name="elevation.tif", file_size=150_000,
+    )  # fmt: skip
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    watch = warden.wait_final(watch_id("geobox", task.uuid))
+    assert watch.state is State.SUCCEEDED, watch.last_error
+    folder = warden.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
+    assert sha256(folder / "elevation.tif") == task.sha256
+    manifest = json.loads((folder / "manifest.json").read_text())
+    names = {o["name"]: o["sha256"] for o in manifest["outputs"]}
+    assert set(names) == {"task.json", "raster.json", "elevation.tif"}
+    assert names["elevation.tif"] == task.sha256
+
+
+def test_a_password_login_warden_renews_and_archives_a_model(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """With USERNAME and PASSWORD (no token) the warden logs in, logs in again as 3-second
+    tokens run out, and archives a 3D model's .glb bytes from 3dmodels/{u}/content/."""
+    sim.geobox.configure({"token_ttl": 3})
+    password = {
+        "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "",
+        "TASKWARDEN_PROVIDERS__GEOBOX__USERNAME": "sim-user",
+        "TASKWARDEN_PROVIDERS__GEOBOX__PASSWORD": "sim-password",
+    }
+    try:
+        with running_warden(tmp_path, sim, processes=1, **password) as w:
+            logins = sim.stats.count(platform="geobox", route="auth/token/")
+            task = sim.geobox.add_task(
+                name="tower", running_seconds=6, outcome="success_asset", asset_kind="model",
+                file_size=40_000,
+            )  # fmt: skip
+            w.send_track(provider="geobox", remote_id=task.uuid)
+            watch = w.wait_final(watch_id("geobox", task.uuid))
+            assert (watch.state, watch.last_error) == (State.SUCCEEDED, None)
+            assert sim.stats.count(platform="geobox", route="auth/token/") - logins >= 2
+    finally:
+        sim.geobox.configure({"token_ttl": None})
+    folder = tmp_path / "archive" / "geobox" / task.uuid
+    assert sha256(folder / "tower model.glb") == task.sha256
+
+
 def test_remote_404_ends_in_error_without_hammering(warden: Warden) -> None:
     """A task the platform does not know ends in `error` after a single request."""
     missing = str(uuid.uuid4())

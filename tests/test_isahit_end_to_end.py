@@ -36,6 +36,8 @@ def warden(tmp_path_factory: pytest.TempPathFactory, sim: SimulatorServer) -> It
         "TASKWARDEN_PROVIDERS__ISAHIT__BASE_URL": sim.isahit_url,
         "TASKWARDEN_PROVIDERS__ISAHIT__ACCESS_ID": "sim-access-id",
         "TASKWARDEN_PROVIDERS__ISAHIT__SECRET_KEY": "sim-secret-key",
+        # a batch all final ends after staying so for 1 s (300 s by default)
+        "TASKWARDEN_PROVIDERS__ISAHIT__BATCH_SETTLE_SECONDS": "1",
     }
     sim.isahit.configure({"token_ttl": TOKEN_TTL})
     try:
@@ -141,8 +143,9 @@ def test_a_task_reopened_after_its_watch_ended_is_not_watched_again(warden: Ward
 
 
 def test_a_batch_is_watched_until_every_task_is_final(warden: Warden) -> None:
-    """120 tasks finishing one by one: progress rises, two counts per check, and the archive
-    holds batch.json and every task's document, fetched a page at a time."""
+    """120 tasks finishing one by one: progress rises, two counts per check, the batch settles
+    (1 s here) once all are final, and the archive holds batch.json and every task's document,
+    fetched a page at a time."""
     batch = warden.sim.isahit.add_batch(120, running_seconds=1, stagger=0.025)
     wid = track(warden, batch.batch_id, kind="batch")
     watch, seen = warden.follow(wid, timeout=60)
@@ -167,6 +170,32 @@ def test_a_batch_is_watched_until_every_task_is_final(warden: Warden) -> None:
     assert len(manifest["outputs"]) == 121
     # two counts per check; the archive read 2 light pages and 2 full ones, nothing per task
     assert lists(warden, batch.batch_id) == 2 * watch.polls + 4
+
+
+def test_a_batch_the_sdk_fills_one_task_at_a_time_ends_when_it_holds_all(
+    warden: Warden,
+) -> None:
+    """The real SDK's create_tasks adds tasks one request at a time: a batch whose first task
+    is final keeps settling (not ended at 1/1), and with params.expected_tasks it ends as soon
+    as all three are there and final; every task is archived."""
+    from isahitlab.client import IsahitLab
+
+    warden.sim.isahit.configure({"api_pending_seconds": 0.2, "api_running_seconds": 0.2})
+    lab = IsahitLab(
+        endpoint=warden.sim.isahit_url, access_id="sim-access-id", secret_key="sim-secret-key"
+    )
+    batch = lab.create_batch(PROJECT, "one at a time", disable_progress_bar=True)
+    wid = track(warden, batch["_id"], kind="batch", expected_tasks=3, settle_seconds=3600)
+    lab.create_tasks(PROJECT, batch["_id"], [{"name": "first.jpg"}], disable_progress_bar=True)
+    wait_for(lambda: (w := warden.store.get(wid)) and w.raw_status == "1/1 final, settling")
+    more = [{"name": "second.jpg"}, {"name": "third.jpg"}]
+    lab.create_tasks(PROJECT, batch["_id"], more, disable_progress_bar=True)
+    watch = warden.wait_final(wid)
+    assert (watch.state, watch.raw_status) == (State.SUCCEEDED, "3/3 final")
+    summary = json.loads((folder(warden, batch["_id"]) / "batch.json").read_text())
+    assert sorted(t["name"] for t in summary["tasks"]) == ["first.jpg", "second.jpg", "third.jpg"]
+    assert summary["expected_tasks"] == 3
+    assert len(list(folder(warden, batch["_id"]).glob("task-*.json"))) == 3
 
 
 def test_a_token_expired_mid_watch_costs_one_login_per_refusal(warden: Warden) -> None:
@@ -297,5 +326,5 @@ def test_cancelling_is_local_because_isahit_cannot_stop_a_task(warden: Warden) -
     watch = warden.store.get(wid)
     assert watch is not None and watch.state is State.CANCELLED
     assert any("no way to stop" in note for note in notes(warden, wid))
-    assert warden.sim.stats.count(platform="isahit", method="PATCH") == 0
+    assert warden.sim.stats.count(platform="isahit", method="PATCH", task=task.task_id) == 0
     assert warden.sim.isahit.status(task.task_id) == "to-review"

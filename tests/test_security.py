@@ -168,7 +168,7 @@ def test_configured_urls_are_trusted_and_nothing_else() -> None:
     assert policy_for(settings, "acme").trusted == frozenset()
     assert {o[1] for o in policy_for(settings, "descarteslabs").trusted} == {
         "platform.descarteslabs.com",
-        "accounts.descarteslabs.com",
+        "iam.descarteslabs.com",  # the SDK 1.12.1 default IAM host
     }
 
 

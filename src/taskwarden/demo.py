@@ -110,7 +110,9 @@ def _up42_processing(sim: SimulatorServer) -> Scripted:
 
 def _isahit_batch(sim: SimulatorServer) -> Scripted:
     batch = sim.isahit.add_batch(5, stagger=0.5, pending_seconds=1, running_seconds=2)
-    return Scripted(batch.batch_id, {"project_id": batch.project_id, "kind": "batch"}, {})
+    # all 5 final ends it at once; without the count it would settle 300 s (more may come)
+    params = {"project_id": batch.project_id, "kind": "batch", "expected_tasks": 5}
+    return Scripted(batch.batch_id, params, {})
 
 
 def _isahit_task(sim: SimulatorServer) -> Scripted:

@@ -201,7 +201,14 @@ def test_a_batch_reports_the_fraction_of_final_tasks(lab: SimulatorServer) -> No
     seen = status(lab, target)
     assert (seen.remote, seen.raw_status, seen.progress) == (Remote.RUNNING, "1/4 final", 0.25)
     lab.clock.advance(30)
-    seen = status(lab, target)
+    seen = status(lab, target)  # all final, but more tasks may come: it settles first
+    assert (seen.remote, seen.raw_status, seen.progress) == (
+        Remote.RUNNING,
+        "4/4 final, settling",
+        1.0,
+    )
+    settled = Target(batch.batch_id, {**target.params, "settle_seconds": 0})
+    seen = status(lab, settled)
     assert (seen.remote, seen.raw_status, seen.progress) == (Remote.SUCCEEDED, "4/4 final", 1.0)
     assert seen.message is not None and "may reopen" in seen.message
 

@@ -9,18 +9,26 @@ simulator and sets the SDK's environment once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from taskwarden.config.providers import DescartesLabsSettings
+from taskwarden.lifecycle import Remote
+from taskwarden.providers.base import Target
+from taskwarden.providers.descarteslabs import adapter as dl
 from taskwarden.simulator.descarteslabs import DescartesLabsConfig, DescartesLabsSimulator
+from taskwarden.simulator.descarteslabs_accounts import LEGACY_CLIENT_ID
 from taskwarden.simulator.server import SimulatorServer
 
 # the SDK warns about Python 3.11 and about its own deprecations; neither is ours to fix
@@ -207,3 +215,140 @@ def test_the_sdk_creates_a_product_from_a_query_and_waits_for_the_copy(
     copy = sdk.CopyJob(created.data.id, vector_client=sdk.vector)
     copy.wait_for_completion(timeout=20)
     assert copy.state == "DONE"
+
+
+# --- what issue #10 found: the grant, the host, errors while running, a failure's leavings ------
+
+
+def adapter(base: str, **fields: Any) -> dl.DescartesLabsProvider:
+    """An adapter on its own client, pointed at this module's simulator (close with aclose)."""
+    settings = DescartesLabsSettings(
+        vector_url=f"{base}/vector/v2",
+        storage_url=f"{base}/storage/v1",
+        accounts_url=f"{base}/accounts",
+        **fields,
+    )
+    return dl.DescartesLabsProvider(settings, httpx.AsyncClient(timeout=10))
+
+
+def run_adapter(
+    base: str,
+    action: Callable[[dl.DescartesLabsProvider], Any],
+    **fields: Any,
+) -> Any:
+    async def main() -> Any:
+        provider = adapter(base, **fields)
+        try:
+            return await action(provider)
+        finally:
+            await provider._client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_the_sdks_legacy_client_grant_is_the_adapters_field_for_field(
+    sdk_modules: dict[str, Any], lab: DescartesLabsSimulator, tmp_path: Path
+) -> None:
+    """The SDK's Auth with the legacy client id buys a JWT with the jwt-bearer delegation
+    (scope, target, api_type), and the adapter's token request is the same body."""
+    m = sdk_modules
+    auth = m["Auth"](
+        domain=f"{m['base']}/accounts",
+        client_id=LEGACY_CLIENT_ID,
+        refresh_token="sim-legacy-refresh-token",
+        token_info_path=str(tmp_path / "legacy.json"),
+    )
+    assert auth.token.count(".") == 2
+    credentials = {
+        "client_id": LEGACY_CLIENT_ID,
+        "refresh_token": SecretStr("sim-legacy-refresh-token"),
+    }
+    token = run_adapter(m["base"], lambda p: p.auth.current(), **credentials)
+    assert token is not None
+    sdk_body, ours = lab.accounts.requests
+    assert sdk_body["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    assert list(ours.items()) == list(sdk_body.items())  # same fields, values and order
+
+
+def test_the_sdks_refresh_token_grant_is_the_adapters_field_for_field(
+    sdk_modules: dict[str, Any], lab: DescartesLabsSimulator, tmp_path: Path
+) -> None:
+    """Any other client id: grant_type refresh_token, scope only when given, on both sides."""
+    m = sdk_modules
+    for scope in (None, ["openid", "groups"]):
+        lab.accounts.requests = []
+        auth = m["Auth"](
+            domain=f"{m['base']}/accounts",
+            client_id="sim-client",
+            refresh_token="sim-refresh-token",
+            scope=scope,
+            token_info_path=str(tmp_path / "plain.json"),
+        )
+        auth._token = None  # the file written by the previous round holds one
+        assert auth.token
+        credentials = {"client_id": "sim-client", "refresh_token": SecretStr("sim-refresh-token")}
+        run_adapter(m["base"], lambda p: p.auth.current(), scope=scope, **credentials)
+        sdk_body, ours = lab.accounts.requests
+        assert list(ours.items()) == list(sdk_body.items())
+
+
+def test_the_adapters_default_iam_host_is_the_sdks(sdk_modules: dict[str, Any]) -> None:
+    """1.12.1's get_default_domain() (iam_url of gcp-production) is our ACCOUNTS_URL default."""
+    auth_module = importlib.import_module("descarteslabs.auth.auth")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("DESCARTESLABS_IAM_URL", raising=False)
+        assert auth_module.get_default_domain() == DescartesLabsSettings().accounts_url
+
+
+def test_the_sdk_and_the_adapter_keep_waiting_on_a_running_job_with_errors(
+    server: SimulatorServer, lab: DescartesLabsSimulator, sdk: Sdk
+) -> None:
+    """RUNNING with errors: the SDK's check says not complete and so does the adapter; at DONE
+    the SDK raises FailedJobError and the adapter fails the job."""
+    job = lab.add_delete_job(
+        running_seconds=60, errors=["feature 2: bad"], errors_while_running=True
+    )
+    watched = sdk.DeleteJob(job.product_id, vector_client=sdk.vector)
+    assert (watched.state, watched.errors) == ("RUNNING", ["feature 2: bad"])
+    assert watched._check_complete() is False
+    target = Target(job.product_id, {"kind": "delete"})
+    credentials = {"client_id": "sim-client", "refresh_token": SecretStr("sim-refresh-token")}
+    base = f"{server.url}/descarteslabs"
+    seen = run_adapter(base, lambda p: p.fetch_status(target), **credentials)
+    assert seen.remote is Remote.RUNNING
+    server.clock.advance(61)
+    with pytest.raises(sdk.FailedJobError):
+        watched.wait_for_completion(timeout=5)
+    assert run_adapter(base, lambda p: p.fetch_status(target), **credentials).remote is (
+        Remote.FAILED
+    )
+
+
+def test_a_failed_exports_diagnostics_are_what_the_sdk_reads(
+    server: SimulatorServer, lab: DescartesLabsSimulator, sdk: Sdk
+) -> None:
+    """ExportTask.log, .stacktrace, .exception_name, .runtime and .peak_memory_usage of a
+    failed export are the bytes and facts the adapter's diagnostics and details hold."""
+    export = lab.add_export(
+        outcome="failure", exception_name="MemoryError", failure_type="executable_failure",
+        runtime=12, peak_memory_usage=2**30,
+    )  # fmt: skip
+    task = sdk.ExportTask(export.product_id, export.export_id, client=sdk.vector)
+    task.get_result(wait=True, timeout=5)
+    target = Target(export.export_id, {"kind": "export", "product_id": export.product_id})
+    credentials = {"client_id": "sim-client", "refresh_token": SecretStr("sim-refresh-token")}
+    base = f"{server.url}/descarteslabs"
+
+    async def both(provider: dl.DescartesLabsProvider) -> tuple[Any, Any]:
+        return await provider.fetch_status(target), await provider.list_diagnostics(target)
+
+    seen, refs = run_adapter(base, both, **credentials)
+    by_name = {ref.name: ref.content for ref in refs}
+    assert by_name["export.log"] == task.log
+    assert by_name["stacktrace.txt"] == task.stacktrace.encode()
+    assert seen.details == {
+        "exception_name": task.exception_name,
+        "failure_type": task.failure_type,
+        "runtime": task.runtime,
+        "peak_memory_usage": task.peak_memory_usage,
+    }

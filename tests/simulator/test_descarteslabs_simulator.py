@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from taskwarden.simulator.descarteslabs import DescartesLabsConfig, DescartesLabsSimulator
+from taskwarden.simulator.descarteslabs_accounts import JWT_BEARER, LEGACY_CLIENT_ID
 from taskwarden.simulator.server import SimulatorServer
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -51,6 +52,29 @@ def grant(**fields: str) -> dict[str, str]:
         "refresh_token": "sim-refresh-token",
         **fields,
     }
+
+
+def legacy(**fields: str) -> dict[str, str]:
+    """The SDK 1.12.1's delegation grant for the legacy client id (auth.py:703-718)."""
+    return {
+        "scope": "openid name groups org email",
+        "client_id": LEGACY_CLIENT_ID,
+        "grant_type": JWT_BEARER,
+        "target": LEGACY_CLIENT_ID,
+        "api_type": "app",
+        "refresh_token": "sim-legacy-refresh-token",
+        **fields,
+    }
+
+
+def test_the_legacy_client_id_buys_a_jwt_with_the_delegation_grant(
+    server: SimulatorServer, lab: DescartesLabsSimulator
+) -> None:
+    """jwt-bearer with scope, target and api_type buys a JWT whose aud is the legacy id."""
+    r = httpx.post(f"{server.url}/descarteslabs/accounts/token", json=legacy())
+    assert r.status_code == 200
+    assert claims(r.json()["access_token"])["aud"] == LEGACY_CLIENT_ID
+    assert lab.accounts.requests == [legacy()]
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -297,12 +321,24 @@ def test_the_token_endpoint_issues_jwts_the_sdk_can_read(
         (grant(client_id="stranger"), 401, "invalid_grant"),
         (grant(grant_type="password"), 400, "unsupported_grant_type"),
         ({"client_id": "sim-client", "grant_type": "refresh_token"}, 400, "invalid_request"),
+        # a grant the client id does not take: what the SDK 1.12.1 would never send
+        (
+            grant(grant_type=JWT_BEARER, target="sim-client", api_type="app"),
+            400,
+            "unauthorized_client",
+        ),
+        (legacy(grant_type="refresh_token"), 400, "unauthorized_client"),
+        (legacy(target="sim-client"), 400, "invalid_request"),
+        (legacy(api_type="web"), 400, "invalid_request"),
+        (legacy(scope="email"), 400, "invalid_scope"),
+        (legacy(refresh_token="wrong"), 401, "invalid_grant"),
     ],
 )
 def test_the_token_endpoint_refuses_bad_grants(
     server: SimulatorServer, lab: DescartesLabsSimulator, body: Any, status: int, error: str
 ) -> None:
-    """Wrong refresh tokens are 401 invalid_grant; malformed grants 400; all counted."""
+    """Wrong refresh tokens are 401 invalid_grant; malformed grants, and grants the client id
+    does not take (the legacy id's jwt-bearer delegation), 400; all counted."""
     r = httpx.post(f"{server.url}/descarteslabs/accounts/token", json=body)
     assert (r.status_code, r.json()["error"]) == (status, error)
     assert lab.counters == {"refused": 1}

@@ -199,6 +199,47 @@ def test_each_asset_kind_is_described_at_the_sdk_path(
     assert (body["uuid"], body["task_uuid"]) == (task.output_uuid, task.uuid)
 
 
+@pytest.mark.parametrize(
+    ("kind", "paths"),
+    [
+        ("raster", ["rasters/{u}/download/", "rasters/{u}/content/"]),
+        ("model", ["3dmodels/{u}/content/"]),
+    ],
+)
+def test_raster_and_model_bytes_download_with_auth_once_published(
+    server: SimulatorServer, api: httpx.Client, kind: str, paths: list[str]
+) -> None:
+    """The download routes the SDK uses stream the asset's bytes (length announced) once the
+    task succeeded, need credentials, and the description says the size."""
+    task = server.geobox.add_task(
+        outcome="success_asset", asset_kind=kind, running_seconds=10, file_size=4000,
+        file_name="out.tif",
+    )  # fmt: skip
+    urls = [path.format(u=task.output_uuid) for path in paths]
+    assert [api.get(url).status_code for url in urls] == [404] * len(urls)
+    server.clock.advance(11)
+    for url in urls:
+        r = api.get(url)
+        assert (r.status_code, r.headers["content-length"]) == (200, "4000")
+        assert hashlib.sha256(r.content).hexdigest() == task.sha256
+        assert ("content-disposition" in r.headers) is (kind == "raster")
+        assert httpx.get(f"{server.geobox_url}{url}").status_code == 401
+    described = api.get(f"{'rasters' if kind == 'raster' else '3dmodels'}/{task.output_uuid}/")
+    assert described.json()["size"] == 4000
+
+
+def test_a_model_with_an_obj_model_has_its_content_there(
+    api: httpx.Client, server: SimulatorServer
+) -> None:
+    """model_obj: the model names obj, whose description and content exist; its own has none."""
+    task = server.geobox.add_task(outcome="success_asset", asset_kind="model", model_obj=True)
+    own = api.get(f"3dmodels/{task.output_uuid}/").json()
+    assert own["obj"] == task.obj_uuid
+    assert api.get(f"3dmodels/{task.obj_uuid}/").json()["uuid"] == task.obj_uuid
+    assert api.get(f"3dmodels/{task.output_uuid}/content/").status_code == 404
+    assert api.get(f"3dmodels/{task.obj_uuid}/content/").status_code == 200
+
+
 # --- auth -------------------------------------------------------------------------------------
 
 
@@ -225,7 +266,9 @@ def test_password_login_issues_a_token_that_expires(server: SimulatorServer) -> 
     task = server.geobox.add_task()
     login = f"{server.geobox_url}auth/token/"
     r = httpx.post(login, data={"username": "sim-user", "password": "sim-password"})
+    assert (r.status_code, r.json()["expires_in"]) == (200, 60)
     token = r.json()["access_token"]
+    assert server.geobox.logins[-1]["form"] == {"username": "sim-user", "password": "sim-password"}
     url = f"{server.geobox_url}tasks/{task.uuid}/"
     assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     server.clock.advance(61)

@@ -67,11 +67,21 @@ def _both_or_neither(provider: str, info: ValidationInfo, partner: str, value: o
 
 
 class GeoboxSettings(OutputUrlSettings):
-    """Geobox: bearer token or API key (one is needed for the real service)."""
+    """Geobox: a fixed bearer token, an API key, or a username and password that log in at
+    ``{base_url}auth/token/`` (the SDK's precedence: token, then API key, then password)."""
 
     base_url: BaseUrl = "https://api.geobox.ir/v1/"
     token: OptionalSecret = None
     apikey: OptionalSecret = None
+    username: OptionalStr = None
+    # checked even when unset, so that a username without it is refused
+    password: OptionalSecret = Field(None, validate_default=True)
+
+    @field_validator("password")
+    @classmethod
+    def _pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        _both_or_neither("geobox", info, "username", value)
+        return value
 
 
 # up42-py 4.3 host.py: the API and Keycloak hosts of each region ("REGION"), under "DOMAIN"
@@ -152,18 +162,26 @@ def up42_region(url: str, domain: str) -> str | None:
 
 
 class DescartesLabsSettings(OutputUrlSettings):
-    """Descartes Labs: a client id and refresh token that buy short-lived JWTs (refreshed
-    before they expire), or one fixed JWT; and the URLs of the three services used."""
+    """Descartes Labs (the 1.x platform): a client id and refresh token that buy short-lived
+    JWTs (refreshed before they expire), or one fixed JWT; the URLs of the three services
+    used; and how long an export id the platform does not know is given to appear."""
 
     vector_url: RootUrl = "https://platform.descarteslabs.com/vector/v2"
     storage_url: RootUrl = "https://platform.descarteslabs.com/storage/v1"
-    accounts_url: RootUrl = "https://accounts.descarteslabs.com"  # POST {accounts_url}/token
+    # the SDK 1.12's iam_url (DESCARTESLABS_IAM_URL); POST {accounts_url}/token
+    accounts_url: RootUrl = "https://iam.descarteslabs.com"
     client_id: OptionalStr = None
     # checked even when unset, so that a client id without it is refused
     refresh_token: OptionalSecret = Field(None, validate_default=True)
     token: OptionalSecret = None  # a fixed JWT, used when there is no refresh token
+    # the SDK's Auth(scope=): sent with the token request (the legacy client id's default
+    # when unset: openid name groups org email)
+    scope: Annotated[list[str] | None, NoDecode, BeforeValidator(comma_list)] = None
     # refresh this many seconds before the JWT's exp (at most half its lifetime)
     refresh_leeway: float = Field(300.0, ge=0)
+    # an export whose result is 404 under a product that exists ends in error once this many
+    # seconds have passed since a worker first saw it missing (a running export is 404 too)
+    not_found_after: float = Field(3600.0, gt=0)
 
     @field_validator("refresh_token")
     @classmethod
@@ -332,14 +350,17 @@ class GenericHttpSettings(BaseModel):
 
 
 class IsahitSettings(OutputUrlSettings):
-    """isahit lab: the API access id and secret key the SDK logs in with, and the project a
-    registration without ``params.project_id`` is in."""
+    """isahit lab: the API access id and secret key the SDK logs in with, the project a
+    registration without ``params.project_id`` is in, and how long a batch must settle."""
 
     base_url: BaseUrl = "https://hub-api.isahit.com/"
     access_id: OptionalStr = None
     # checked even when unset, so that an access id without it is refused
     secret_key: OptionalSecret = Field(None, validate_default=True)
     project_id: OptionalStr = None
+    # a batch whose tasks are all final ends once it has stayed so, its count unchanged, this
+    # many seconds (the SDK creates tasks one at a time; params.expected_tasks ends it sooner)
+    batch_settle_seconds: float = Field(300.0, ge=0)
 
     @field_validator("secret_key")
     @classmethod

@@ -157,13 +157,18 @@ class TokenSource:
         self._expires_at = expires_at(claims)
         self.refreshes += 1
 
-    async def _fetch(self) -> str:
+    def grant(self) -> dict[str, str]:
+        """The token request's JSON body: the refresh-token grant (an adapter whose SDK sends
+        another grant for some clients overrides this)."""
         assert self._refresh_token is not None and self._client_id is not None
-        body = {
+        return {
             "client_id": self._client_id,
             "grant_type": "refresh_token",
             "refresh_token": self._refresh_token.get_secret_value(),
         }
+
+    async def _fetch(self) -> str:
+        body = self.grant()
         name = self._provider
         try:
             response = await net.request(

@@ -169,6 +169,7 @@ class DescartesLabsSimulator:
         self.keys: dict[str, DLExport] = {}  # storage data key → export
         self.logs: dict[str, DLExport] = {}  # storage log key → export
         self.accounts.counters.clear()
+        self.accounts.requests = []
 
     def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Change some :class:`DescartesLabsConfig` settings; raises ``ValidationError``."""

@@ -2,122 +2,62 @@
 
 Served under ``/geobox/v1/`` (so an SDK's ``host`` is ``http://127.0.0.1:<port>/geobox/``):
 
-    POST auth/token/                  form username, password → {"access_token", "token_type"}
+    POST auth/token/                  form username, password → 200 {"access_token",
+                                      "token_type"[, "expires_in"]}
     GET  tasks/                       list (state, search, skip, limit=10, return_count)
     GET  tasks/{uuid}/                the task document
     GET  tasks/{uuid}/status/         {"current", "total"}
     POST tasks/{uuid}/abort/          abort (a no-op on a finished task)
     GET  files/{uuid}/info/           file metadata      GET files/{uuid}/download/  the bytes
+    GET  rasters/{uuid}/download/     a raster's bytes   GET rasters/{uuid}/content/  the same
+    GET  3dmodels/{uuid}/content/     a 3D model's bytes (its obj model's, when it names one)
     GET  vectorLayers/{uuid}/, rasters/{uuid}/, 3dmodels/{uuid}/, 3dtiles/{uuid}/, tables/{uuid}/
 
-A task's life is a script (:class:`GeoboxTaskSpec`) played against the simulation clock from the
-moment it is added: ``pending_seconds`` in PENDING, ``running_seconds`` in PROGRESS with
-``current`` rising linearly to ``progress_total``, then its ``outcome``. Outputs exist once the
-task has succeeded. Errors are ``{"detail": ...}`` like the FastAPI service the SDK talks to.
-Auth (``Authorization: Bearer`` or ``?apikey=``) is checked unless ``auth_required`` is off.
+A task's life is a script (:class:`GeoboxTaskSpec`, :mod:`.geobox_tasks`) played against the
+simulation clock from the moment it is added: ``pending_seconds`` in PENDING,
+``running_seconds`` in PROGRESS with ``current`` rising linearly to ``progress_total``, then its
+``outcome``. Outputs exist once the task has succeeded. Errors are ``{"detail": ...}`` like the
+FastAPI service the SDK talks to. Every route but the login needs ``Authorization: Bearer``
+(a fixed token, or a live one from the login) or ``?apikey=``, unless ``auth_required`` is off;
+the SDK sends the model download with the bearer token only, so that the API key works there
+too is a guess.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
-from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from taskwarden.simulator.faults import FAULT_SCOPE_KEY, FaultBook, Stats, route_maker
-from taskwarden.simulator.script import Phase, Script, ScriptedTask
+from taskwarden.simulator.geobox_tasks import (
+    ASSET_PATHS,
+    SPECS,
+    WITH_BYTES,
+    WORDS,
+    GeoboxTask,
+    GeoboxTaskSpec,
+    iso,
+)
+from taskwarden.simulator.script import download_response
 
 if TYPE_CHECKING:
     from taskwarden.simulator.clock import SimClock
 
 NAME = "geobox"
 PREFIX = "/geobox/v1"
-WORDS: dict[Phase, str] = {
-    "pending": "PENDING",
-    "running": "PROGRESS",
-    "succeeded": "SUCCESS",
-    "failed": "FAILURE",
-    "cancelled": "ABORTED",
-}
-AssetKind = Literal["layer", "raster", "model", "3dtiles", "table"]
-ASSET_PATHS = {"layer": "vectorLayers", "raster": "rasters", "model": "3dmodels"}
-ASSET_PATHS |= {"3dtiles": "3dtiles", "table": "tables"}
 FILE_TYPES = {".zip": "Compressed", ".tgz": "Compressed", ".gz": "Compressed", ".tif": "GeoTIFF"}
 FILE_TYPES |= {".tiff": "GeoTIFF", ".geojson": "GeoJSON", ".csv": "CSV", ".gpkg": "GPKG"}
 FILE_TYPES |= {".glb": "GLB", ".xlsx": "XLSX", ".png": "Image", ".jpg": "Image"}
+KEPT_LOGINS = 50
 
-
-class GeoboxTaskSpec(Script):
-    """The script of one simulated Geobox task (timing, outcome and file fields: :class:`Script`).
-
-    ``success_asset`` publishes an ``asset_kind``; ``failure`` reports ``failure_msg`` and
-    ``failure_type`` in ``result.detail``, or ``failure_errors`` as ``result.errors`` when set.
-    ``output_uuid`` is the file's or asset's id.
-    """
-
-    uuid: str = Field(default_factory=lambda: str(uuid4()))
-    name: str = "simulated task"
-    asset_kind: AssetKind = "layer"
-    failure_msg: str = "simulated failure"
-    failure_type: str = "geobox.SimulatedError"
-    failure_errors: list[Any] | None = None
-    output_uuid: str = Field(default_factory=lambda: str(uuid4()))
-
-    @field_validator("uuid", "output_uuid")
-    @classmethod
-    def _path_safe(cls, value: str) -> str:
-        if not value or "/" in value or "?" in value or "#" in value or len(value) > 256:
-            raise ValueError("must be 1-256 characters without '/', '?' or '#'")
-        return value
-
-
-_SPECS = TypeAdapter(list[GeoboxTaskSpec])
-
-
-class GeoboxTask(ScriptedTask[GeoboxTaskSpec]):
-    """A Geobox task as it plays (``script`` is its :class:`GeoboxTaskSpec`)."""
-
-    __slots__ = ()
-
-    @property
-    def uuid(self) -> str:
-        return self.script.uuid
-
-    @property
-    def output_uuid(self) -> str:
-        return self.script.output_uuid
-
-    def output_kind(self) -> str:
-        return "file" if self.script.outcome == "success_file" else self.script.asset_kind
-
-    def document(self, now: float, word: str | None = None) -> dict[str, Any]:
-        """The task as ``GET tasks/{uuid}/`` shows it (``word`` overrides the state word)."""
-        script = self.script
-        phase, _ = self.phase(now)
-        result: dict[str, Any] = {}
-        if phase == "succeeded":
-            result = {f"{self.output_kind()}_uuid": script.output_uuid}
-        elif phase == "failed" and script.failure_errors is not None:
-            result = {"errors": script.failure_errors}
-        elif phase == "failed":
-            result = {"detail": {"msg": script.failure_msg, "type": script.failure_type}}
-        started, ended = self.started(now), self.ended(now)
-        return {
-            "uuid": script.uuid,
-            "name": script.name,
-            "state": word or WORDS[phase],
-            "accepted_at": _iso(self.epoch),
-            "started_at": None if started is None else _iso(started),
-            "finished_at": None if ended is None else _iso(ended),
-            "result": result,
-        }
+__all__ = ["GeoboxSimulator", "GeoboxTask", "GeoboxTaskSpec"]
 
 
 class GeoboxAuth(BaseModel):
@@ -131,6 +71,8 @@ class GeoboxAuth(BaseModel):
     apikeys: list[str] = ["sim-apikey"]
     users: dict[str, str] = {"sim-user": "sim-password"}
     token_ttl: float | None = Field(None, gt=0)
+    # whether the login answer says expires_in (the SDK reads only access_token; unknown)
+    announce_expiry: bool = True
 
 
 class GeoboxSimulator:
@@ -145,6 +87,7 @@ class GeoboxSimulator:
         self.outputs: dict[str, GeoboxTask] = {}  # output uuid → its task
         self.auth = GeoboxAuth()
         self.issued: dict[str, float | None] = {}  # token from auth/token/ → expiry (sim time)
+        self.logins: list[dict[str, Any]] = []  # each login's form and content type, newest last
 
     def add_task(self, spec: GeoboxTaskSpec | None = None, **fields: Any) -> GeoboxTask:
         """Add one scripted task, from a spec or from its fields; its clock starts now."""
@@ -159,6 +102,8 @@ class GeoboxSimulator:
         for task in added:
             self.tasks[task.uuid] = task
             self.outputs[task.output_uuid] = task
+            if task.obj_uuid is not None:
+                self.outputs[task.obj_uuid] = task
         return added
 
     def task(self, uuid: str) -> GeoboxTask:
@@ -174,7 +119,7 @@ class GeoboxSimulator:
 
     def add_raw(self, items: list[Any]) -> list[dict[str, Any]]:
         """Add tasks from JSON specs (the control API); raises ``ValidationError``."""
-        tasks = self.add_tasks(_SPECS.validate_python(items))
+        tasks = self.add_tasks(SPECS.validate_python(items))
         return [{"uuid": t.uuid, "output_uuid": t.output_uuid} for t in tasks]
 
     def describe(self, uuid: str) -> dict[str, Any] | None:
@@ -185,13 +130,14 @@ class GeoboxSimulator:
         return {
             "spec": task.script.model_dump(),
             "document": task.document(self.clock.now()),
-            "sha256": task.sha256 if task.output_kind() == "file" else None,
+            "sha256": task.sha256 if task.output_kind() in WITH_BYTES else None,
         }
 
     def clear(self) -> None:
-        """Forget every task."""
+        """Forget every task and login."""
         self.tasks = {}
         self.outputs = {}
+        self.logins = []
 
     def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Change some of the :class:`GeoboxAuth` settings; raises ``ValidationError``."""
@@ -217,6 +163,27 @@ class GeoboxSimulator:
             route("POST", "tasks/{uuid}/abort/", self._abort, task_of=task_of),
             route("GET", "files/{uuid}/info/", self._file_info, task_of=self._owner),
             route("GET", "files/{uuid}/download/", self._download, task_of=self._owner, json=False),
+            route(
+                "GET",
+                "rasters/{uuid}/download/",
+                self._bytes("raster"),
+                task_of=self._owner,
+                json=False,
+            ),
+            route(
+                "GET",
+                "rasters/{uuid}/content/",
+                self._bytes("raster"),
+                task_of=self._owner,
+                json=False,
+            ),
+            route(
+                "GET",
+                "3dmodels/{uuid}/content/",
+                self._bytes("model"),
+                task_of=self._owner,
+                json=False,
+            ),
         ]
         for kind, collection in ASSET_PATHS.items():
             routes.append(
@@ -250,6 +217,8 @@ class GeoboxSimulator:
 
     async def _token(self, request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        seen = {"content_type": request.headers.get("content-type"), "form": form}
+        self.logins = [*self.logins[-KEPT_LOGINS + 1 :], seen]
         missing = [field for field in ("username", "password") if not form.get(field)]
         if missing:
             return error(
@@ -260,7 +229,10 @@ class GeoboxSimulator:
         token = "sim-" + secrets.token_urlsafe(16)
         ttl = self.auth.token_ttl
         self.issued[token] = None if ttl is None else self.clock.now() + ttl
-        return JSONResponse({"access_token": token, "token_type": "bearer"})
+        body: dict[str, Any] = {"access_token": token, "token_type": "bearer"}
+        if ttl is not None and self.auth.announce_expiry:
+            body["expires_in"] = ttl
+        return JSONResponse(body)
 
     async def _list(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
@@ -312,7 +284,8 @@ class GeoboxSimulator:
         return task if task is not None else error(404, "Task not found")
 
     def _output(self, request: Request, kind: str) -> GeoboxTask | Response:
-        """The succeeded task whose ``kind`` output the path names, or the refusal."""
+        """The succeeded task whose ``kind`` output (or obj model) the path names, or the
+        refusal."""
         if (denied := self._denied(request)) is not None:
             return denied
         task = self.outputs.get(request.path_params["uuid"])
@@ -335,7 +308,7 @@ class GeoboxSimulator:
                 "extension": extension,
                 "file_type": FILE_TYPES.get(extension.lower(), "Document"),
                 "size": script.file_size,
-                "created_at": _iso(task.ended(self.clock.now()) or task.epoch),
+                "created_at": iso(task.ended(self.clock.now()) or task.epoch),
                 "layers": {"layers": []},
             }
         )
@@ -351,17 +324,27 @@ class GeoboxSimulator:
             task = self._output(request, kind)
             if isinstance(task, Response):
                 return task
-            body: dict[str, Any] = {
-                "uuid": task.output_uuid,
-                "name": f"{task.script.name} {kind}",
-                "created_at": _iso(task.ended(self.clock.now()) or task.epoch),
-                "task_uuid": task.uuid,
-            }
-            if kind == "layer":
-                body["layer_type"] = "Polygon"
-            return JSONResponse(body)
+            return JSONResponse(task.asset(self.clock.now(), request.path_params["uuid"]))
 
         return describe
+
+    def _bytes(self, kind: str) -> Any:
+        """A raster's or model's bytes; a model naming an obj model has them only there."""
+
+        async def download(request: Request) -> Response:
+            task = self._output(request, kind)
+            if isinstance(task, Response):
+                return task
+            if request.path_params["uuid"] != task.content_uuid:
+                return error(404, f"{kind.capitalize()} has no content")
+            script = task.script
+            if kind == "model":  # the SDK names the file itself ({name}.glb)
+                response = download_response(task.seed, script.file_size, "", script.content_type)
+                del response.headers["content-disposition"]
+                return response
+            return task.download()
+
+        return download
 
 
 def error(status: int, detail: Any) -> Response:
@@ -382,8 +365,3 @@ def _word(request: Request) -> str | None:
 
 def _unprocessable(loc: list[str], msg: str) -> dict[str, Any]:
     return {"type": "value_error", "loc": loc, "msg": msg}
-
-
-def _iso(epoch: float) -> str:
-    # naive UTC with microseconds: the first format the SDK's _parse_datetime tries
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None).isoformat("T", "microseconds")

@@ -7,14 +7,14 @@ Served under ``/isahit/`` (so the SDK's ``endpoint`` is ``http://127.0.0.1:<port
     GET   api/task-manager/tasks               the paged task list (below)
     PATCH api/task-manager/tasks/{id}/reset    redo: a final task goes back to pending
     PATCH api/task-manager/tasks/{id}/to-review  a final task goes back to to-review
-    GET   api/task-manager/batches/{id}        a batch
-    GET   api/project-configuration-manager/projects/{id}/project-configuration
+    …and the batch, project and task-creation routes of :mod:`.isahit_create`
 
 The task list takes ``projectId`` (required), ``pagination`` (default true), ``page``, ``limit``
 (default 10) and the filters the SDK sends, each repeatable: ``batchIds``, ``statuses``,
 ``taskIds``, ``taskNames``, ``nameLike`` (a regular expression), ``optionalFields`` (``data``,
-``jobs``, ``metrics``, ``data.mask``, ``jobs.history``), ``createdAt`` and ``updatedAt`` with an
-operator prefix (``>2022-09-19 08:30:00``, ``>=…``, ``<…``, ``<=…``, UTC), and ``properties.<k>``.
+``jobs``, ``metrics``, ``data.mask``, ``jobs.history``; ``lastAnnotator`` accepted, ignored),
+``createdAt`` and ``updatedAt`` with an operator prefix (``>2022-09-19 08:30:00``, ``>=…``,
+``<…``, ``<=…``, UTC), and ``properties.<k>``.
 Pages are mongoose-paginate-v2's envelope: ``{docs, totalDocs, limit, totalPages, page,
 pagingCounter, hasPrevPage, hasNextPage, prevPage, nextPage}``.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -38,15 +38,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskwarden.simulator.faults import FAULT_SCOPE_KEY, Endpoint, FaultBook, Stats
+from taskwarden.simulator.isahit_create import Creation, error
 from taskwarden.simulator.isahit_query import BAD_QUERY, QueryError, TaskQuery
 from taskwarden.simulator.isahit_tasks import (
     DEFAULT_PROJECT,
     FINAL_WORDS,
-    PROJECT_TYPE,
     IsahitTask,
     IsahitTaskSpec,
     Reopened,
-    iso,
     object_id,
 )
 
@@ -58,20 +57,21 @@ PREFIX = "/isahit"
 LOGIN = "api/user-manager/auth/login"
 TASKS = "api/task-manager/tasks"
 NO_CREDENTIALS = 1001  # errorCode of a login without credentials (the simulator's numbering)
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
-REASONS |= {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 _SPECS = TypeAdapter(list[IsahitTaskSpec])
 
 
 class IsahitAuth(BaseModel):
-    """Who may log in (access id → secret key), and the ``expires_in`` (simulation seconds) of
-    the tokens the login hands out."""
+    """Who may log in (access id → secret key), the ``expires_in`` (simulation seconds) of
+    the tokens the login hands out, and the script of tasks created through the API."""
 
     model_config = ConfigDict(extra="forbid")
 
     auth_required: bool = True
     credentials: dict[str, str] = {"sim-access-id": "sim-secret-key"}
     token_ttl: float = Field(3600.0, gt=0)
+    api_pending_seconds: float = Field(0.5, ge=0)
+    api_running_seconds: float = Field(1.0, ge=0)
+    api_final_status: Literal["complete", "reviewed"] = "complete"
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ class IsahitSimulator:
         self.auth = IsahitAuth()
         self.issued: dict[str, float] = {}  # token → expiry (simulation time)
         self.refused = 0  # requests answered 401 for a missing, unknown or expired token
+        self.creation = Creation(self)
 
     # -- scripting ---------------------------------------------------------------------------
     def add_task(self, spec: IsahitTaskSpec | None = None, **fields: Any) -> IsahitTask:
@@ -199,6 +200,7 @@ class IsahitSimulator:
         """Forget every task, batch, reopening and issued token."""
         self.tasks, self.batches, self.reopened, self.issued = {}, {}, {}, {}
         self.refused = 0
+        self.creation.clear()
 
     def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Change some of the :class:`IsahitAuth` settings; raises ``ValidationError``."""
@@ -212,55 +214,40 @@ class IsahitSimulator:
     def routes(self, faults: FaultBook, stats: Stats) -> list[BaseRoute]:
         """The platform's API routes, counted and fault-injectable, relative to ``prefix``."""
 
-        def endpoint(method: str, path: str, handler: Any, **kw: Any) -> Endpoint:
-            return Endpoint(NAME, method, path, handler, faults, stats, error_response, **kw)
+        def route(method: str, path: str, handler: Any, task: str | None = None) -> Route:
+            task_of = (lambda params: params.get(task)) if task else (lambda params: None)
+            app = Endpoint(
+                NAME, method, path, handler, faults, stats, error_response, task_of=task_of
+            )
+            return Route("/" + path, app, methods=[method])
 
-        def by(name: str) -> Any:
-            return lambda params: params.get(name)
-
-        listing = endpoint(
-            "GET", TASKS, self._list, task_of=by("subject"), kinds=frozenset({"unknown_status"})
-        )
+        listing = Endpoint(
+            NAME, "GET", TASKS, self._list, faults, stats, error_response,
+            task_of=lambda params: params.get("subject"), kinds=frozenset({"unknown_status"}),
+        )  # fmt: skip
+        made, batch = self.creation, "api/task-manager/batches"
         return [
-            Route("/" + LOGIN, endpoint("POST", LOGIN, self._login), methods=["POST"]),
+            route("POST", LOGIN, self._login),
             Route("/" + TASKS, _SubjectFromQuery(listing), methods=["GET"]),
-            Route(
-                f"/{TASKS}/{{task_id}}/reset",
-                endpoint("PATCH", f"{TASKS}/{{task_id}}/reset", self._reset, task_of=by("task_id")),
-                methods=["PATCH"],
+            route("PATCH", f"{TASKS}/{{task_id}}/reset", self._reset, "task_id"),
+            route("PATCH", f"{TASKS}/{{task_id}}/to-review", self._to_review, "task_id"),
+            route("GET", batch, made.list_batches),
+            route("POST", batch, made.create_batch),
+            route("GET", f"{batch}/{{batch_id}}", made.batch, "batch_id"),
+            route("PATCH", f"{batch}/{{batch_id}}/tasks-duplicate", made.duplicates, "batch_id"),
+            route("POST", f"{batch}/{{batch_id}}/tasks", made.create_task, "batch_id"),
+            route("GET", "api/project-manager/projects", made.projects),
+            route(
+                "GET",
+                "api/project-configuration-manager/projects/{project_id}/project-configuration",
+                made.configuration,
             ),
-            Route(
-                f"/{TASKS}/{{task_id}}/to-review",
-                endpoint(
-                    "PATCH",
-                    f"{TASKS}/{{task_id}}/to-review",
-                    self._to_review,
-                    task_of=by("task_id"),
-                ),
-                methods=["PATCH"],
-            ),
-            Route(
-                "/api/task-manager/batches/{batch_id}",
-                endpoint(
-                    "GET",
-                    "api/task-manager/batches/{batch_id}",
-                    self._batch,
-                    task_of=by("batch_id"),
-                ),
-                methods=["GET"],
-            ),
-            Route(
-                "/api/project-configuration-manager/projects/{project_id}/project-configuration",
-                endpoint(
-                    "GET",
-                    "api/project-configuration-manager/projects/{project_id}/project-configuration",
-                    self._configuration,
-                ),
-                methods=["GET"],
-            ),
+            route("POST", "api/data-manager/import-data/json", made.import_data),
+            route("POST", "api/file-manager/files", made.upload),
+            route("POST", "api/file-manager/grant/files", made.grant_files),
         ]
 
-    def _denied(self, request: Request) -> Response | None:
+    def denied(self, request: Request) -> Response | None:
         if not self.auth.auth_required:
             return None
         header = request.headers.get("authorization", "")
@@ -286,7 +273,7 @@ class IsahitSimulator:
         return JSONResponse({"access_token": token, "expires_in": expires_in}, 201)
 
     async def _list(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := self.denied(request)) is not None:
             return denied
         try:
             query = TaskQuery.parse(request.query_params)
@@ -316,52 +303,13 @@ class IsahitSimulator:
         return self._send_back(request, "to-review")
 
     def _send_back(self, request: Request, word: str) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := self.denied(request)) is not None:
             return denied
         task_id = request.path_params["task_id"]
         if task_id not in self.tasks:
             return error(404, "Task not found")
         self.reopen(task_id, word)
         return JSONResponse(self.document(task_id))
-
-    async def _batch(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
-            return denied
-        batch_id = request.path_params["batch_id"]
-        if batch_id not in self.batches:
-            return error(404, "Batch not found")
-        members = [t for t in list(self.tasks.values()) if t.script.batch_id == batch_id]
-        now = self.clock.now()
-        words = [t.status(now, self.reopened.get(t.task_id)) for t in members]
-        final = bool(members) and all(word in FINAL_WORDS for word, _ in words)
-        times = [t.epoch for t in members] or [self.clock.epoch(now)]
-        changes = [t.wall(since) for t, (_, since) in zip(members, words, strict=True)]
-        return JSONResponse(
-            {
-                "_id": batch_id,
-                "name": f"batch {batch_id}",
-                "projectId": self.batches[batch_id],
-                "status": "complete" if final else "pending",
-                "createdAt": iso(min(times)),
-                "updatedAt": iso(max(changes or times)),
-            }
-        )
-
-    async def _configuration(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
-            return denied
-        project = request.path_params["project_id"]
-        if project not in self.projects():
-            return error(404, "Project not found")
-        labels = [{"id": name, "name": name, "color": "#3366ff"} for name in ("car", "truck")]
-        return JSONResponse(
-            {
-                "_id": f"{project}-configuration",
-                "projectId": project,
-                "projectType": PROJECT_TYPE,
-                "metadata": {"labels": {"main": {"labels": labels}}, "toolOptions": {}},
-            }
-        )
 
 
 class _SubjectFromQuery:
@@ -378,16 +326,6 @@ class _SubjectFromQuery:
         subject = ids[0] if len(ids) == 1 else batches[0] if len(batches) == 1 else None
         scope["path_params"] = {**scope.get("path_params", {}), "subject": subject}
         await self.app(scope, receive, send)
-
-
-def error(status: int, message: Any, code: int | None = None) -> Response:
-    """An isahit (NestJS) error: ``{"statusCode", "message", "error"}``, ``errorCode`` on 400."""
-    body: dict[str, Any] = {"statusCode": status, "message": message}
-    if status != 401:  # Nest's bare UnauthorizedException says only the message
-        body["error"] = REASONS.get(status, "Error")
-    if code is not None:
-        body["errorCode"] = code
-    return JSONResponse(body, status)
 
 
 def error_response(status: int, message: str) -> Response:

@@ -33,10 +33,15 @@ from taskwarden.simulator.script import Script, ScriptedTask
 
 STATUS_WORDS = ("configuring", "pending", "to-review", "complete", "reviewed")
 FINAL_WORDS = frozenset({"complete", "reviewed"})
-OPTIONAL_FIELDS = frozenset({"data", "jobs", "metrics", "data.mask", "jobs.history"})
+# the SDK's TaskOptionalFields; lastAnnotator is accepted and ignored (the SDK never sends it:
+# it asks for jobs and derives it on the client)
+OPTIONAL_FIELDS = frozenset(
+    {"data", "jobs", "metrics", "data.mask", "jobs.history", "lastAnnotator"}
+)
 DEFAULT_PROJECT = "sim-project"
 PROJECT_TYPE = "iat-rectangle"
 LABELS = ("car", "truck", "pedestrian", "bicycle")
+IMAGE = {"width": 1024, "height": 768}
 
 
 def object_id() -> str:
@@ -73,6 +78,10 @@ class IsahitTaskSpec(Script):
     reopen_to: Literal["pending", "to-review"] = "pending"
     reopen_seconds: float = Field(1.0, ge=0)
     annotations: int = Field(3, ge=0, le=1000)
+    # what a task created through the API was given (POST batches/{b}/tasks)
+    resources: list[Any] | None = None
+    initial_body: dict[str, Any] | None = None
+    custom: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("task_id", "project_id", "batch_id")
     @classmethod
@@ -165,7 +174,10 @@ class IsahitTask(ScriptedTask[IsahitTaskSpec]):
             "projectId": spec.project_id,
             "batchId": spec.batch_id,
             "status": word or status,
-            "resources": [{"_id": f"{spec.task_id}-r0", "name": spec.name, "type": "image"}],
+            # {id, name}: what the SDK writes for an uploaded file and reads back
+            "resources": spec.resources
+            if spec.resources is not None
+            else [{"id": f"{spec.task_id}-r0", "name": spec.name}],
             "properties": self.properties(status),
             "createdAt": iso(self.epoch),
             "updatedAt": iso(self.wall(since)),
@@ -187,38 +199,60 @@ class IsahitTask(ScriptedTask[IsahitTaskSpec]):
     def properties(self, status: str) -> dict[str, Any]:
         """``properties``: the reviewer's ``score`` once the task is final, no custom ones."""
         score = self._draw("score").randint(1, 5) if status in FINAL_WORDS else None
-        return {"score": score, "custom": {}}
+        return {"score": score, "custom": dict(self.script.custom)}
 
     # -- the optional parts -------------------------------------------------------------------
     def _draw(self, what: str) -> random.Random:
         return random.Random(f"{self.seed}:{what}")
 
     def _data(self, now: float, mask: bool) -> dict[str, Any]:
+        """``data``: the label as the SDK's formatters read it (body with ``annotations`` and
+        ``image``, ``metadata.body``, ``type``, ``projectType``, ``createdAt``, ``user``)."""
         annotated = now >= self.annotated_at
-        rng = self._draw("annotations")
-        annotations = []
-        for index in range(self.script.annotations if annotated else 0):
-            x, y = rng.randint(0, 900), rng.randint(0, 650)
-            width, height = rng.randint(10, 120), rng.randint(10, 110)
-            label = LABELS[rng.randrange(len(LABELS))]
-            annotations.append(
-                {
-                    "id": f"{self.task_id}-a{index}",
-                    "type": "rectangle",
-                    "labels": {"main": {"labels": [{"id": label, "name": label}]}},
-                    "points": [{"x": x, "y": y}, {"x": x + width, "y": y + height}],
-                }
-            )
-        body: dict[str, Any] = {"annotations": annotations}
+        body: dict[str, Any]
+        if self.script.initial_body is not None:
+            body = dict(self.script.initial_body)
+        else:
+            body = {"annotations": self._annotations() if annotated else [], "image": dict(IMAGE)}
         if mask:
             pixels = self._draw("mask").randbytes(48)
             body["mask"] = "data:image/png;base64," + base64.b64encode(pixels).decode()
+        reviewed = self.script.final_status == "reviewed" and self.final_at is not None
         return {
             "body": body,
-            "metadata": {"body": {"imageSize": {"width": 1024, "height": 768}}},
-            "type": PROJECT_TYPE,
+            "metadata": {"body": {"imageSize": dict(IMAGE)}},
+            "type": "review" if reviewed and now >= (self.final_at or 0) else "default",
+            "projectType": PROJECT_TYPE,
+            "createdAt": iso(self.wall(self.annotated_at if annotated else self.created)),
             "user": _person("annotator", self.seed) if annotated else None,
         }
+
+    def _annotations(self) -> list[dict[str, Any]]:
+        """Rectangles in the SDK's IAT shape: labels by list, polygons with vertices
+        ``[x1, y1, x2, y2]`` as fractions of the image."""
+        rng = self._draw("annotations")
+        found = []
+        for index in range(self.script.annotations):
+            x, y = rng.randint(0, 900), rng.randint(0, 650)
+            width, height = rng.randint(10, 120), rng.randint(10, 110)
+            label = LABELS[rng.randrange(len(LABELS))]
+            vertices = [x / 1024, y / 768, (x + width) / 1024, (y + height) / 768]
+            found.append(
+                {
+                    "uid": f"{self.task_id}-a{index}",
+                    "labels": {"main": {"labels": [{"id": label, "name": label}]}},
+                    "polygons": [
+                        {
+                            "id": f"{self.task_id}-a{index}-p0",
+                            "geometry": {
+                                "type": "rectangle",
+                                "vertices": [round(v, 6) for v in vertices],
+                            },
+                        }
+                    ],
+                }
+            )
+        return found
 
     def _jobs(self, now: float, history: bool) -> list[dict[str, Any]]:
         jobs = [self._job("annotation", self.created, self.annotated_at, now, history)]
@@ -265,5 +299,7 @@ class IsahitTask(ScriptedTask[IsahitTaskSpec]):
 
 
 def _person(role: str, seed: str) -> dict[str, str]:
+    # {id, name, email}: what the SDK's kili formatter reads of data.user
     number = random.Random(f"{seed}:{role}").randint(1, 40)
-    return {"_id": f"{role}-{number}", "email": f"{role}-{number}@sim.isahit.test"}
+    name = f"{role.capitalize()} {number}"
+    return {"id": f"{role}-{number}", "name": name, "email": f"{role}-{number}@sim.isahit.test"}

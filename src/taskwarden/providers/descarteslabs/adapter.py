@@ -1,5 +1,6 @@
 """The Descartes Labs adapter: vector copy and delete jobs (``AsyncJob``) and exports
-(``ExportTask``), as the official SDK (``descarteslabs`` 1.x, ``descarteslabs.vectors``) sees them.
+(``ExportTask``), as the official SDK (``descarteslabs`` 1.12.1, ``descarteslabs.vectors``) sees
+them. These services belong to the 1.x platform: 3.x has no vector copy, export or storage.
 
 What to register (see ``docs/providers/descarteslabs.md``)::
 
@@ -8,7 +9,8 @@ What to register (see ``docs/providers/descarteslabs.md``)::
     params {"kind": "export", "product_id": P}      remote_id = the export id
 
 Copy and delete accept ``product_id`` too, so a second delete on one product can be watched
-under another remote id. Paths, relative to the vector and storage services::
+under another remote id; an export accepts ``key`` and ``not_found_after``. Paths, relative to
+the vector and storage services::
 
     GET vector  /products/{id}/search/copy/status          {"data": {"attributes": {state, errors}}}
     GET vector  /products/{id}/search/delete/status        same, type delete_job
@@ -19,21 +21,19 @@ under another remote id. Paths, relative to the vector and storage services::
     GET storage /data/get/{key}                            the exported GeoJSON (key = labels[3])
     GET storage /logs/get/{key}                            the export's log
 
-How states map: copy and delete ``PENDING``, ``RUNNING``; ``DONE`` and ``SUCCESS`` succeed;
-``FAILED`` (documented) and ``FAILURE`` (what the SDK checks) fail; and a non-empty ``errors``
-list fails the job whatever its state says. An export's result is 404 until it ends, so a 404
-means "running". A product that does not exist ends the watch in ``error``; an export id that
-does not exist under an existing product cannot be told from a running export, and is ended by
-the watch's timeout.
+How states map: :mod:`.observations` (``errors`` fail a job only once its state is final, as in
+the SDK). An export's result is 404 until it ends, so a 404 means "running". A product that
+does not exist ends the watch in ``error``; an export id that stays 404 under an existing
+product ends in ``error`` too, ``not_found_after`` seconds after this worker process first saw
+it missing (the platform cannot tell an unknown export from a running one).
 
 The platform has no way to cancel these jobs: :meth:`abort` refuses.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,23 +53,20 @@ from taskwarden.errors import (
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.descarteslabs.auth import NAME, TokenSource
+from taskwarden.providers.descarteslabs.observations import (
+    export_observation,
+    job_observation,
+    stacktrace,
+    storage_key,
+)
 
 Kind = Literal["copy", "delete", "export"]
 KINDS: tuple[Kind, ...] = ("copy", "delete", "export")
-PARAMS = frozenset({"kind", "product_id", "key"})
+PARAMS = frozenset({"kind", "product_id", "key", "not_found_after"})
 
-JOB_STATES = {
-    "PENDING": Remote.PENDING,
-    "RUNNING": Remote.RUNNING,
-    "DONE": Remote.SUCCEEDED,
-    "SUCCESS": Remote.SUCCEEDED,
-    "FAILED": Remote.FAILED,  # the documented word, which the SDK never recognises
-    "FAILURE": Remote.FAILED,  # the word the SDK checks
-}
-EXPORT_STATES = {"SUCCESS": Remote.SUCCEEDED, "FAILURE": Remote.FAILED}
 NOT_FINISHED = "404 (not finished)"  # the raw status of an export whose result is not there yet
 PRODUCT_TTL = 600.0  # seconds a product seen to exist is not asked about again
-MAX_PRODUCTS = 10_000
+MAX_REMEMBERED = 10_000  # products seen, and exports seen missing, per process
 JSON = "application/json"
 _DATA = "data:"  # OutputRef.key prefix of the exported data: its storage key follows
 
@@ -92,6 +89,7 @@ class Job:
     product_id: str
     export_id: str | None = None
     key: str | None = None  # the export's storage key, when the user knows it
+    not_found_after: float | None = None  # this watch's grace for a missing export
 
     @property
     def status_path(self) -> str:
@@ -112,7 +110,7 @@ def parse_target(target: Target) -> Job:
     params: Mapping[str, Any] = target.params or {}
     unknown = sorted(set(params) - PARAMS)
     if unknown:
-        raise _refused(f"unknown params {unknown}; allowed: kind, product_id, key")
+        raise _refused(f"unknown params {unknown}; allowed: {', '.join(sorted(PARAMS))}")
     kind = params.get("kind")
     if kind not in KINDS:
         raise _refused(f"params.kind must be one of copy, delete, export (got {kind!r})")
@@ -122,37 +120,50 @@ def parse_target(target: Target) -> Job:
     key = params.get("key")
     if key is not None and (kind != "export" or not isinstance(key, str) or not key):
         raise _refused("params.key is an export's storage key: a string, for kind export only")
+    grace = _seconds(params.get("not_found_after"))
+    if "not_found_after" in params and (kind != "export" or grace is None):
+        raise _refused("params.not_found_after is seconds (> 0), for kind export only")
     if kind == "export":
         if product is None:
             raise _refused("an export needs params.product_id (remote_id is the export id)")
-        return Job("export", product, export_id=target.remote_id, key=key)
+        return Job("export", product, target.remote_id, key, grace)
     return Job(kind, product or target.remote_id)
 
 
 class DescartesLabsProvider:
-    """A :class:`~taskwarden.providers.base.Provider` for Descartes Labs vector jobs."""
+    """A :class:`~taskwarden.providers.base.Provider` (and
+    :class:`~taskwarden.providers.base.Diagnoses`) for Descartes Labs vector jobs.
+
+    ``clock`` (monotonic seconds) times products seen and exports seen missing; tests set it.
+    """
 
     name = NAME
 
     def __init__(self, settings: DescartesLabsSettings, client: httpx.AsyncClient) -> None:
         self._vector = settings.vector_url
         self._storage = settings.storage_url
+        self._not_found_after = settings.not_found_after
         self._client = client
         self.auth = TokenSource(client, settings)
-        self._products: dict[str, float] = {}  # product id → monotonic time it was seen
+        self.clock: Callable[[], float] = time.monotonic
+        self._products: dict[str, float] = {}  # product id → when it was seen
+        self._missing: dict[tuple[str, str], float] = {}  # (product, export) → first 404 seen
 
     async def fetch_status(self, target: Target) -> Observation:
-        """One status check: the job's status document, or the export's result (404: running)."""
+        """One status check: the job's status document, or the export's result (404: running,
+        until ``not_found_after``)."""
         job = parse_target(target)
         if job.kind != "export":
             response = await self._get(self._vector, job.status_path, what=f"{job.kind} job")
-            return job_observation(job, _attributes(response))
+            return job_observation(job.kind, job.product_id, job.title, _attributes(response))
         try:
             response = await self._get(self._vector, job.status_path, what="export result")
-        except RemoteNotFound:
+        except RemoteNotFound as missing:
             await self._check_product(job.product_id)
+            self._give_up_on(job, missing)
             return Observation(Remote.RUNNING, NOT_FINISHED, name=job.title)
-        return export_observation(job, _attributes(response))
+        self._missing.pop((job.product_id, job.export_id or ""), None)
+        return export_observation(job.title, _attributes(response))
 
     async def list_outputs(self, target: Target) -> Sequence[OutputRef]:
         """A job's final status as ``status.json``; an export's result as ``result.json``, its
@@ -186,6 +197,32 @@ class DescartesLabsProvider:
             refs.append(log)
         return refs
 
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        """What a job or export that did not succeed leaves: the job's status document
+        (``status.json``, its ``errors``); an export's result (``result.json``: exception name,
+        failure type, runtime, peak memory), its ``stacktrace.txt`` and its log
+        (``export.log``). An export still 404 (timed out) has none."""
+        job = parse_target(target)
+        try:
+            response = await self._get(self._vector, job.status_path, what=f"{job.kind} result")
+        except RemoteNotFound:
+            if job.kind == "export":
+                return []
+            raise
+        source = f"{NAME}:vector/{job.status_path}"
+        if job.kind != "export":
+            return [OutputRef("status.json", source, response.content, JSON)]
+        attributes = _attributes(response)
+        refs = [OutputRef("result.json", source, response.content, JSON)]
+        trace = stacktrace(attributes)
+        if trace is not None:
+            refs.append(OutputRef("stacktrace.txt", source, trace.encode(), "text/plain"))
+        key = storage_key(attributes) or job.key
+        log = await self._log(attributes, key)
+        if log is not None:
+            refs.append(log)
+        return refs
+
     def open_output(
         self, target: Target, ref: OutputRef
     ) -> AbstractAsyncContextManager[OutputStream]:
@@ -200,13 +237,32 @@ class DescartesLabsProvider:
             provider=NAME,
         )
 
-    async def _log(self, attributes: Mapping[str, Any], key: str) -> OutputRef | None:
+    def _give_up_on(self, job: Job, missing: RemoteNotFound) -> None:
+        """Raise RemoteNotFound once ``job``'s export has been missing past its grace."""
+        now, grace = self.clock(), job.not_found_after or self._not_found_after
+        key = (job.product_id, job.export_id or "")
+        if key not in self._missing and len(self._missing) >= MAX_REMEMBERED:
+            self._missing.clear()
+        first = self._missing.setdefault(key, now)
+        if now - first < grace:
+            return
+        raise RemoteNotFound(
+            f"export {job.export_id} of product {job.product_id} still not found"
+            f" {now - first:.0f} s after this worker first asked (not_found_after {grace:g} s;"
+            f" a running export is 404 too): {missing}",
+            provider=NAME,
+            status_code=404,
+        )
+
+    async def _log(self, attributes: Mapping[str, Any], key: str | None) -> OutputRef | None:
         # the SDK's ExportTask.log reads logs/get/{result_key}, skipping empty logs and 404s
         size = attributes.get("log_size_bytes")
         if isinstance(size, int) and not isinstance(size, bool) and size <= 0:
             return None
         result_key = attributes.get("result_key")
         log_key = result_key if isinstance(result_key, str) and result_key else key
+        if log_key is None:
+            return None
         path = f"logs/get/{_key_path(log_key)}"
         try:
             response = await self._get(self._storage, path, what="export log")
@@ -221,14 +277,14 @@ class DescartesLabsProvider:
 
     async def _check_product(self, product_id: str) -> None:
         """Raise RemoteNotFound unless the product exists (remembered for PRODUCT_TTL)."""
-        now = time.monotonic()
+        now = self.clock()
         seen = self._products.get(product_id)
         if seen is not None and now - seen < PRODUCT_TTL:
             return
         await self._get(
             self._vector, f"products/{_segment(product_id)}", what=f"product {product_id}"
         )
-        if len(self._products) >= MAX_PRODUCTS:
+        if len(self._products) >= MAX_REMEMBERED:
             self._products.clear()
         self._products[product_id] = now
 
@@ -293,57 +349,6 @@ class DescartesLabsProvider:
         return fresh
 
 
-def job_observation(job: Job, attributes: Mapping[str, Any]) -> Observation:
-    """What a copy or delete job's status attributes say; ``errors`` fail it in any state."""
-    raw = attributes.get("state")
-    word = raw if isinstance(raw, str) else json.dumps(raw)
-    remote = JOB_STATES.get(word, Remote.UNKNOWN)
-    errors = attributes.get("errors")
-    message = None
-    if errors:
-        said = net.error_message({"errors": errors}) or json.dumps(errors)
-        count = len(errors) if isinstance(errors, list) else 1
-        remote = Remote.FAILED
-        message = f"{job.kind} job reported {count} error{'s' if count != 1 else ''}: {said}"
-    elif remote is Remote.FAILED:
-        message = f"{job.kind} job for product {job.product_id} ended {word}, no errors listed"
-    return Observation(remote, word, message=message, name=job.title)
-
-
-def export_observation(job: Job, attributes: Mapping[str, Any]) -> Observation:
-    """What a finished export's result says; a failure names exception, type, time, memory."""
-    raw = attributes.get("status")
-    word = raw if isinstance(raw, str) else json.dumps(raw)
-    remote = EXPORT_STATES.get(word, Remote.UNKNOWN)
-    message = export_failure(attributes) if remote is Remote.FAILED else None
-    return Observation(remote, word, message=message, name=job.title)
-
-
-def export_failure(attributes: Mapping[str, Any]) -> str:
-    """``exception_name``, ``failure_type``, ``runtime`` and ``peak_memory_usage``, in words."""
-    exception = _given(attributes.get("exception_name"))
-    kind = _given(attributes.get("failure_type"))
-    parts = [f"exception {exception}" if exception else "no exception named"]
-    if kind:
-        why = {"executable_failure": "resource limits reached", "exception": "it raised"}
-        parts[0] += f" (failure_type {kind}" + (f": {why[kind]})" if kind in why else ")")
-    runtime = attributes.get("runtime")
-    if isinstance(runtime, int | float) and not isinstance(runtime, bool):
-        parts.append(f"runtime {runtime:g} s")
-    memory = attributes.get("peak_memory_usage")
-    if isinstance(memory, int | float) and not isinstance(memory, bool):
-        parts.append(f"peak_memory_usage {int(memory)} bytes ({memory / 2**20:.1f} MiB)")
-    return "export failed: " + "; ".join(parts)
-
-
-def storage_key(attributes: Mapping[str, Any]) -> str | None:
-    """The storage key of an export's data: ``labels[3]``, as the SDK's ExportTask reads it."""
-    labels = attributes.get("labels")
-    if isinstance(labels, list) and len(labels) > 3 and isinstance(labels[3], str) and labels[3]:
-        return labels[3]
-    return None
-
-
 def _attributes(response: httpx.Response) -> dict[str, Any]:
     body = net.json_body(response, provider=NAME)
     data = body.get("data") if isinstance(body, dict) else None
@@ -358,11 +363,16 @@ def _attributes(response: httpx.Response) -> dict[str, Any]:
     return attributes
 
 
-def _given(value: Any) -> str | None:
-    # the service documents "None" (the string) for "no exception"
-    if not isinstance(value, str) or value.strip() in ("", "None", "null"):
+def _seconds(value: Any) -> float | None:
+    # a number, or its text (the CLI's --param not_found_after=600); positive and finite
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value.strip()
+    return float(value) if 0 < value < float("inf") else None
 
 
 def _good_id(value: str) -> bool:

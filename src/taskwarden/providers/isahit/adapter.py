@@ -8,46 +8,49 @@ everything from the paged list, relative to ``settings.providers.isahit.base_url
         &batchIds=…&statuses=…&taskIds=…&optionalFields=data&optionalFields=jobs…
         → {docs, totalDocs, limit, totalPages, page, pagingCounter, hasPrevPage, hasNextPage,
            prevPage, nextPage}
-    GET api/task-manager/batches/{id}      only to tell an unknown batch from an empty one
+    GET api/task-manager/batches/{id}      to tell an unknown batch from an empty one, and
+                                           the batch's times once it ends
 
-Registrations (``params``): ``project_id`` (or the setting), ``kind`` (``task``, the default:
-``remote_id`` is a task id; ``batch``: it is a batch id), ``optional_fields`` (what the archive
-asks for, a list or a comma-separated string; ``data``, ``jobs``, ``metrics`` by default).
-
-One status check of a task is one request (``taskIds``, ``limit=1``); of a batch, two counts
-whatever its size (``limit=1``: every task, then those ``complete`` or ``reviewed``), and the
-batch is final when the counts meet. isahit has no failure or cancellation, and can reopen a
-final task: a watch stops at the first final word and says so (:data:`REOPENABLE`).
+What a registration may ask: :mod:`.params`. One status check of a task is one request
+(``taskIds``, ``limit=1``); of a batch, two counts whatever its size (``limit=1``: every task,
+then those ``complete`` or ``reviewed``). A batch is not final merely because the tasks it has
+so far are: the SDK creates tasks one request at a time (``create_tasks``), so more may come.
+It ends when it holds ``expected_tasks`` tasks, all final, or when its count has stayed the same
+and all final for ``settle_seconds`` as seen by this worker process (raw status ``N/N final,
+settling`` meanwhile). isahit has no failure or cancellation, and can reopen a final task: a
+watch stops at the first final word and says so (:data:`REOPENABLE`).
 
 Archive: a task is ``task.json``; a batch is ``batch.json`` (a summary: every task's id, name,
-status) and ``task-<id>.json`` per task. The batch's tasks are listed from light pages (no
-optional fields); their full documents are fetched when the archive opens them, a page of 100
-at a time and held only until each is taken (:class:`_PageCache`): memory stays at one page of
-full documents and a short line per task, and the requests at two per hundred tasks.
+status) and ``task-<id>.json`` per task, every task the batch holds when it is archived. The
+batch's tasks are listed from light pages (no optional fields); their full documents are
+fetched when the archive opens them, a page of 100 at a time and held only until each is taken
+(:class:`~.pages.PageCache`): memory stays at one page of full documents and a short line per
+task, and the requests at two per hundred tasks.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from taskwarden import net
 from taskwarden.config import IsahitSettings, Settings
-from taskwarden.errors import ProviderUnavailable, RemoteNotFound, RequestRejected
+from taskwarden.errors import ProviderUnavailable, RemoteNotFound, RequestRejected, TaskwardenError
 from taskwarden.lifecycle import Observation, Remote
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.isahit.client import IsahitApi
+from taskwarden.providers.isahit.pages import TASKS, Page, PageCache, encode, parse_page, query
+from taskwarden.providers.isahit.params import Watched, request_fields, shaped, watched
+from taskwarden.providers.timestamps import epoch_seconds
 
 NAME = "isahit"
-TASKS = "api/task-manager/tasks"
 STATES = {
     "pending": Remote.PENDING,
     "configuring": Remote.PENDING,
@@ -56,15 +59,15 @@ STATES = {
     "reviewed": Remote.SUCCEEDED,
 }
 FINAL_WORDS = ("complete", "reviewed")
-OPTIONAL_FIELDS = ("data", "jobs", "metrics", "data.mask", "jobs.history")
-DEFAULT_FIELDS = ("data", "jobs", "metrics")
-PARAMS = ("kind", "project_id", "optional_fields")
 PAGE_SIZE = 100  # the SDK's page
+MAX_SETTLING = 10_000  # batches this process remembers settling
 REOPENABLE = (
     "isahit lab may reopen a complete or reviewed task (redo, or send back to review): the watch"
     " stopped at the first final word it saw and archives the task as it is then"
 )
 JSON = "application/json"
+_PageCache = PageCache  # the name the tests knew
+__all__ = ["IsahitProvider", "build", "parse_page", "validate"]
 
 
 def build(settings: Settings, client: httpx.AsyncClient) -> IsahitProvider:
@@ -77,59 +80,12 @@ def validate(settings: Settings, target: Target) -> None:
     watched(target, settings.providers.isahit.project_id)
 
 
-@dataclass(frozen=True)
-class Watched:
-    """What a registration asks for: a task or a batch of a project, and what to archive."""
-
-    kind: Literal["task", "batch"]
-    remote_id: str
-    project_id: str
-    fields: tuple[str, ...]
-
-
-def watched(target: Target, default_project: str | None = None) -> Watched:
-    """Read a target's params; a malformed registration is :class:`RequestRejected`."""
-    params = dict(target.params)
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise RequestRejected(
-            f"isahit params {unknown} are unknown; use {', '.join(PARAMS)}", provider=NAME
-        )
-    kind = params.get("kind", "task")
-    if kind not in ("task", "batch"):
-        raise RequestRejected(
-            f"isahit params.kind is 'task' or 'batch', not {kind!r}", provider=NAME
-        )
-    project = params.get("project_id", default_project)
-    if not isinstance(project, str) or not project.strip():
-        raise RequestRejected(
-            "isahit registrations need params.project_id"
-            " (or TASKWARDEN_PROVIDERS__ISAHIT__PROJECT_ID)",
-            provider=NAME,
-        )
-    fields = params.get("optional_fields", DEFAULT_FIELDS)
-    if isinstance(fields, str):  # the CLI's --param optional_fields=data,jobs
-        fields = [field.strip() for field in fields.split(",") if field.strip()]
-    if not isinstance(fields, list | tuple) or not all(f in OPTIONAL_FIELDS for f in fields):
-        raise RequestRejected(
-            f"isahit params.optional_fields is a list (or a comma-separated string) among"
-            f" {list(OPTIONAL_FIELDS)}",
-            provider=NAME,
-        )
-    return Watched(kind, target.remote_id, project, tuple(dict.fromkeys(fields)))
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of the task list."""
-
-    docs: list[dict[str, Any]]
-    total: int
-    next_page: int | None
-
-
 class IsahitProvider:
-    """A :class:`~taskwarden.providers.base.Provider` for isahit lab tasks and batches."""
+    """A :class:`~taskwarden.providers.base.Provider` (and
+    :class:`~taskwarden.providers.base.Diagnoses`) for isahit lab tasks and batches.
+
+    ``clock`` (monotonic seconds) times how long a batch has been settled; tests set it.
+    """
 
     name = NAME
 
@@ -137,20 +93,17 @@ class IsahitProvider:
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         self._api = IsahitApi(client, settings.base_url, settings.access_id, secret)
         self._default_project = settings.project_id
-        self._pages = _PageCache()
+        self._settle = settings.batch_settle_seconds
+        self._pages = PageCache()
+        self.clock: Callable[[], float] = time.monotonic
+        self._settling: dict[tuple[str, str], tuple[int, float]] = {}  # → (count, all final since)
 
     async def fetch_status(self, target: Target) -> Observation:
         """One status check: the task's word, or how many of the batch's tasks are final."""
         what = watched(target, self._default_project)
         if what.kind == "batch":
             return await self._batch_status(what)
-        doc = await self._task(what, ())
-        raw = doc.get("status")
-        word = raw if isinstance(raw, str) else json.dumps(raw)
-        remote = STATES.get(word, Remote.UNKNOWN)
-        name = doc.get("name") if isinstance(doc.get("name"), str) else None
-        message = REOPENABLE if remote is Remote.SUCCEEDED else None
-        return Observation(remote=remote, raw_status=word, message=message, name=name)
+        return task_observation(await self._task(what, ()))
 
     async def list_outputs(self, target: Target) -> Sequence[OutputRef]:
         """``task.json``; or ``batch.json`` then ``task-<id>.json`` for each task of the batch."""
@@ -158,14 +111,13 @@ class IsahitProvider:
         if what.kind == "batch":
             return await self._batch_outputs(what)
         doc = await self._task(what, what.fields)
-        return [
-            OutputRef(
-                name="task.json",
-                source=f"{NAME}:{TASKS}?taskIds={what.remote_id}",
-                content=encode(doc),
-                content_type=JSON,
-            )
-        ]
+        source = f"{NAME}:{TASKS}?taskIds={what.remote_id}"
+        return [OutputRef("task.json", source, encode(doc), JSON)]
+
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        """What a watch that did not succeed (isahit tasks only time out: they never fail) leaves:
+        the same task documents as a success, as they are at that moment."""
+        return await self.list_outputs(target)
 
     def open_output(
         self, target: Target, ref: OutputRef
@@ -182,28 +134,72 @@ class IsahitProvider:
 
     # -- status --------------------------------------------------------------------------------
     async def _batch_status(self, what: Watched) -> Observation:
+        key = (what.project_id, what.remote_id)
         total = (await self._page(what, 1, limit=1)).total
         if total == 0:
-            # an unknown batch is a 404 here; a known one without tasks yet is only pending
-            batch = quote(what.remote_id, safe="")
-            await self._api.get(
-                f"api/task-manager/batches/{batch}", (), what=f"isahit batch {what.remote_id}"
-            )
+            self._settling.pop(key, None)
+            await self._batch(what)  # an unknown batch is a 404; a known empty one is pending
             return Observation(Remote.PENDING, "0/0 final", message="the batch has no tasks yet")
         final = min(total, (await self._page(what, 1, limit=1, statuses=FINAL_WORDS)).total)
         raw = f"{final}/{total} final"
-        if final == total:
-            return Observation(Remote.SUCCEEDED, raw, progress=1.0, message=REOPENABLE)
-        remote = Remote.RUNNING if final else Remote.PENDING
-        return Observation(remote, raw, progress=final / total)
+        details: dict[str, Any] = {"tasks": total, "final": final}
+        if final < total:
+            self._settling.pop(key, None)
+            remote = Remote.RUNNING if final else Remote.PENDING
+            return Observation(remote, raw, progress=final / total, details=details)
+        settle = self._settle if what.settle_seconds is None else what.settle_seconds
+        waited = self._stable_for(key, total)
+        if (what.expected_tasks is None or total < what.expected_tasks) and waited < settle:
+            message = (
+                f"all {total} tasks are final; the batch ends once it has stayed so for"
+                f" {settle:g} s (the SDK adds tasks one at a time) or holds params.expected_tasks"
+            )
+            details["settling_for"] = round(waited, 3)
+            return Observation(Remote.RUNNING, f"{raw}, settling", 1.0, message, details=details)
+        self._settling.pop(key, None)
+        created, updated = await self._batch_times(what)
+        return Observation(
+            Remote.SUCCEEDED, raw, 1.0, REOPENABLE,
+            remote_created_at=created, remote_ended_at=updated, details=details,
+        )  # fmt: skip
+
+    def _stable_for(self, key: tuple[str, str], total: int) -> float:
+        """Seconds this process has seen the batch hold ``total`` tasks, all final."""
+        now = self.clock()
+        count, since = self._settling.get(key, (total, now))
+        if count != total:  # tasks were added (or removed): the wait starts again
+            since = now
+        if key not in self._settling and len(self._settling) >= MAX_SETTLING:
+            self._settling.clear()
+        self._settling[key] = (total, since)
+        return now - since
+
+    async def _batch(self, what: Watched) -> dict[str, Any]:
+        batch = quote(what.remote_id, safe="")
+        response = await self._api.get(
+            f"api/task-manager/batches/{batch}", (), what=f"isahit batch {what.remote_id}"
+        )
+        body = net.json_body(response, provider=NAME)
+        return body if isinstance(body, dict) else {}
+
+    async def _batch_times(self, what: Watched) -> tuple[float | None, float | None]:
+        # decoration: the watch ends whether or not the batch document says when
+        try:
+            batch = await self._batch(what)
+        except TaskwardenError:
+            return None, None
+        return epoch_seconds(batch.get("createdAt")), epoch_seconds(batch.get("updatedAt"))
 
     async def _task(self, what: Watched, fields: Sequence[str]) -> dict[str, Any]:
         """The task's document; one the list does not return is :class:`RemoteNotFound`."""
-        query = _query(what.project_id, 1, 1, ("taskIds", what.remote_id), fields=fields)
-        page = await self._get(query, f"isahit task {what.remote_id}")
+        sent = request_fields(fields)
+        page = await self._get(
+            query(what.project_id, 1, 1, ("taskIds", what.remote_id), fields=sent),
+            f"isahit task {what.remote_id}",
+        )
         for doc in page.docs:
             if doc.get("_id") == what.remote_id:
-                return doc
+                return shaped(doc, fields)
         raise RemoteNotFound(
             f"isahit task {what.remote_id} not found: the task list of project"
             f" {what.project_id} does not return it",
@@ -226,12 +222,10 @@ class IsahitProvider:
                 )
                 refs.append(
                     OutputRef(
-                        name=f"task-{task_id}.json",
-                        source=f"{NAME}:{TASKS}?taskIds={task_id}",
-                        content_type=JSON,
-                        key=f"{number}:{task_id}",
+                        f"task-{task_id}.json", f"{NAME}:{TASKS}?taskIds={task_id}",
+                        content_type=JSON, key=f"{number}:{task_id}",
                     )
-                )
+                )  # fmt: skip
         statuses = Counter(str(entry["status"]) for entry in entries)
         summary = {
             "batch_id": what.remote_id,
@@ -242,15 +236,11 @@ class IsahitProvider:
             "may_reopen": True,
             "note": REOPENABLE,
             "optional_fields": list(what.fields),
+            "expected_tasks": what.expected_tasks,
             "tasks": entries,
         }
-        batch = OutputRef(
-            name="batch.json",
-            source=f"{NAME}:{TASKS}?batchIds={what.remote_id}",
-            content=encode(summary),
-            content_type=JSON,
-        )
-        return [batch, *refs]
+        source = f"{NAME}:{TASKS}?batchIds={what.remote_id}"
+        return [OutputRef("batch.json", source, encode(summary), JSON), *refs]
 
     async def _walk(self, what: Watched) -> AsyncIterator[tuple[int, Page]]:
         """The batch's light pages (no optional fields), following ``nextPage``."""
@@ -284,14 +274,15 @@ class IsahitProvider:
         key = (what.project_id, what.remote_id, what.fields, number)
         doc = self._pages.take(key, task_id)
         if doc is None:
-            page = await self._page(what, number, limit=PAGE_SIZE, fields=what.fields)
+            fields = request_fields(what.fields)
+            page = await self._page(what, number, limit=PAGE_SIZE, fields=fields)
             self._pages.put(key, page.docs)
             doc = self._pages.take(key, task_id)
         if doc is None:  # the list has moved since it was walked: ask for the task alone
-            doc = await self._task(
+            return await self._task(
                 Watched("task", task_id, what.project_id, what.fields), what.fields
             )
-        return doc
+        return shaped(doc, what.fields)
 
     # -- the list ------------------------------------------------------------------------------
     async def _page(
@@ -303,90 +294,34 @@ class IsahitProvider:
         statuses: Sequence[str] = (),
         fields: Sequence[str] = (),
     ) -> Page:
-        query = _query(
-            what.project_id, number, limit, ("batchIds", what.remote_id), statuses, fields
-        )
-        return await self._get(query, f"isahit batch {what.remote_id}")
+        subject = ("batchIds", what.remote_id)
+        found = query(what.project_id, number, limit, subject, statuses, fields)
+        return await self._get(found, f"isahit batch {what.remote_id}")
 
-    async def _get(self, query: list[tuple[str, str]], what: str) -> Page:
-        response = await self._api.get(TASKS, query, what=what)
-        return parse_page(response)
+    async def _get(self, found: list[tuple[str, str]], what: str) -> Page:
+        return parse_page(await self._api.get(TASKS, found, what=what))
 
 
-def parse_page(response: httpx.Response) -> Page:
-    """A page of the task list, checked enough to be walked safely."""
-    body = net.json_body(response, provider=NAME)
-    docs = body.get("docs") if isinstance(body, dict) else None
-    total = body.get("totalDocs") if isinstance(body, dict) else None
-    if not isinstance(docs, list) or not isinstance(total, int) or isinstance(total, bool):
-        raise ProviderUnavailable(
-            f"GET {TASKS}: expected a page {{docs, totalDocs, …}}, got {type(body).__name__}",
-            provider=NAME,
-            status_code=response.status_code,
-        )
-    assert isinstance(body, dict)
-    following = body.get("nextPage")
-    has_next = body.get("hasNextPage") is True and isinstance(following, int)
-    return Page(
-        docs=[doc for doc in docs if isinstance(doc, dict)],
-        total=max(0, total),
-        next_page=following if has_next and not isinstance(following, bool) else None,
+def task_observation(doc: dict[str, Any]) -> Observation:
+    """What a task's list document says: its word, name, times and review score."""
+    raw = doc.get("status")
+    word = raw if isinstance(raw, str) else json.dumps(raw)
+    remote = STATES.get(word, Remote.UNKNOWN)
+    name = doc.get("name") if isinstance(doc.get("name"), str) else None
+    final = remote is Remote.SUCCEEDED
+    properties = doc.get("properties")
+    score = properties.get("score") if isinstance(properties, dict) else None
+    numeric = isinstance(score, int | float) and not isinstance(score, bool)
+    return Observation(
+        remote=remote,
+        raw_status=word,
+        message=REOPENABLE if final else None,
+        name=name,
+        remote_created_at=epoch_seconds(doc.get("createdAt")),
+        # updatedAt: when it last changed, which for a final task is when it turned final
+        remote_ended_at=epoch_seconds(doc.get("updatedAt")) if final else None,
+        details={"score": score} if numeric else None,
     )
-
-
-def encode(document: Any) -> bytes:
-    """How a document is archived: indented UTF-8 JSON in the platform's key order."""
-    return json.dumps(document, ensure_ascii=False, indent=2).encode() + b"\n"
-
-
-def _query(
-    project: str,
-    page: int,
-    limit: int,
-    subject: tuple[str, str],
-    statuses: Sequence[str] = (),
-    fields: Sequence[str] = (),
-) -> list[tuple[str, str]]:
-    """The list's query string, repeated keys as the SDK (requests) sends them."""
-    query = [("pagination", "true"), ("page", str(page)), ("limit", str(limit))]
-    query += [("projectId", project), subject]
-    query += [("statuses", word) for word in statuses]
-    query += [("optionalFields", field) for field in fields]
-    return query
-
-
-class _PageCache:
-    """Full documents of the batch pages being archived, each kept until it is taken once.
-
-    At most ``max_pages`` pages, each for ``ttl`` seconds: an archive that failed halfway
-    leaves a page behind, which must neither pile up nor be served stale to its retry.
-    """
-
-    def __init__(
-        self, max_pages: int = 4, ttl: float = 120.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._pages: OrderedDict[Any, tuple[float, dict[str, dict[str, Any]]]] = OrderedDict()
-        self._max, self._ttl, self._clock = max_pages, ttl, clock
-
-    def put(self, key: Any, docs: Sequence[dict[str, Any]]) -> None:
-        by_id = {doc["_id"]: doc for doc in docs if isinstance(doc.get("_id"), str)}
-        self._pages[key] = (self._clock(), by_id)
-        self._pages.move_to_end(key)
-        while len(self._pages) > self._max:
-            self._pages.popitem(last=False)
-
-    def take(self, key: Any, task_id: str) -> dict[str, Any] | None:
-        entry = self._pages.get(key)
-        if entry is None:
-            return None
-        stored, docs = entry
-        if self._clock() - stored > self._ttl:
-            del self._pages[key]
-            return None
-        doc = docs.pop(task_id, None)
-        if not docs:
-            del self._pages[key]
-        return doc
 
 
 async def _one(content: bytes) -> AsyncIterator[bytes]:
