@@ -425,17 +425,18 @@ def test_concurrent_archives_agree_on_one_manifest(store: ArchiveStore) -> None:
 
 PERSIAN = "\u0646\u0642\u0634\u0647\u200c\u0647\u0627.tif"  # "maps.tif"
 HOSTILE = [
-    ("../../etc/passwd", "passwd"),
-    ("/abs", "abs"),
-    ("a\\b", "b"),
+    ("a\\b", "a/b"),  # a Windows separator is a folder too
     (".hidden", "hidden"),
     ("", "output"),
     ("manifest.json", "manifest-2.json"),
+    ("timed_out", "timed_out-2"),  # the folder of time-out snapshots
     ("same.txt", "same.txt"),
     ("same.txt", "same-2.txt"),
-    ("dir/same.txt", "same-3.txt"),
+    ("dir/same.txt", "dir/same.txt"),
+    ("dir", "dir-2"),  # a file where a folder is
+    ("dir/same.txt/x", "dir/same.txt-2/x"),  # a folder where a file is
     ("x\x00y\n\x7fz", "xyz"),
-    ("..", "output-2"),
+    ("job/.git/con#fig", "job/git/con_fig"),  # each segment cleaned like a name
     ("frame#1", "frame_1"),
     (PERSIAN, PERSIAN),  # a zero-width non-joiner is a format character, not a control: kept
 ]
@@ -444,7 +445,7 @@ HOSTILE = [
 def test_hostile_output_names_stay_under_the_prefix(
     store: ArchiveStore, kind: str, tmp_path: Path
 ) -> None:
-    """Traversal, absolute, backslash, hidden, empty, reserved, repeated and control-character names become distinct safe keys under the archive's own directory."""
+    """Backslash, hidden, empty, reserved, repeated, file-versus-folder and control-character names become distinct safe keys (folders included) under the archive's own directory."""
     platform = Platform(
         [
             Out(name, name.encode() + b"!", inline=index % 2 == 0)
@@ -465,13 +466,44 @@ def test_hostile_output_names_stay_under_the_prefix(
     if kind == "file":
         root = tmp_path / "arch" / "testplat" / "r1"
         everything = [p for p in tmp_path.rglob("*") if p.is_file()]
-        assert all(p.parent == root for p in everything), everything
+        assert all(root in p.parents for p in everything), everything
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../../etc/passwd", "'..' segment"),
+        ("..", "'..' segment"),
+        ("a/../../b", "'..' segment"),
+        ("a/./b", "'..' segment"),
+        ("C:\\..\\x", "'..' segment"),
+        ("/etc/passwd", "absolute or has an empty segment"),
+        ("a//b", "absolute or has an empty segment"),
+        ("a/", "absolute or has an empty segment"),
+        ("/".join(["d"] * 17), "deeper than the 16 allowed"),
+        ("/".join(["e" * 200] * 3), "longer than the 512 allowed"),
+    ],
+)
+def test_unsafe_output_paths_are_refused_before_any_download(
+    store: ArchiveStore, name: str, why: str
+) -> None:
+    """A name that would climb out of its folder, is absolute, has empty segments or is too deep or long fails the archive as OutputInvalid before any output is opened or written."""
+    platform = Platform([Out("first.bin", b"x" * 100), Out(name, b"y")])
+    with pytest.raises(OutputInvalid, match=why):
+        run_archive(store, platform)
+    assert platform.opened == [] and keys(store) == []
 
 
 def test_platform_filename_overrides_ref_name(store: ArchiveStore) -> None:
     """When the platform names the file (Content-Disposition), that name is used, sanitised."""
     manifest = run_archive(store, Platform([Out("42", b"data", filename="../result.csv")]))
     assert manifest.outputs[0].name == "result.csv"
+
+
+def test_platform_filename_keeps_the_adapters_folder(store: ArchiveStore) -> None:
+    """A file name the platform sends replaces the last segment of the adapter's path only: the folder stays, and a path in the header is no folder."""
+    platform = Platform([Out("job-1/result", b"data", filename="a/b/out.tif")])
+    assert run_archive(store, platform).outputs[0].name == "job-1/out.tif"
 
 
 @pytest.mark.parametrize("remote_id", ["../x", "a/b", "a\\b", "..", "", "x\x00"])
