@@ -169,9 +169,9 @@ def test_a_function_of_500_jobs_costs_a_request_or_two_per_check(warden: Warden)
     names = {o["name"] for o in manifest["outputs"]}
     assert len(names) == 2 + 495 * 3 + 5 * 2
     last = function.jobs[-1]
-    assert {f"{last}__job.json", f"{last}__log.txt"} <= names and f"{last}__result" not in names
+    assert {f"{last}/job.json", f"{last}/log.txt"} <= names and f"{last}/result" not in names
     first = function.jobs[0]
-    assert sha256(where / f"{first}__result") == warden.sim.earthone.jobs[first].result_sha256
+    assert sha256(where / f"{first}/result") == warden.sim.earthone.jobs[first].result_sha256
     summary = json.loads((where / "jobs.json").read_text())["jobs"]
     assert sum(row["status"] == "failure" for row in summary) == 5
 
