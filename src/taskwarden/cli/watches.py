@@ -179,10 +179,11 @@ def show(ref: str, as_json: bool) -> None:
     click.echo(f"{'deadline':<12} {common.when(watch.deadline)}")
     click.echo(f"{'archive':<12} {watch.archive or 'none'}")
     click.echo(f"{'polls':<12} {watch.polls}")
-    for word, at in (("created", watch.remote_created_at), ("started", watch.remote_started_at),
-                     ("ended", watch.remote_ended_at)):  # fmt: skip
-        if at is not None:  # the platform's own times, where it gives them
-            click.echo(f"{'remote ' + word:<12} {common.when(at)}")
+    remote = (watch.remote_created_at, watch.remote_started_at, watch.remote_ended_at)
+    words = ("created", "started", "ended")
+    times = [(word, at) for word, at in zip(words, remote, strict=True) if at]
+    if times:  # the platform's own times of the task, those it gives
+        click.echo(f"{'platform':<12} " + ", ".join(f"{w} {common.when(at)}" for w, at in times))
     if watch.details:
         click.echo(f"{'details':<12} {json.dumps(watch.details, sort_keys=True)}")
     if watch.labels:
