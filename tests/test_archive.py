@@ -298,6 +298,47 @@ def test_a_manifest_written_before_skipped_existed_still_reads(store: ArchiveSto
     assert Manifest.model_validate(body).skipped == []
 
 
+def test_a_manifest_written_before_final_state_existed_reads_as_succeeded(
+    store: ArchiveStore,
+) -> None:
+    """Before final_state, only successes were archived: a manifest without it says so."""
+    body = json.loads(run_archive(store, Platform([Out("a.bin", b"x")])).model_dump_json())
+    assert body.pop("final_state") == "succeeded"
+    assert Manifest.model_validate(body).final_state == "succeeded"
+
+
+@dataclass
+class DiagnosedPlatform(Platform):
+    """A platform whose failed task left ``diagnostics`` behind."""
+
+    diagnostics: list[Out] = field(default_factory=list)
+
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        self.outputs = self.diagnostics  # opened by index, as outputs are
+        return await self.list_outputs(target)
+
+
+def test_diagnostics_are_archived_for_another_final_state_in_its_folder(
+    store: ArchiveStore,
+) -> None:
+    """For a final state other than succeeded, what list_diagnostics lists is archived (opened
+    like any output) with that state in the manifest, in the folder the run is given; a
+    provider without list_diagnostics is a programming error, not an empty archive."""
+    platform = DiagnosedPlatform([Out("result.tif", b"never")], diagnostics=[
+        Out("job.json", b"{}", inline=True), Out("tasks/t1/log.txt", b"Traceback")])  # fmt: skip
+    folder = archive.run_folder("timed_out", 1_767_323_045.25)
+    assert folder == "timed_out/20260102T030405.250Z"
+    manifest = run_archive(store, platform, final_state="timed_out", folder=folder)
+    assert manifest.final_state == "timed_out" and platform.opened == ["tasks/t1/log.txt"]
+    base = store.key("testplat", "r1", folder)
+    assert [o.key for o in manifest.outputs] == [f"{base}/job.json", f"{base}/tasks/t1/log.txt"]
+    assert archive.read_manifest_sync(store, "testplat", "r1", folder) == manifest
+    assert archive.read_manifest_sync(store, "testplat", "r1") is None
+    assert archive.run_folder("failed", 1.0) == ""
+    with pytest.raises(ValueError, match="lists no diagnostics"):
+        run_archive(store, Platform([Out("a", b"x")]), remote_id="r2", final_state="failed")
+
+
 def test_s3_upload_is_multipart_with_content_type(
     moto_endpoint: str, bucket: str, s3_client: Any, tmp_path: Path
 ) -> None:
