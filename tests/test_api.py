@@ -27,8 +27,8 @@ from referencing.jsonschema import DRAFT202012
 from taskwarden import api_token, keys
 from taskwarden.api import create_app
 from taskwarden.config.settings import Settings, load_settings
-from taskwarden.lifecycle import Decision, State
-from taskwarden.models import Registration, watch_id
+from taskwarden.lifecycle import Decision, Observation, Remote, State
+from taskwarden.models import Registration, observed_fields, watch_id
 from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer
 from taskwarden.simulator.server import SimulatorServer
@@ -100,6 +100,24 @@ def to_state(store: Store, wid: str, state: State, now: float | None = None) -> 
                         note=f"to {state}", last_error="boom" if state is State.ERROR else None)  # fmt: skip
     previous = store.get(wid).state  # type: ignore[union-attr]
     assert store.commit(Commit(claim, decision, now, previous=previous))
+
+
+FACTS = Observation(Remote.RUNNING, "running", remote_created_at=1_700_000_000.5,
+                    remote_started_at=1_700_000_060.0, details={"exit_code": None, "runtime": 12,
+                    "statistics": {"cpu": {"total": 1.5}}})  # fmt: skip
+
+
+def to_archiving_with_facts(store: Store, wid: str) -> None:
+    """The watch as a poll leaves a failure of an archive="final" watch: archiving towards
+    failed, with what the platform reported of the task."""
+    now = time.time()
+    store.redis.zadd(keys.due("geobox"), {wid: 0})
+    claim = next(c for c in store.claim_due("geobox", now, 1000, now + 60) if c.watch_id == wid)
+    decision = Decision(State.ARCHIVING, "FAILURE", None, None, 0, None, note="remote FAILURE",
+                        last_error="boom", outcome=State.FAILED)  # fmt: skip
+    previous = store.get(wid).state  # type: ignore[union-attr]
+    assert store.commit(Commit(claim, decision, now, previous=previous,
+                               extra=observed_fields(FACTS)))  # fmt: skip
 
 
 # auth
@@ -193,6 +211,32 @@ def test_get_by_id_or_provider_and_remote_id_with_history(http: httpx.Client, st
     ]  # fmt: skip
     missing = http.get("/v1/watches/geobox:nope")
     assert (missing.status_code, missing.json()) == (404, {"detail": "no watch 'geobox:nope'"})
+
+
+def test_a_watch_shows_its_archive_mode_outcome_and_the_platforms_record(
+    http: httpx.Client, store: Store
+) -> None:
+    """The archive mode given at registration ("final", true read as "success"), the state an
+    archiving watch lands on, and the platform's times and details are in the watch and the
+    list; an archive mode the API does not take is a 422 naming the field."""
+    wid = track(http, "t1", archive="final").json()["watch"]["id"]
+    assert track(http, "t2", archive=True).json()["watch"]["archive"] == "success"
+    assert track(http, "t3", archive=False).json()["watch"]["archive"] is False
+    to_archiving_with_facts(store, wid)
+    got = http.get(f"/v1/watches/{wid}").json()
+    assert (got["archive"], got["state"], got["outcome"]) == ("final", "archiving", "failed")
+    assert (got["remote_created_at"], got["remote_started_at"], got["remote_ended_at"]) == (
+        1_700_000_000.5, 1_700_000_060.0, None
+    )  # fmt: skip
+    assert got["details"] == {"exit_code": None, "runtime": 12,
+                              "statistics": {"cpu": {"total": 1.5}}}  # fmt: skip
+    listed = {w["id"]: w for w in http.get("/v1/watches").json()["items"]}
+    assert {k: listed[wid][k] for k in ("outcome", "details", "remote_started_at")} == {
+        k: got[k] for k in ("outcome", "details", "remote_started_at")
+    }
+    bad = track(http, "t4", archive="none")
+    assert bad.status_code == 422
+    assert 'archive: Value error, must be "success", "final" or false' in bad.json()["detail"]
 
 
 def test_list_filters_sorts_and_pages(http: httpx.Client, store: Store) -> None:
@@ -479,7 +523,8 @@ def test_openapi_document_matches_behaviour(http: httpx.Client, store: Store) ->
             Draft202012Validator(resolved, registry=registry).validate(response.json())
         seen.add((path, method, response.status_code))
 
-    wid = track(http, "t1").json()["watch"]["id"]
+    wid = track(http, "t1", archive="final").json()["watch"]["id"]
+    to_archiving_with_facts(store, wid)  # every field of the record filled, checked by schema
     err = track(http, "t2").json()["watch"]["id"]
     to_state(store, err, State.ERROR)
     w, wr, wc = "/v1/watches", "/v1/watches/{ref}/retry", "/v1/watches/{ref}/cancel"

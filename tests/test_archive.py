@@ -298,6 +298,47 @@ def test_a_manifest_written_before_skipped_existed_still_reads(store: ArchiveSto
     assert Manifest.model_validate(body).skipped == []
 
 
+def test_a_manifest_written_before_final_state_existed_reads_as_succeeded(
+    store: ArchiveStore,
+) -> None:
+    """Before final_state, only successes were archived: a manifest without it says so."""
+    body = json.loads(run_archive(store, Platform([Out("a.bin", b"x")])).model_dump_json())
+    assert body.pop("final_state") == "succeeded"
+    assert Manifest.model_validate(body).final_state == "succeeded"
+
+
+@dataclass
+class DiagnosedPlatform(Platform):
+    """A platform whose failed task left ``diagnostics`` behind."""
+
+    diagnostics: list[Out] = field(default_factory=list)
+
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        self.outputs = self.diagnostics  # opened by index, as outputs are
+        return await self.list_outputs(target)
+
+
+def test_diagnostics_are_archived_for_another_final_state_in_its_folder(
+    store: ArchiveStore,
+) -> None:
+    """For a final state other than succeeded, what list_diagnostics lists is archived (opened
+    like any output) with that state in the manifest, in the folder the run is given; a
+    provider without list_diagnostics is a programming error, not an empty archive."""
+    platform = DiagnosedPlatform([Out("result.tif", b"never")], diagnostics=[
+        Out("job.json", b"{}", inline=True), Out("tasks/t1/log.txt", b"Traceback")])  # fmt: skip
+    folder = archive.run_folder("timed_out", 1_767_323_045.25)
+    assert folder == "timed_out/20260102T030405.250Z"
+    manifest = run_archive(store, platform, final_state="timed_out", folder=folder)
+    assert manifest.final_state == "timed_out" and platform.opened == ["tasks/t1/log.txt"]
+    base = store.key("testplat", "r1", folder)
+    assert [o.key for o in manifest.outputs] == [f"{base}/job.json", f"{base}/tasks/t1/log.txt"]
+    assert archive.read_manifest_sync(store, "testplat", "r1", folder) == manifest
+    assert archive.read_manifest_sync(store, "testplat", "r1") is None
+    assert archive.run_folder("failed", 1.0) == ""
+    with pytest.raises(ValueError, match="lists no diagnostics"):
+        run_archive(store, Platform([Out("a", b"x")]), remote_id="r2", final_state="failed")
+
+
 def test_s3_upload_is_multipart_with_content_type(
     moto_endpoint: str, bucket: str, s3_client: Any, tmp_path: Path
 ) -> None:
@@ -425,17 +466,18 @@ def test_concurrent_archives_agree_on_one_manifest(store: ArchiveStore) -> None:
 
 PERSIAN = "\u0646\u0642\u0634\u0647\u200c\u0647\u0627.tif"  # "maps.tif"
 HOSTILE = [
-    ("../../etc/passwd", "passwd"),
-    ("/abs", "abs"),
-    ("a\\b", "b"),
+    ("a\\b", "a/b"),  # a Windows separator is a folder too
     (".hidden", "hidden"),
     ("", "output"),
     ("manifest.json", "manifest-2.json"),
+    ("timed_out", "timed_out-2"),  # the folder of time-out snapshots
     ("same.txt", "same.txt"),
     ("same.txt", "same-2.txt"),
-    ("dir/same.txt", "same-3.txt"),
+    ("dir/same.txt", "dir/same.txt"),
+    ("dir", "dir-2"),  # a file where a folder is
+    ("dir/same.txt/x", "dir/same.txt-2/x"),  # a folder where a file is
     ("x\x00y\n\x7fz", "xyz"),
-    ("..", "output-2"),
+    ("job/.git/con#fig", "job/git/con_fig"),  # each segment cleaned like a name
     ("frame#1", "frame_1"),
     (PERSIAN, PERSIAN),  # a zero-width non-joiner is a format character, not a control: kept
 ]
@@ -444,7 +486,7 @@ HOSTILE = [
 def test_hostile_output_names_stay_under_the_prefix(
     store: ArchiveStore, kind: str, tmp_path: Path
 ) -> None:
-    """Traversal, absolute, backslash, hidden, empty, reserved, repeated and control-character names become distinct safe keys under the archive's own directory."""
+    """Backslash, hidden, empty, reserved, repeated, file-versus-folder and control-character names become distinct safe keys (folders included) under the archive's own directory."""
     platform = Platform(
         [
             Out(name, name.encode() + b"!", inline=index % 2 == 0)
@@ -465,13 +507,44 @@ def test_hostile_output_names_stay_under_the_prefix(
     if kind == "file":
         root = tmp_path / "arch" / "testplat" / "r1"
         everything = [p for p in tmp_path.rglob("*") if p.is_file()]
-        assert all(p.parent == root for p in everything), everything
+        assert all(root in p.parents for p in everything), everything
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../../etc/passwd", "'..' segment"),
+        ("..", "'..' segment"),
+        ("a/../../b", "'..' segment"),
+        ("a/./b", "'..' segment"),
+        ("C:\\..\\x", "'..' segment"),
+        ("/etc/passwd", "absolute or has an empty segment"),
+        ("a//b", "absolute or has an empty segment"),
+        ("a/", "absolute or has an empty segment"),
+        ("/".join(["d"] * 17), "deeper than the 16 allowed"),
+        ("/".join(["e" * 200] * 3), "longer than the 512 allowed"),
+    ],
+)
+def test_unsafe_output_paths_are_refused_before_any_download(
+    store: ArchiveStore, name: str, why: str
+) -> None:
+    """A name that would climb out of its folder, is absolute, has empty segments or is too deep or long fails the archive as OutputInvalid before any output is opened or written."""
+    platform = Platform([Out("first.bin", b"x" * 100), Out(name, b"y")])
+    with pytest.raises(OutputInvalid, match=why):
+        run_archive(store, platform)
+    assert platform.opened == [] and keys(store) == []
 
 
 def test_platform_filename_overrides_ref_name(store: ArchiveStore) -> None:
     """When the platform names the file (Content-Disposition), that name is used, sanitised."""
     manifest = run_archive(store, Platform([Out("42", b"data", filename="../result.csv")]))
     assert manifest.outputs[0].name == "result.csv"
+
+
+def test_platform_filename_keeps_the_adapters_folder(store: ArchiveStore) -> None:
+    """A file name the platform sends replaces the last segment of the adapter's path only: the folder stays, and a path in the header is no folder."""
+    platform = Platform([Out("job-1/result", b"data", filename="a/b/out.tif")])
+    assert run_archive(store, platform).outputs[0].name == "job-1/out.tif"
 
 
 @pytest.mark.parametrize("remote_id", ["../x", "a/b", "a\\b", "..", "", "x\x00"])

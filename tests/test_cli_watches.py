@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from taskwarden import keys
 from taskwarden.cli.common import ExitCode, parse_moment
-from taskwarden.models import watch_id
+from taskwarden.models import FIELDS, watch_id
 from taskwarden.simulator.server import SimulatorServer
 
 from .conftest import Warden, running_warden, wait_for
@@ -307,6 +308,29 @@ def test_show_stats_deadletters_and_providers_speak_json(warden: Warden) -> None
     assert isinstance(json.loads(warden.cli("deadletters", "--json").stdout), list)
     assert isinstance(json.loads(warden.cli("providers", "--json").stdout), list)
     assert watch_id("geobox", task.uuid) == wid
+
+
+def test_track_takes_an_archive_mode_and_show_prints_it_with_the_platforms_record(
+    warden: Warden,
+) -> None:
+    """`track --archive final` registers that mode (none: false; --no-archive contradicting
+    it is refused), and `show` prints the mode and the platform's times and details."""
+    task = warden.sim.geobox.add_task(running_seconds=0.2, outcome="failure")
+    wid = _track(warden, task.uuid, "--archive", "final")
+    assert warden.wait_final(wid).state == "failed"
+    shown = json.loads(warden.cli("show", wid, "--json").stdout)
+    assert (shown["archive"], shown["outcome"], shown["state"]) == ("final", "failed", "failed")
+    none = _track(warden, str(uuid.uuid4()), "--archive", "none")
+    assert json.loads(warden.cli("show", none, "--json").stdout)["archive"] is False
+    both = warden.cli("track", "geobox", str(uuid.uuid4()), "--no-archive", "--archive", "final")
+    assert both.returncode == ExitCode.INVALID and "contradicts" in both.stderr
+    # what a provider that reports them leaves on the record (geobox's checks do not)
+    warden.store.redis.hset(keys.watch(wid), mapping={
+        FIELDS["remote_started_at"]: "1700000000", FIELDS["details"]: '{"exit_code":3}'})  # fmt: skip
+    text = warden.cli("show", wid).stdout
+    assert "archive      final" in text
+    assert "platform     started 2023-11-14 22:13:20\n" in text
+    assert 'details      {"exit_code": 3}' in text
 
 
 def test_celery_tools_reach_the_warden_through_celery_app(warden: Warden) -> None:

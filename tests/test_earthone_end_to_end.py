@@ -103,6 +103,57 @@ def test_a_failed_job_ends_failed_with_its_reason(warden: Warden) -> None:
     assert not folder(warden, f"job:{job.job_id}").exists()
 
 
+def test_a_failed_final_job_archives_its_document_and_traceback(warden: Warden) -> None:
+    """With archive "final", a failed job goes running → archiving → failed: job.json (its
+    error_reason, exit code) and log.txt with the traceback are archived, the manifest says
+    `failed`, the watch keeps the platform's times and facts, and one final event is written
+    (what webhooks are sent from)."""
+    job = warden.sim.earthone.add_job(running_seconds=0.5, outcome="failure",
+                                      error_reason="KeyError: 'b04'", exit_code=3)  # fmt: skip
+    remote = f"job:{job.job_id}"
+    wid = track(warden, remote, archive="final")
+    watch = warden.wait_final(wid)
+    assert (watch.state, watch.raw_status, watch.outcome) == (State.FAILED, "failure", State.FAILED)
+    assert watch.last_error is not None and watch.last_error.startswith("job failed: KeyError")
+    transitions = [(h["from"], h["to"]) for h in warden.store.history(wid)]
+    assert transitions[-2:] == [("running", "archiving"), ("archiving", "failed")]
+    where = folder(warden, remote)
+    manifest = json.loads((where / "manifest.json").read_text())
+    assert (manifest["final_state"], manifest["final_status"]) == ("failed", "failure")
+    assert [o["name"] for o in manifest["outputs"]] == ["job.json", "log.txt"]
+    document = json.loads((where / "job.json").read_text())
+    assert (document["error_reason"], document["exit_code"]) == ("KeyError: 'b04'", 3)
+    log = (where / "log.txt").read_text()
+    assert "Traceback (most recent call last):" in log and "KeyError: 'b04'" in log
+    assert watch.manifest == f"{P}/{remote}/manifest.json"
+    assert watch.details is not None and watch.details["exit_code"] == 3
+    assert watch.remote_created_at is not None and watch.remote_ended_at is not None
+    assert watch.remote_created_at <= watch.remote_ended_at
+    finals = [f for _, f in warden.store.events(count=10_000)
+              if f["watch_id"] == wid and f["to"] in ("succeeded", "failed")]  # fmt: skip
+    assert [(f["from"], f["to"]) for f in finals] == [("archiving", "failed")]
+
+
+def test_a_timed_out_final_job_leaves_a_snapshot_of_its_document_and_log(warden: Warden) -> None:
+    """A job still running at the watch's deadline, archive "final": the watch ends timed_out
+    after archiving the job's document and log so far under timed_out/<deadline>/, with a
+    `timed_out` manifest; the task's own folder stays free for a re-armed watch."""
+    job = warden.sim.earthone.add_job(pending_seconds=0, outcome="never")
+    remote = f"job:{job.job_id}"
+    wid = track(warden, remote, archive="final", timeout=1.5)
+    watch = warden.wait_final(wid)
+    assert (watch.state, watch.outcome) == (State.TIMED_OUT, State.TIMED_OUT)
+    assert watch.manifest is not None and watch.deadline is not None
+    snapshot = warden.archive_dir / watch.manifest  # type: ignore[operator]
+    assert snapshot.parent.parent == folder(warden, remote) / "timed_out"
+    manifest = json.loads(snapshot.read_text())
+    assert (manifest["final_state"], manifest["final_status"]) == ("timed_out", "running")
+    assert [o["name"] for o in manifest["outputs"]] == ["job.json", "log.txt"]
+    assert json.loads((snapshot.parent / "job.json").read_text())["status"] == "running"
+    assert not (folder(warden, remote) / "manifest.json").exists()
+    assert [h["to"] for h in warden.store.history(wid)][-2:] == ["archiving", "timed_out"]
+
+
 def test_a_platform_timeout_is_failed_and_the_history_says_whose(warden: Warden) -> None:
     """status `timeout` ends `failed` (not `timed_out`), and the note says it was the
     platform's limit, not the watch's."""
@@ -169,9 +220,9 @@ def test_a_function_of_500_jobs_costs_a_request_or_two_per_check(warden: Warden)
     names = {o["name"] for o in manifest["outputs"]}
     assert len(names) == 2 + 495 * 3 + 5 * 2
     last = function.jobs[-1]
-    assert {f"{last}__job.json", f"{last}__log.txt"} <= names and f"{last}__result" not in names
+    assert {f"{last}/job.json", f"{last}/log.txt"} <= names and f"{last}/result" not in names
     first = function.jobs[0]
-    assert sha256(where / f"{first}__result") == warden.sim.earthone.jobs[first].result_sha256
+    assert sha256(where / f"{first}/result") == warden.sim.earthone.jobs[first].result_sha256
     summary = json.loads((where / "jobs.json").read_text())["jobs"]
     assert sum(row["status"] == "failure" for row in summary) == 5
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskwarden.lifecycle import (
+    ArchiveMode,
     Failure,
     Observation,
     PollPolicy,
@@ -12,6 +13,7 @@ from taskwarden.lifecycle import (
     RetryPolicy,
     State,
     WatchView,
+    archived,
     decide,
 )
 
@@ -144,6 +146,63 @@ def test_decide(
     """Each row pins one rule of the lifecycle."""
     d = decide(watch, seen, NOW, POLL, RETRY, jitter=0.5)
     assert (d.state, d.next_poll_at, d.note) == (state, next_at, note)
+
+
+A = State.ARCHIVING
+PAST = NOW - 1  # a deadline already passed
+
+
+@pytest.mark.parametrize(
+    ("archive", "deadline", "seen", "state", "outcome"),
+    [
+        # "final" archives on the way to every end but error, and says which end it lands on
+        ("final", None, obs(Remote.SUCCEEDED), A, State.SUCCEEDED),
+        ("final", None, obs(Remote.FAILED, message="boom"), A, State.FAILED),
+        ("final", None, obs(Remote.CANCELLED), A, State.CANCELLED),
+        ("final", PAST, obs(Remote.RUNNING), A, State.TIMED_OUT),
+        ("final", PAST, Failure("503", retryable=True), A, State.TIMED_OUT),
+        ("final", None, Failure("not found", retryable=False), State.ERROR, None),
+        # "success" (the default, and what true means) archives successes only
+        ("success", None, obs(Remote.SUCCEEDED), A, State.SUCCEEDED),
+        ("success", None, obs(Remote.FAILED, message="boom"), State.FAILED, None),
+        ("success", PAST, obs(Remote.RUNNING), State.TIMED_OUT, None),
+        # false archives nothing
+        (False, None, obs(Remote.SUCCEEDED), State.SUCCEEDED, None),
+        (False, None, obs(Remote.CANCELLED), State.CANCELLED, None),
+    ],
+)
+def test_the_archive_mode_decides_which_ends_go_through_archiving(
+    archive: ArchiveMode,
+    deadline: float | None,
+    seen: Observation | Failure,
+    state: State,
+    outcome: State | None,
+) -> None:
+    """Each row pins which final states a watch of an archive mode archives on its way to; the
+    decision names the final state (``ending``) whether or not it archives first."""
+    d = decide(WatchView(R, "X", archive=archive, deadline=deadline), seen, NOW, POLL, RETRY, 0.5)
+    assert (d.state, d.outcome, d.next_poll_at) == (state, outcome, None)
+    assert d.ending is (outcome or state)
+
+
+def test_a_failure_archived_keeps_the_platforms_words() -> None:
+    """A failure on its way through archiving keeps the note and last error it would have had."""
+    view = WatchView(R, archive="final")
+    d = decide(view, obs(Remote.FAILED, "FAILURE", message="boom"), NOW, POLL, RETRY, 0.5)
+    assert (d.note, d.last_error) == ("remote FAILURE: boom", "boom")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "landing"),
+    [(State.FAILED, State.FAILED), (State.TIMED_OUT, State.TIMED_OUT), (None, State.SUCCEEDED)],
+)
+def test_an_archive_run_lands_on_the_outcome_its_poll_decided(
+    outcome: State | None, landing: State
+) -> None:
+    """The end of an archive run is the final state the watch kept, errors cleared; a watch
+    archiving from before outcomes were kept lands on succeeded."""
+    d = archived(WatchView(A, errors=2, outcome=outcome), "archived")
+    assert (d.state, d.errors, d.note, d.ending) == (landing, 0, "archived", landing)
 
 
 def test_success_sets_full_progress_and_clears_errors() -> None:

@@ -155,6 +155,39 @@ def test_a_failed_job_is_explained_by_its_task_log(warden: Warden) -> None:
     assert not folder(warden, job.id).exists()
 
 
+LONG_LOG = "\n".join(f"step {i}: resampling band B{i % 12:02d} of scene S2A" for i in range(600))
+
+
+def test_a_failed_final_job_archives_every_task_log_whole(warden: Warden) -> None:
+    """With archive "final", a FAILED v1 job goes through archiving and ends failed: job.json,
+    tasks.json, credits.json and each task's log in full (not the 300-character tail in
+    last_error) are archived, the manifest says `failed`, the watch keeps UP42's times."""
+    job = warden.sim.up42.add_job(
+        running_seconds=1, outcome="failure", credits=42, failure_log=LONG_LOG,
+        tasks=[{"block": "data"}, {"block": "ndvi"}],
+    )  # fmt: skip
+    wid = track_job(warden, job, archive="final")
+    watch = warden.wait_final(wid, timeout=60)
+    assert (watch.state, watch.raw_status, watch.outcome) == (State.FAILED, "FAILED", State.FAILED)
+    assert watch.last_error is not None and len(watch.last_error) < 1000
+    assert [h["to"] for h in warden.store.history(wid)][-2:] == ["archiving", "failed"]
+    out = folder(warden, job.id)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["final_state"], manifest["final_status"]) == ("failed", "FAILED")
+    first, last = job.tasks
+    names = [o["name"] for o in manifest["outputs"]]
+    assert names == ["job.json", "tasks.json", "credits.json",
+                     f"task-{first.id}.log", f"task-{last.id}.log"]  # fmt: skip
+    now = warden.sim.clock.now()
+    assert (out / f"task-{last.id}.log").read_text() == last.log(now)
+    assert len((out / f"task-{last.id}.log").read_bytes()) > 20_000
+    assert (out / f"task-{first.id}.log").read_text() == first.log(now)
+    by_name = {o["name"]: o for o in manifest["outputs"]}
+    assert by_name[f"task-{last.id}.log"]["sha256"] == sha256(out / f"task-{last.id}.log")
+    assert json.loads((out / "credits.json").read_text())["data"]["creditsUsed"] == 42
+    assert watch.remote_created_at is not None and watch.remote_ended_at is not None
+
+
 def test_a_job_cancelled_on_the_platform_passes_through_cancelling(warden: Warden) -> None:
     """CANCELLING keeps the watch running; it ends cancelled at CANCELLED."""
     job = warden.sim.up42.add_job(running_seconds=1, outcome="aborted", cancelling_seconds=2)

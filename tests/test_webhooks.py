@@ -203,6 +203,31 @@ def test_receiver_that_always_fails_marks_the_watch_failed(
     assert calls[-1].at - calls[0].at < 30
 
 
+def test_a_final_watch_is_delivered_once_on_the_state_its_archive_lands_on(
+    tmp_path: Path, sim: SimulatorServer, receiver: Receiver
+) -> None:
+    """An archive="final" watch whose task fails passes through archiving: the webhook goes
+    once, as watch.failed, with the watch as it ended (failed, its outcome, its archive mode),
+    and nothing is sent for the archiving step."""
+    task = sim.geobox.add_task(running_seconds=0.2, outcome="failure")
+    with running_warden(tmp_path, sim, **webhook_env(receiver)) as w:
+        w.send_track(provider="geobox", remote_id=task.uuid, archive="final",
+                     webhook=f"{receiver.url}/final")  # fmt: skip
+        wid = watch_id("geobox", task.uuid)
+        assert w.wait_final(wid).state is State.FAILED
+        webhook_ends(w, wid, "delivered")
+        assert [h["to"] for h in w.store.history(wid) if h["from"] != h["to"]][-2:] == [
+            "archiving", "failed"
+        ]  # fmt: skip
+    calls = receiver.for_path("/final")
+    assert len(calls) == 1 and calls[0].verified
+    body = json.loads(calls[0].body)
+    assert (body["type"], body["from"], body["to"]) == ("watch.failed", "archiving", "failed")
+    assert (body["watch"]["state"], body["watch"]["outcome"], body["watch"]["archive"]) == (
+        "failed", "failed", "final"
+    )  # fmt: skip
+
+
 def test_loopback_receiver_is_refused_unless_allowed(store: Store, receiver: Receiver) -> None:
     """A webhook URL on loopback is refused before any request, not retried, and the watch
     says why and which setting allows it."""

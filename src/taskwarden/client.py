@@ -135,7 +135,10 @@ class Client:
 
     def track(self, provider: str, remote_id: str, **options: Any) -> WatchDict:
         """Watch a remote task; idempotent (the same task is one watch). ``options`` are the
-        registration's other fields: labels, params, timeout, archive, abort_on_timeout..."""
+        registration's other fields: labels, params, timeout, archive (``"success"``, ``"final"``
+        or False), abort_on_timeout... The watch returned (and :meth:`get`'s) carries the
+        platform's own ``remote_created_at``/``remote_started_at``/``remote_ended_at`` and
+        ``details`` once a check has reported them."""
         body = {"provider": provider, "remote_id": remote_id, **options}
         watch: WatchDict = self._call("POST", "/v1/watches", json=body)["watch"]
         return watch

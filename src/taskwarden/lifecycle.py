@@ -7,6 +7,11 @@ overrides; see ``Settings.retry_policy``), so every rule is a row in a table-dri
     pending ──► running ──► archiving ──► succeeded
        │           │            │
        └───────────┴────────────┴──► failed | cancelled | timed_out | error
+
+A watch registered with ``archive="final"`` also goes through ``archiving`` when its task ends
+``failed``, ``cancelled`` by the platform or ``timed_out``: the decision names that final state
+(:attr:`Decision.outcome`), the watch keeps it, and the archive run lands on it
+(:func:`archived`) once what the task left behind is kept.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from taskwarden import errors
+
+#: what a watch archives: its outputs on success (``"success"``), also what a task that ended
+#: otherwise left behind (``"final"``), or nothing (``False``)
+ArchiveMode = Literal["success", "final", False]
 
 
 class State(StrEnum):
@@ -39,6 +48,8 @@ class State(StrEnum):
 FINAL_STATES = frozenset(
     {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.TIMED_OUT, State.ERROR}
 )
+#: the final states an ``archive="final"`` watch archives on its way to (error archives nothing)
+DIAGNOSED_STATES = frozenset({State.FAILED, State.CANCELLED, State.TIMED_OUT})
 
 
 class Remote(StrEnum):
@@ -191,8 +202,9 @@ class WatchView:
     interval: float | None = None
     errors: int = 0
     deadline: float | None = None
-    archive: bool = True
+    archive: ArchiveMode = "success"
     failing_since: float | None = None  # when the current run of failed checks began
+    outcome: State | None = None  # while archiving: the final state the archive run lands on
 
 
 @dataclass(frozen=True)
@@ -208,10 +220,19 @@ class Decision:
     note: str | None = None  # a line for the watch's history; None when nothing worth saying
     last_error: str | None = None
     failing_since: float | None = None
+    outcome: State | None = None  # with ``archiving``: the final state the archive lands on
 
     @property
     def archive(self) -> bool:
         return self.state is State.ARCHIVING
+
+    @property
+    def ending(self) -> State | None:
+        """The final state this decision leads to: its state, or the one its archive lands on;
+        None while the watch goes on."""
+        if self.state.final:
+            return self.state
+        return self.outcome if self.state is State.ARCHIVING else None
 
     @classmethod
     def unchanged(cls, watch: WatchView) -> Decision:
@@ -255,7 +276,8 @@ def decide(
         if failed.next_poll_at is None:
             return failed  # ended in error: permanent, or the policy gave up
         if past_deadline:
-            return replace(failed, state=State.TIMED_OUT, next_poll_at=None, note=_timed_out(watch))
+            timed_out = replace(failed, next_poll_at=None, note=_timed_out(watch))
+            return _ended(watch, timed_out, State.TIMED_OUT)
         return replace(failed, next_poll_at=_clamp(failed.next_poll_at, watch.deadline))
 
     seen_now = replace(base, raw_status=seen.raw_status, errors=0, failing_since=None)
@@ -263,18 +285,17 @@ def decide(
         seen_now = replace(seen_now, progress=min(1.0, max(0.0, seen.progress)))
 
     if seen.remote is Remote.SUCCEEDED:
-        state = State.ARCHIVING if watch.archive else State.SUCCEEDED
         said = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
-        return replace(seen_now, state=state, progress=1.0, note=said)
+        return _ended(watch, replace(seen_now, progress=1.0, note=said), State.SUCCEEDED)
     if seen.remote in (Remote.FAILED, Remote.CANCELLED):
         ended = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
-        return replace(
-            seen_now, state=_REMOTE_TO_STATE[seen.remote], note=ended, last_error=seen.message
-        )
+        failed = replace(seen_now, note=ended, last_error=seen.message)
+        return _ended(watch, failed, _REMOTE_TO_STATE[seen.remote])
     if past_deadline:
-        return replace(seen_now, state=State.TIMED_OUT, note=_timed_out(watch))
+        return _ended(watch, replace(seen_now, note=_timed_out(watch)), State.TIMED_OUT)
 
     note: str | None
+    state: State
     if seen.remote is Remote.UNKNOWN:
         state = watch.state
         note = (
@@ -329,6 +350,27 @@ def failure_decision(
     if retry.maximum_elapsed is not None:
         at = min(at, since + retry.maximum_elapsed)
     return replace(failed, next_poll_at=at)
+
+
+def archives(mode: ArchiveMode, state: State) -> bool:
+    """Whether a watch of archive ``mode`` archives on its way to the final ``state``."""
+    if state is State.SUCCEEDED:
+        return mode is not False
+    return mode == "final" and state in DIAGNOSED_STATES
+
+
+def archived(watch: WatchView, note: str) -> Decision:
+    """What a completed archive run of ``watch`` comes to: the final state its decision named
+    (``succeeded`` for a watch from before outcomes were kept), errors cleared."""
+    landing = watch.outcome if watch.outcome is not None else State.SUCCEEDED
+    return replace(Decision.unchanged(watch), state=landing, errors=0, note=note)
+
+
+def _ended(watch: WatchView, decision: Decision, state: State) -> Decision:
+    """``decision`` ending in ``state``, through ``archiving`` when the watch archives there."""
+    if archives(watch.archive, state):
+        return replace(decision, state=State.ARCHIVING, outcome=state)
+    return replace(decision, state=state)
 
 
 def _clamp(at: float, deadline: float | None) -> float:

@@ -13,11 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from taskwarden.config import RetryOverride
 from taskwarden.errors import InvalidRegistration
-from taskwarden.lifecycle import State, WatchView
+from taskwarden.lifecycle import ArchiveMode, Observation, State, WatchView
 
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_LABELS = 32
 MAX_TIMEOUT = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
+MAX_DETAILS_BYTES = 2048  # of a check's ``details`` as JSON: small facts, never whole logs
+
+#: The hash field of each record field kept by name here (the one table to edit to rename one):
+#: the final state an archive run lands on, and what checks report of the platform's own record.
+FIELDS = {
+    "outcome": "outcome",
+    "remote_created_at": "remote_created_at",
+    "remote_started_at": "remote_started_at",
+    "remote_ended_at": "remote_ended_at",
+    "details": "details",
+}
+_ARCHIVE_MODES: dict[str, ArchiveMode] = {
+    "success": "success",
+    "final": "final",
+    "0": False,
+    "1": "success",  # a watch registered when ``archive`` was a boolean
+}
 
 
 def watch_id(provider: str, remote_id: str) -> str:
@@ -47,7 +64,14 @@ class Registration(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
-    archive: bool = True
+    archive: ArchiveMode = Field(
+        "success",
+        description='"success": archive the outputs of a task that succeeded; "final": also '
+        "archive what a task that failed, was cancelled by its platform or timed out left "
+        "behind (its provider's diagnostics); false: archive nothing. true (what producers "
+        'sent when this was a boolean) means "success".',
+        json_schema_extra={"enum": ["success", "final", False, True]},
+    )
     abort_on_timeout: bool = False  # past the timeout, also abort the remote task
     webhook: str | None = Field(None, max_length=2048)  # called on the final state
     retry: RetryOverride | None = None  # this watch's retry policy, over its provider's
@@ -59,6 +83,16 @@ class Registration(BaseModel):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _archive(cls, value: object) -> object:
+        # by identity: 0, 1 and "true" are not booleans here, and true is the old "success"
+        if value is True:
+            return "success"
+        if value is False or (isinstance(value, str) and value in ("success", "final")):
+            return value
+        raise ValueError('must be "success", "final" or false (true means "success")')
 
     @field_validator("webhook")
     @classmethod
@@ -132,7 +166,7 @@ class Watch:
     updated_at: float
     params: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    archive: bool = True
+    archive: ArchiveMode = "success"
     abort_on_timeout: bool = False
     timeout: float | None = None
     deadline: float | None = None
@@ -154,6 +188,14 @@ class Watch:
     webhook_attempts: int = 0
     retry: dict[str, Any] | None = None  # the registration's retry overrides (RetryOverride)
     failing_since: float | None = None  # when the current run of failed checks began
+    # the final state the archive run of an ``archiving`` watch lands on (kept after it has)
+    outcome: State | None = None
+    # the platform's own record of the task, from the checks that report them: its times (unix
+    # seconds) and small facts (an exit code, a failure reason), replaced by each such check
+    remote_created_at: float | None = None
+    remote_started_at: float | None = None
+    remote_ended_at: float | None = None
+    details: dict[str, Any] | None = None
 
     def view(self) -> WatchView:
         return WatchView(
@@ -165,6 +207,7 @@ class Watch:
             deadline=self.deadline,
             archive=self.archive,
             failing_since=self.failing_since,
+            outcome=self.outcome,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,7 +230,7 @@ class Watch:
             updated_at=float(raw["updated_at"]),
             params=json.loads(raw.get("params") or "{}"),
             labels=json.loads(raw.get("labels") or "{}"),
-            archive=raw.get("archive", "1") == "1",
+            archive=_ARCHIVE_MODES.get(raw.get("archive") or "1", "success"),
             abort_on_timeout=raw.get("abort_on_timeout") == "1",
             timeout=num("timeout"),
             deadline=num("deadline"),
@@ -209,7 +252,39 @@ class Watch:
             webhook_attempts=int(raw.get("webhook_attempts") or 0),
             retry=json.loads(raw["retry"]) if raw.get("retry") else None,
             failing_since=num("failing_since"),
+            outcome=State(raw[FIELDS["outcome"]]) if raw.get(FIELDS["outcome"]) else None,
+            remote_created_at=num(FIELDS["remote_created_at"]),
+            remote_started_at=num(FIELDS["remote_started_at"]),
+            remote_ended_at=num(FIELDS["remote_ended_at"]),
+            details=json.loads(raw[FIELDS["details"]]) if raw.get(FIELDS["details"]) else None,
         )
+
+
+def observed_fields(seen: Observation) -> dict[str, object]:
+    """The hash fields a check's observation sets: the platform's timestamps it reports (finite
+    ones), and its ``details`` (replacing the last; a marker instead when they are not JSON or
+    larger than :data:`MAX_DETAILS_BYTES`)."""
+    fields: dict[str, object] = {}
+    for name in ("remote_created_at", "remote_started_at", "remote_ended_at"):
+        value = getattr(seen, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            fields[FIELDS[name]] = float(value)
+    if seen.details is not None:
+        fields[FIELDS["details"]] = _small_details(seen.details)
+    return fields
+
+
+def _small_details(details: Any) -> dict[str, Any]:
+    try:
+        text = json.dumps(dict(details), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return {"dropped": f"the platform's details are not JSON: {exc}"}
+    if len(text.encode()) > MAX_DETAILS_BYTES:
+        return {
+            "dropped": f"{len(text.encode())} bytes of details, over the {MAX_DETAILS_BYTES} kept"
+        }
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def encode(value: object) -> str:

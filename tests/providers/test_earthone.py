@@ -309,9 +309,9 @@ def test_a_function_archives_one_folder_per_job(
     summary = json.loads(files["jobs.json"])["jobs"]
     assert [row["status"] for row in summary] == ["success"] * 5 + ["failure"] * 2
     first, last = function.jobs[0], function.jobs[-1]
-    assert hashlib.sha256(files[f"{first}__result"]).hexdigest() == cloud.jobs[first].result_sha256
-    assert f"{last}__result" not in files and f"{last}__no-result.json" not in files
-    assert b"Traceback" in files[f"{last}__log.txt"]
+    assert hashlib.sha256(files[f"{first}/result"]).hexdigest() == cloud.jobs[first].result_sha256
+    assert f"{last}/result" not in files and f"{last}/no-result.json" not in files
+    assert b"Traceback" in files[f"{last}/log.txt"]
     assert len(files) == 2 + 5 * 3 + 2 * 2
     assert server.stats.count(platform=P, route=JOBS) == 3  # 7 jobs, pages of 3
 

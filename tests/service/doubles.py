@@ -1,5 +1,5 @@
-"""What the service tests share: a platform double implementing the Provider protocol, the
-policies they run under, and registration on the store."""
+"""What the service tests share: platform doubles implementing the Provider protocol (and one
+with ``list_diagnostics`` too), the policies they run under, and registration on the store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from taskwarden import metrics
 from taskwarden.errors import RemoteNotFound, TaskwardenError
-from taskwarden.lifecycle import Observation, PollPolicy, Remote, RetryPolicy
+from taskwarden.lifecycle import ArchiveMode, Observation, PollPolicy, Remote, RetryPolicy
 from taskwarden.models import Registration
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.service import Policies
@@ -36,6 +36,7 @@ class Platform:
 
     def __init__(self) -> None:
         self.status: dict[str, Remote] = {}
+        self.messages: dict[str, str] = {}  # what the platform says with a status
         self.outputs: dict[str, list[OutputRef] | TaskwardenError] = {}
         self.checked: list[str] = []
         self.listed: list[str] = []
@@ -43,7 +44,8 @@ class Platform:
     async def fetch_status(self, target: Target) -> Observation:
         self.checked.append(target.remote_id)
         remote = self.status.get(target.remote_id, Remote.RUNNING)
-        return Observation(remote, raw_status=remote.upper())
+        message = self.messages.get(target.remote_id)
+        return Observation(remote, raw_status=remote.upper(), message=message)
 
     async def list_outputs(self, target: Target) -> Sequence[OutputRef]:
         self.listed.append(target.remote_id)
@@ -61,6 +63,19 @@ class Platform:
         return None
 
 
+class DiagnosedPlatform(Platform):
+    """A platform double that also says what a task that did not succeed left behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diagnostics: dict[str, list[OutputRef]] = {}
+        self.diagnosed: list[str] = []
+
+    async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:
+        self.diagnosed.append(target.remote_id)
+        return self.diagnostics.get(target.remote_id, [])
+
+
 class Sent:
     """What a unit of work sent on: archive jobs, aborts, and metrics batches."""
 
@@ -70,10 +85,19 @@ class Sent:
         self.metrics: list[metrics.Batch] = []
 
 
-def register(store: Store, remote_id: str, *, archive: bool = True) -> str:
+def register(
+    store: Store,
+    remote_id: str,
+    *,
+    archive: ArchiveMode = "success",
+    timeout: float | None = None,
+    abort_on_timeout: bool = False,
+    retry: dict[str, object] | None = None,
+) -> str:
     """Register a watch of the double's, due since just before ``NOW``; return its id."""
     reg = Registration.model_validate(
-        {"provider": PROVIDER, "remote_id": remote_id, "archive": archive}
-    )
+        {"provider": PROVIDER, "remote_id": remote_id, "archive": archive, "timeout": timeout,
+         "abort_on_timeout": abort_on_timeout, "retry": retry}
+    )  # fmt: skip
     watch, _ = store.register(reg, NOW - 1)
     return watch.id

@@ -5,14 +5,16 @@ itself (:mod:`.storage`, the only obstore user).
 
 from taskwarden.archive.manifest import (
     MANIFEST_NAME,
+    SNAPSHOTS,
     Manifest,
     ManifestOutput,
     archive_outputs,
     manifest_key,
     read_manifest,
     read_manifest_sync,
+    run_folder,
 )
-from taskwarden.archive.names import check_segments, safe_name, unique_name
+from taskwarden.archive.names import Names, check_segments, safe_name, safe_path, unique_name
 from taskwarden.archive.storage import (
     ArchiveStore,
     StoredObject,
@@ -26,9 +28,11 @@ from taskwarden.archive.storage import (
 
 __all__ = [
     "MANIFEST_NAME",
+    "SNAPSHOTS",
     "ArchiveStore",
     "Manifest",
     "ManifestOutput",
+    "Names",
     "StoredObject",
     "archive_outputs",
     "check_segments",
@@ -39,7 +43,9 @@ __all__ = [
     "read_manifest",
     "read_manifest_sync",
     "read_object",
+    "run_folder",
     "safe_name",
+    "safe_path",
     "settle",
     "sweep_staging",
     "unique_name",

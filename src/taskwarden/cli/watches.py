@@ -26,7 +26,15 @@ from taskwarden.store import SORTS, BadQuery, StoreError
 @click.option("--label", "labels", multiple=True, help="k=v, repeatable.")
 @click.option("--param", "params", multiple=True, help="k=v provider option, repeatable.")
 @click.option("--timeout", type=float, default=None, help="Seconds until the watch gives up.")
-@click.option("--no-archive", is_flag=True, help="Do not archive outputs.")
+@click.option(
+    "--archive",
+    "archive_mode",
+    type=click.Choice(["success", "final", "none"]),
+    default=None,
+    help="What to archive: outputs of a success (the default), also what a failed, cancelled or "
+    "timed-out task left behind (final), or nothing (none).",
+)
+@click.option("--no-archive", is_flag=True, help="Do not archive anything (--archive none).")
 @click.option("--abort-on-timeout", is_flag=True, help="Abort the remote task at the timeout.")
 @click.option("--webhook", default=None, help="URL called with the watch on its final state.")
 @click.option("--json", "as_json", is_flag=True)
@@ -36,20 +44,24 @@ def track(
     labels: tuple[str, ...],
     params: tuple[str, ...],
     timeout: float | None,
+    archive_mode: str | None,
     no_archive: bool,
     abort_on_timeout: bool,
     webhook: str | None,
     as_json: bool,
 ) -> None:
     """Watch a remote task (idempotent: the same task is one watch)."""
+    if no_archive and archive_mode not in (None, "none"):
+        raise click.UsageError(f"--no-archive contradicts --archive {archive_mode}")
     settings = common.settings()
+    mode = "none" if no_archive else archive_mode or "success"
     data = {
         "provider": provider,
         "remote_id": remote_id,
         "labels": common.parse_pairs(labels, "--label"),
         "params": common.parse_pairs(params, "--param"),
         "timeout": timeout,
-        "archive": not no_archive,
+        "archive": False if mode == "none" else mode,
         "abort_on_timeout": abort_on_timeout,
     }
     if webhook is not None:
@@ -157,12 +169,22 @@ def show(ref: str, as_json: bool) -> None:
         return
     for key in ("id", "provider", "remote_id", "name", "state", "raw_status", "last_error"):
         click.echo(f"{key:<12} {data[key] if data[key] is not None else '-'}")
+    if watch.state is State.ARCHIVING and watch.outcome is not None:
+        click.echo(f"{'lands on':<12} {watch.outcome} (once archived)")
     click.echo(f"{'progress':<12} {common.bar(watch.progress)}")
     click.echo(f"{'created':<12} {common.when(watch.created_at)}")
     click.echo(f"{'updated':<12} {common.when(watch.updated_at)}")
     click.echo(f"{'finished':<12} {common.when(watch.finished_at)}")
     click.echo(f"{'deadline':<12} {common.when(watch.deadline)}")
+    click.echo(f"{'archive':<12} {watch.archive or 'none'}")
     click.echo(f"{'polls':<12} {watch.polls}")
+    remote = (watch.remote_created_at, watch.remote_started_at, watch.remote_ended_at)
+    words = ("created", "started", "ended")
+    times = [(word, at) for word, at in zip(words, remote, strict=True) if at]
+    if times:  # the platform's own times of the task, those it gives
+        click.echo(f"{'platform':<12} " + ", ".join(f"{w} {common.when(at)}" for w, at in times))
+    if watch.details:
+        click.echo(f"{'details':<12} {json.dumps(watch.details, sort_keys=True)}")
     if watch.labels:
         click.echo(f"{'labels':<12} " + ", ".join(f"{k}={v}" for k, v in watch.labels.items()))
     if data.get("webhook") or data.get("webhook_status"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from taskwarden.config import Settings
 from taskwarden.lifecycle import Observation
@@ -79,6 +79,7 @@ class Provider(Protocol):
         ...
 
 
+@runtime_checkable
 class Diagnoses(Protocol):
     """An adapter that can also say what a task that did not succeed leaves behind: what an SDK
     user reads on failure (the task document with its errors, logs, a stacktrace).
@@ -86,7 +87,8 @@ class Diagnoses(Protocol):
     Optional: when a watch registered with ``archive="final"`` ends ``failed``, ``cancelled`` (by
     the platform) or ``timed_out``, the archive keeps what :meth:`list_diagnostics` lists, opened
     with :meth:`Provider.open_output` like any output, under the same manifest rules (the
-    manifest records the final state). An adapter without it archives nothing on failure.
+    manifest records the final state). An adapter without it archives nothing on failure (the
+    watch's history says so); the archive tells them apart with ``isinstance``.
     """
 
     async def list_diagnostics(self, target: Target) -> Sequence[OutputRef]:

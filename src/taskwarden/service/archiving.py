@@ -1,9 +1,11 @@
-"""Archiving: copy the outputs of a succeeded watch into the archive, once, and record it.
+"""Archiving: copy the outputs of a succeeded watch (or, for an ``archive="final"`` watch that
+ended otherwise, what its task left behind) into the archive, once, and record it.
 
 :func:`archive_watch` runs under the claim its poll (or a re-sent archive job) holds; the lease
 and a run token are renewed while the download goes on, so no one takes the watch over and a
 redelivered message does not start a second download. The archive run itself is
-:func:`taskwarden.archive.archive_outputs`; this module decides what its end means for the watch.
+:func:`taskwarden.archive.archive_outputs`; this module decides what its end means for the watch:
+the final state its poll decided (the watch's ``outcome``), or a retry, or ``error``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import replace
 
 from taskwarden import archive, logs, metrics
 from taskwarden.errors import RetryableError, TaskwardenError
-from taskwarden.lifecycle import Decision, State, failure_decision
+from taskwarden.lifecycle import Decision, State, archived, failure_decision
 from taskwarden.models import Watch
-from taskwarden.providers.base import Provider
+from taskwarden.providers.base import Diagnoses, Provider
 from taskwarden.service.rules import Policies, Record, failure_of, target_of
 from taskwarden.store import Claim, Commit, Store
 
@@ -36,7 +38,8 @@ async def archive_watch(
     record: Record,
     clock: Callable[[], float] = time.time,
 ) -> State | None:
-    """Archive the outputs of a succeeded watch; return the state it ended in (None if stale).
+    """Archive what an ``archiving`` watch is to keep (the outputs of a success, the diagnostics
+    of another end); return the state it ended in (None if stale).
 
     ``now`` is when the run starts (the manifest's time); a download can take hours, so what
     follows it (the commit, a retry's schedule, the lease renewals) reads ``clock`` instead.
@@ -49,20 +52,26 @@ async def archive_watch(
     started = time.perf_counter()
     provider = providers[watch.provider]
     wlog = log.bind(watch_id=watch.id, provider=watch.provider, remote_id=watch.remote_id)
+    landing = watch.outcome or State.SUCCEEDED
+    if landing is not State.SUCCEEDED and not isinstance(provider, Diagnoses):
+        said = f"nothing archived: the {watch.provider} provider lists nothing a task leaves behind"
+        decision = archived(watch.view(), f"{said} (the task ended {landing})")
+        committed = store.commit(Commit(claim, decision, clock(), previous=watch.state))
+        wlog.info("archive.nothing", state=str(landing), committed=committed)
+        return landing if committed else None
     # A redelivered message (the broker's visibility timeout is shorter than a long download)
     # must not start a second download beside a live one: the run token says one is under way.
     run = secrets.token_hex(8)
     if not store.start_run(watch.id, run, policies.archive_lease_seconds / 2):
         wlog.info("archive.busy")
         return None
-    base = Decision.unchanged(watch.view())
     try:
         manifest = await _archive_with_lease(
-            store, provider, archive_store, watch, claim, run, policies, now, clock
+            store, provider, archive_store, watch, claim, run, policies, now, clock, landing
         )
     except TaskwardenError as exc:
         done = clock()
-        decision = _archive_failed(watch, base, exc, done, policies)
+        decision = _archive_failed(watch, exc, done, policies, landing)
         kept: dict[str, object] = {"failing_since": decision.failing_since}
         store.commit(Commit(claim, decision, done, previous=watch.state, extra=kept))
         store.end_run(watch.id, run)
@@ -80,10 +89,14 @@ async def archive_watch(
         {"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256} for o in manifest.outputs
     ]
     total = manifest.total_bytes
-    decision = replace(
-        base, state=State.SUCCEEDED, errors=0, note=f"archived {len(outputs)} outputs"
-    )
-    manifest_at = archive.manifest_key(archive_store, watch.provider, watch.remote_id)
+    if landing is State.SUCCEEDED:
+        note = f"archived {len(outputs)} outputs"
+    else:
+        files = f"{len(outputs)} file" + ("" if len(outputs) == 1 else "s")
+        note = f"archived what the {landing} task left behind: {files}"
+    decision = archived(watch.view(), note)
+    folder = archive.run_folder(landing, watch.deadline)
+    manifest_at = archive.manifest_key(archive_store, watch.provider, watch.remote_id, folder)
     extra: dict[str, object] = {"outputs": outputs, "manifest": manifest_at}
     committed = store.commit(Commit(claim, decision, clock(), previous=watch.state, extra=extra))
     store.end_run(watch.id, run)
@@ -92,10 +105,11 @@ async def archive_watch(
         "archive.done",
         outputs=len(outputs),
         bytes=total,
+        state=str(landing),
         committed=committed,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
-    return State.SUCCEEDED if committed else None
+    return landing if committed else None
 
 
 def _archive_metrics(provider: str, outcome: str, started: float, size: int) -> metrics.Batch:
@@ -105,19 +119,27 @@ def _archive_metrics(provider: str, outcome: str, started: float, size: int) -> 
 
 
 def _archive_failed(
-    watch: Watch, base: Decision, exc: TaskwardenError, now: float, policies: Policies
+    watch: Watch, exc: TaskwardenError, now: float, policies: Policies, landing: State
 ) -> Decision:
+    """A failed archive run: retried under the watch's retry policy, or ``error`` (re-armable:
+    its next end archives anew). The diagnostics of a task that did not succeed keep the
+    platform's words as ``last_error`` while retried, each attempt's failure noted instead."""
     failure = failure_of(exc, f"archive: {exc}")
+    ended = "" if landing is State.SUCCEEDED else f" (the task ended {landing})"
+    said = str(exc).replace("{", "{{").replace("}", "}}")  # a template: obstore's words hold {}
     decision = failure_decision(
         watch.view(),
         failure,
         now,
         policies.retry_for(watch),
         policies.jitter(),
-        gave_up=f"archive failed after {{attempts}} attempts{{over}}: {exc}",
+        gave_up=f"archive failed after {{attempts}} attempts{{over}}: {said}{ended}",
     )
     if decision.state is State.ERROR and not failure.retryable:
-        return replace(decision, note=f"archive failed: {exc}")
+        return replace(decision, note=f"archive failed: {exc}{ended}")
+    if decision.state is State.ARCHIVING and landing is not State.SUCCEEDED:
+        said = f"archive attempt {decision.errors} failed, to be retried: {exc}"
+        return replace(decision, last_error=None, note=said)
     return decision
 
 
@@ -131,6 +153,7 @@ async def _archive_with_lease(
     policies: Policies,
     now: float,
     clock: Callable[[], float],
+    landing: State,
 ) -> archive.Manifest:
     """Archive, renewing the lease and the run token while the download runs, so no one
     takes the watch over and no duplicate run starts beside this one."""
@@ -154,6 +177,8 @@ async def _archive_with_lease(
             now=now,
             chunk_size=policies.archive_chunk_size,
             max_bytes=policies.max_output_bytes,
+            final_state=landing,
+            folder=archive.run_folder(landing, watch.deadline),
         )
     finally:
         renewer.cancel()

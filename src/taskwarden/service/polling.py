@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from taskwarden import logs, metrics
 from taskwarden.errors import PermanentError, RetryableError
 from taskwarden.lifecycle import INTERNAL_ERROR, Decision, Failure, Observation, State, decide
-from taskwarden.models import Watch
+from taskwarden.models import Watch, observed_fields
 from taskwarden.providers.base import Provider
 from taskwarden.service.rules import (
     Policies,
@@ -159,8 +159,10 @@ def decide_all(
             "polls": watch.polls + 1,
             "failing_since": decision.failing_since,
         }
-        if isinstance(observed, Observation) and observed.name:
-            extra["name"] = observed.name
+        if isinstance(observed, Observation):
+            if observed.name:
+                extra["name"] = observed.name
+            extra.update(observed_fields(observed))
         lease = now + policies.archive_lease_seconds if decision.archive else None
         commits.append(
             Commit(claim, decision, now, previous=watch.state, lease_until=lease, extra=extra)
@@ -176,8 +178,9 @@ def commit_all(
     send_abort: SendAbort,
 ) -> tuple[int, int, int]:
     """Write every commit in one round trip, then send an archive job for each that archives,
-    and an abort for each timed-out watch in ``abort_on_timeout`` (ids). Returns how many were
-    committed, found stale, and archives sent."""
+    and an abort for each watch in ``abort_on_timeout`` (ids) that timed out (archiving what
+    the task left behind, or not: the abort goes at the deadline either way). Returns how many
+    were committed, found stale, and archives sent."""
     committed = stale = archives = 0
     for commit, ok in zip(commits, store.commit_many(commits), strict=True):
         if not ok:
@@ -187,7 +190,7 @@ def commit_all(
         if commit.decision.archive:
             send_archive(commit.claim)
             archives += 1
-        elif commit.decision.state is State.TIMED_OUT and commit.claim.watch_id in abort_on_timeout:
+        if commit.decision.ending is State.TIMED_OUT and commit.claim.watch_id in abort_on_timeout:
             send_abort(commit.claim.watch_id)
     return committed, stale, archives
 

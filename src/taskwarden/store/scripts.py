@@ -150,7 +150,8 @@ return 1
 )
 
 # KEYS: watch, history, leases, updated, events.
-# ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen.
+# ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
+#   outcome field (cleared: the next end decides its own).
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -158,6 +159,7 @@ REARM = (
     + """
 local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local outcome_field = ARGV[8]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
   'raw_status', 'progress')
 if not w[1] then return -1 end
@@ -170,7 +172,8 @@ local note = 're-armed'
 if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. ')' end
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
-  'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline)
+  'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
+  outcome_field, '')
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
 redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)

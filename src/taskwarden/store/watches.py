@@ -34,7 +34,7 @@ import redis
 
 from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
-from taskwarden.models import Registration, Watch, encode, history_entry, watch_id
+from taskwarden.models import FIELDS, Registration, Watch, encode, history_entry, watch_id
 from taskwarden.store import scripts
 from taskwarden.store.events import StoreEvents
 from taskwarden.store.metrics import StoreMetrics
@@ -285,6 +285,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         }
         if d.last_error is not None:
             fields["last_error"] = d.last_error
+        if d.outcome is not None:
+            fields[FIELDS["outcome"]] = d.outcome
         if d.state in FINAL_STATES:
             fields["finished_at"] = commit.now
         fields.update(commit.extra or {})
@@ -339,9 +341,9 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
 
     def rearm(self, wid: str, now: float) -> Watch | None:
         """Watch an ``error`` or ``timed_out`` watch again: pending, due now, errors reset, a new
-        deadline of now + its timeout (if it has one), the fence bumped so that no older job
-        can write. Returns the watch, None if there is no such watch; raises
-        :class:`NotRearmable` (with its state) for any other state."""
+        deadline of now + its timeout (if it has one), no outcome (the next end decides its
+        own), the fence bumped so that no older job can write. Returns the watch, None if there
+        is no such watch; raises :class:`NotRearmable` (with its state) for any other state."""
         result = self._rearm(
             keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
             args=[
@@ -352,6 +354,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.DUE,
                 keys.COUNTS,
                 MAX_EVENTS,
+                FIELDS["outcome"],
             ],
         )
         if result == -1:

@@ -14,9 +14,9 @@ Archived on success, for a job: ``job.json`` (its document), ``result`` (the blo
 ``compute/{namespace}/{function}/{job}`` that ``Job.result()`` reads, streamed; or
 ``no-result.json`` when the catalog has none) and ``log.txt`` (``Job.log()``'s text). For a
 function: ``function.json``, ``jobs.json`` (every job's id and status) and the same three files
-per job, named ``<job id>__<file>`` (the archive keeps one level of names, so ``__`` stands for
-the folder). A failed, cancelled or timed-out task leaves (:meth:`list_diagnostics`) its
-document and log; a function that failed to build, its document and build log.
+per job, in a folder of its own: ``<job id>/job.json``... A failed, cancelled or timed-out task
+leaves (:meth:`list_diagnostics`) its document and log; a function that failed to build, its
+document and build log.
 
 Abort: ``POST /jobs/{id}/cancel``; for a function ``Function.cancel_jobs()``, i.e. ``POST
 /jobs/cancel`` for all its jobs (the function itself is left ``ready``: stopping it would keep
@@ -44,7 +44,7 @@ from taskwarden.providers.earthone import documents
 from taskwarden.providers.earthone.api import JSON, NAME, EarthOneApi, function_filter, segment
 
 Kind = Literal["job", "function"]
-SEPARATOR = "__"  # a job's folder inside a function's archive
+SEPARATOR = "/"  # after a job's id: its folder inside a function's archive
 BLOB_CONCURRENCY = 8  # result lookups in flight while a function's outputs are listed
 MAX_NAMESPACES = 10_000
 _LOG, _RESULT, _BUILD = "log:", "result:", "build:"  # OutputRef.key prefixes

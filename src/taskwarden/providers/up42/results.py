@@ -32,8 +32,8 @@ backslashes and control characters in any entry's name, more than ``results_max_
 entries or more than ``results_max_bytes`` unpacked. Names follow the SDK's rule: when
 ``output/`` occurs in a name, what follows its first occurrence is kept (the SDK kept only up to
 a second ``output/``, which can leave two files one name or none); the rest of the path becomes
-the archive name with ``/`` written as ``__`` (archive names are one segment; the SDK recreated
-the directories).
+the archive name with ``/`` written as ``__`` (the SDK recreated the directories; archive names
+may hold folders now, but this adapter still keeps one level).
 """
 
 from __future__ import annotations
