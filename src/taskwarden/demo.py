@@ -90,7 +90,7 @@ def _earthone_function(sim: SimulatorServer) -> Scripted:
     script = {"pending_seconds": 0.5, "running_seconds": 1, "file_size": 256}
     function = sim.earthone.add_function(jobs=40, stagger=0.1, failures=1, job=script)
     first = function.jobs[0]
-    files = {f"{first}__result": sim.earthone.jobs[first].result_sha256}
+    files = {f"{first}/result": sim.earthone.jobs[first].result_sha256}
     return Scripted(function.registration["remote_id"], {}, files)
 
 
