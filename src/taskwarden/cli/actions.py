@@ -23,7 +23,7 @@ def cancel(ref: str, abort: bool) -> None:
 
     settings = common.settings()
     with common.redis_url(settings) as url:
-        store = Store.from_url(url, history_limit=settings.history_limit)
+        store = Store.from_url(url, **settings.store_options())
         watch = common.find(store, ref)
         changed = store.cancel(watch.id, time.time())
         if abort:

@@ -122,7 +122,7 @@ def upgrade(url: str) -> None:
 @contextmanager
 def open_store(settings: Settings) -> Iterator[Store]:
     with redis_url(settings) as url:
-        store = Store.from_url(url, history_limit=settings.history_limit)
+        store = Store.from_url(url, **settings.store_options())
         try:
             yield store
         finally:
