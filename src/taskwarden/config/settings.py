@@ -192,8 +192,7 @@ class RetentionSettings(BaseModel):
     def by_state(self) -> dict[str, float]:
         """The retention of each final state (seconds)."""
         return {
-            str(state): getattr(self, str(state)) or self.finished
-            for state in sorted(FINAL_STATES)
+            str(state): getattr(self, str(state)) or self.finished for state in sorted(FINAL_STATES)
         }
 
 

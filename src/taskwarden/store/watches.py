@@ -138,9 +138,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         client = redis.Redis.from_url(
             url, decode_responses=True, health_check_interval=30, **options
         )
-        return cls(
-            client, history_limit=history_limit, retention=retention, max_events=max_events
-        )
+        return cls(client, history_limit=history_limit, retention=retention, max_events=max_events)
 
     def close(self) -> None:
         """Close the connections (the store is not used after)."""
@@ -197,8 +195,16 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 keys.counts(reg.provider),
                 *(keys.label(k, v) for k, v in reg.labels.items()),
             ],
-            args=[wid, now, reg.provider, reg.remote_id, entry, self.max_events, "registered",
-                  *flat],  # fmt: skip
+            args=[
+                wid,
+                now,
+                reg.provider,
+                reg.remote_id,
+                entry,
+                self.max_events,
+                "registered",
+                *flat,
+            ],
         )
         watch = self.get(wid)
         assert watch is not None  # it was just created or already existed
@@ -322,8 +328,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         if d.note is not None:
             entry = history_entry(commit.now, commit.previous, d.state, d.raw_status, d.note)
         self._commit(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS,
-                  keys.FINISHED],  # fmt: skip
+            keys=_change_keys(wid),
             args=[
                 wid,
                 commit.claim.fence,
@@ -350,8 +355,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         """Stop watching; None if there is no such watch, False if it had already ended."""
         entry = history_entry(now, None, State.CANCELLED, None, note)
         result = self._cancel(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS,
-                  keys.FINISHED],  # fmt: skip
+            keys=_change_keys(wid),
             args=[
                 wid,
                 now,
@@ -373,8 +377,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         own), the fence bumped so that no older job can write. Returns the watch, None if there
         is no such watch; raises :class:`NotRearmable` (with its state) for any other state."""
         result = self._rearm(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS,
-                  keys.FINISHED],  # fmt: skip
+            keys=_change_keys(wid),
             args=[
                 wid,
                 now,
@@ -412,3 +415,9 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
 
     def end_run(self, wid: str, run: str) -> None:
         self._end_run(keys=[keys.RUNNING + wid], args=[run])
+
+
+def _change_keys(wid: str) -> list[str]:
+    """The keys the scripts that change a watch's state are given (COMMIT, CANCEL, REARM)."""
+    return [keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS,
+            keys.FINISHED]  # fmt: skip
