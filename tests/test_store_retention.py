@@ -156,11 +156,13 @@ def test_a_re_armed_watch_leaves_the_index_and_is_scored_again_when_it_ends(kept
 
 
 def test_forget_removes_one_watch_now_and_refuses_a_live_one_unless_forced(kept: Store) -> None:
-    """forget removes a final watch whatever its retention; a live one is refused naming its
-    state, unless forced; a check in flight then writes nothing; an unknown id is not found."""
+    """forget removes a final watch whatever its retention (a note after it leaves nothing); a
+    live one is refused naming its state, unless forced; a check in flight then writes nothing;
+    an unknown id is not found."""
     done, _ = kept.register(reg("done", labels={"a": "1"}), NOW)
     end(kept, done.id, State.SUCCEEDED, NOW)
     assert kept.forget(done.id) == Forgotten(found=True, removed=True)
+    kept.note(done.id, NOW + 1, "abort sent to the platform")  # an abort that was under way
     assert kept.get(done.id) is None and kept.history(done.id) == []
     live, _ = kept.register(reg("live"), NOW)
     in_flight = claim(kept, live.id, NOW)

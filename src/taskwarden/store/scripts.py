@@ -256,6 +256,15 @@ return out
 """
 )
 
+# KEYS: watch, history. ARGV: entry, history_limit. A line only while the watch exists, so a
+# note after a removal leaves no history behind.
+NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+
 RENEW = """
 if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])

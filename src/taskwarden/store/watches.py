@@ -116,6 +116,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         self._webhook_claim = client.register_script(scripts.WEBHOOK_CLAIM)
         self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
         self._remove = client.register_script(scripts.REMOVE)
+        self._note = client.register_script(scripts.NOTE)
 
     @classmethod
     def from_url(
@@ -398,11 +399,10 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
     def note(self, wid: str, now: float, text: str) -> None:
         """Add a line to a watch's history without changing the watch."""
         state = self.redis.hget(keys.watch(wid), "state")
+        if state is None:  # removed (forgotten, swept): nothing to note on
+            return
         entry = history_entry(now, state, state, None, text)  # type: ignore[arg-type]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(keys.history(wid), entry)
-        pipe.ltrim(keys.history(wid), 0, self.history_limit - 1)
-        pipe.execute()
+        self._note(keys=[keys.watch(wid), keys.history(wid)], args=[entry, self.history_limit])
 
     # one archive run at a time
 
