@@ -211,3 +211,17 @@ def test_backfill_scores_the_final_watches_an_older_version_left_unindexed(kept:
     assert kept.redis.zscore(keys.FINISHED, ids[1]) == NOW + 5 + KEEP["failed"]
     assert kept.redis.get(keys.SCHEMA) == str(SCHEMA_VERSION)
     assert_consistent(kept)
+
+
+def test_a_stale_entry_never_holds_the_sweep_up(kept: Store) -> None:
+    """An index entry left for a watch that is gone or not final (written by hand here: no
+    script leaves one) is dropped by the sweep, which then reaches the due watch behind it."""
+    live, _ = kept.register(reg("live"), NOW)
+    done, _ = kept.register(reg("done"), NOW)
+    end(kept, done.id, State.SUCCEEDED, NOW)
+    kept.redis.zadd(keys.FINISHED, {"wgone": NOW - 2, live.id: NOW - 1})
+    assert kept.sweep(NOW + 101, limit=2) == 0
+    assert kept.redis.zrange(keys.FINISHED, 0, -1) == [done.id]
+    assert kept.sweep(NOW + 101, limit=2) == 1
+    assert kept.get(live.id) is not None
+    assert_consistent(kept)

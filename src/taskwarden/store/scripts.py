@@ -247,8 +247,8 @@ while i <= #ARGV do
     if tonumber(redis.call('HINCRBY', cp .. w[2], w[1], -1)) == 0 then
       redis.call('HDEL', cp .. w[2], w[1])
     end
-  elseif verdict == 0 and mode == 'due' then
-    redis.call('ZREM', KEYS[1], id)  -- a stale entry: nothing left to remove
+  elseif mode == 'due' and (verdict == 0 or final[w[1]] == nil and verdict ~= 'changed') then
+    redis.call('ZREM', KEYS[1], id)  -- a stale entry (no watch, or not final): never due
   end
   out[#out + 1] = verdict
 end
