@@ -364,6 +364,7 @@ def test_a_watch_s_retention_has_the_warden_remove_it_and_its_archive_stays(
     assert warden.cli("show", wid).returncode == ExitCode.NOT_FOUND
     assert warden.store.list_watches(labels=dict([label.split("=")]))[0] == []
     assert warden.store.redis.zscore(keys.FINISHED, wid) is None
+    assert int(warden.store.metric_cells()["watches_removed"]) >= 1
     folder = warden.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
     assert json.loads((folder / "manifest.json").read_text())["watch_id"] == wid
 
