@@ -13,7 +13,8 @@ finished so far and the resident memory (RSS) of each worker with its pool child
 The anchor is the warm-up sample (taken once retention and the events cap have had time to
 fill: ``--warmup``, by default 60 s after the later of the two): the flatness ratio is
 last/anchor, 1.00 for flat memory, and the growth per finished watch after the anchor is
-printed beside the ~4.6 KB a watch cost when nothing was ever removed (issue 11).
+printed beside the ~4.6 KB a watch cost when nothing was ever removed (issue 11);
+``--retention 0`` (nothing removed) measures that anchor on this machine.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from taskwarden.store.watches import Store
 
 TOKEN = "sim-token"
 NO_RETENTION_BYTES = 4.6 * 1024  # per finished watch, measured when nothing was removed
+KEEP_ALL = 3650 * 24 * 3600.0  # ten years: what --retention 0 sets
 LIVE = ("pending", "running", "archiving")  # registered minus these: the watches finished
 
 
@@ -85,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=10.0, help="registrations per second")
-    parser.add_argument("--retention", type=float, default=30.0, help="seconds kept once final")
+    parser.add_argument(
+        "--retention", type=float, default=30.0, help="seconds kept once final; 0: for ever"
+    )
     parser.add_argument("--events", type=int, default=2000, help="events stream cap")
     parser.add_argument("--warmup", type=float, default=None, help="s before the anchor sample")
     parser.add_argument("--every", type=float, default=15.0, help="seconds between samples")
@@ -118,7 +122,7 @@ def soak(base: str, tmp: Path, args: argparse.Namespace, warmup: float) -> list[
             "TASKWARDEN_DISPATCH_INTERVAL": "0.5",
             "TASKWARDEN_POLL__INITIAL": "0.5",
             "TASKWARDEN_POLL__MAXIMUM": "1",
-            "TASKWARDEN_RETENTION__FINISHED": str(args.retention),
+            "TASKWARDEN_RETENTION__FINISHED": str(args.retention or KEEP_ALL),
             "TASKWARDEN_RETENTION__EVENTS": str(args.events),
             "TASKWARDEN_LOG_LEVEL": "warning",
             "TASKWARDEN_LOG_FORMAT": "json",
