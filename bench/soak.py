@@ -12,7 +12,7 @@ finished so far and the resident memory (RSS) of each worker with its pool child
 
 The anchor is the warm-up sample (taken once retention and the events cap have had time to
 fill: ``--warmup``, by default 60 s after the later of the two): the flatness ratio is
-last/anchor, 1.00 for flat memory, and the growth per finished watch after the anchor is
+last/anchor, 1.00 for flat memory, and the growth per watch registered after the anchor is
 printed beside the ~4.6 KB a watch cost when nothing was ever removed (issue 11);
 ``--retention 0`` (nothing removed) measures that anchor on this machine.
 """
@@ -77,6 +77,7 @@ def rss_kb(pid: int) -> int:
 @dataclass
 class Sample:
     at: float
+    registered: int
     used_memory: int
     watches: int
     finished: int
@@ -153,6 +154,7 @@ def soak(base: str, tmp: Path, args: argparse.Namespace, warmup: float) -> list[
                     counts = store.counts()
                     sample = Sample(
                         at=now - started,
+                        registered=registered,
                         used_memory=int(info["used_memory"]),
                         watches=int(store.redis.zcard("taskwarden:watches")),
                         finished=registered - sum(counts[s] for s in LIVE),
@@ -179,6 +181,7 @@ def report(samples: list[Sample], warmup: float, args: argparse.Namespace) -> No
         print(f"too short: no two samples after the {warmup:.0f} s warm-up")
         return
     first, last = after[0], after[-1]
+    registered = last.registered - first.registered
     finished = last.finished - first.finished
     grown = last.used_memory - first.used_memory
     print(
@@ -189,11 +192,11 @@ def report(samples: list[Sample], warmup: float, args: argparse.Namespace) -> No
         f"Redis used_memory: {first.used_memory:,d} -> {last.used_memory:,d} B, "
         f"flatness last/first = {last.used_memory / first.used_memory:.2f}"
     )
-    if finished > 0:
+    if registered > 0:
         print(
-            f"  growth per finished watch: {grown / finished:,.0f} B over {finished} watches "
-            f"(anchor without retention: ~{NO_RETENTION_BYTES:,.0f} B, ratio "
-            f"{grown / finished / NO_RETENTION_BYTES:.2f})"
+            f"  growth per watch registered: {grown / registered:,.0f} B over {registered} "
+            f"({finished} finished; anchor without retention: ~{NO_RETENTION_BYTES:,.0f} B, "
+            f"ratio {grown / registered / NO_RETENTION_BYTES:.2f})"
         )
     print(f"watches held: {first.watches} -> {last.watches}")
     for role in first.rss:
