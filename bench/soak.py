@@ -199,6 +199,11 @@ def report(samples: list[Sample], warmup: float, args: argparse.Namespace) -> No
             f"ratio {grown / registered / NO_RETENTION_BYTES:.2f})"
         )
     print(f"watches held: {first.watches} -> {last.watches}")
+    if registered and finished < 0.9 * registered:
+        print(
+            f"NOT at steady state: {finished} of {registered} registered finished in the "
+            "window; memory follows the growing backlog (a slower --rate, a quieter machine)"
+        )
     for role in first.rss:
         if role == "beat":
             continue
