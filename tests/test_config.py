@@ -46,3 +46,20 @@ def test_default_archive_is_under_data_dir(
     """With no archive URL, outputs go to a folder under the data directory."""
     monkeypatch.setenv("TASKWARDEN_DATA_DIR", str(tmp_path))
     assert load_settings().resolved_archive_url == f"file://{tmp_path}/archive"
+
+
+def test_retention_by_final_state_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TASKWARDEN_RETENTION__FINISHED applies to every final state without its own value; a
+    state's own variable overrides it; the default is 30 days; a bad value names its variable."""
+    assert set(load_settings().retention.by_state().values()) == {30 * 24 * 3600.0}
+    monkeypatch.setenv("TASKWARDEN_RETENTION__FINISHED", "3600")
+    monkeypatch.setenv("TASKWARDEN_RETENTION__FAILED", "86400")
+    monkeypatch.setenv("TASKWARDEN_RETENTION__TIMED_OUT", "60")
+    settings = load_settings()
+    assert settings.retention.by_state() == {"cancelled": 3600.0, "error": 3600.0,
+                                             "failed": 86400.0, "succeeded": 3600.0,
+                                             "timed_out": 60.0}  # fmt: skip
+    assert settings.store_options()["retention"] == settings.retention.by_state()
+    monkeypatch.setenv("TASKWARDEN_RETENTION__SUCCEEDED", "0")
+    with pytest.raises(ConfigError, match="TASKWARDEN_RETENTION__SUCCEEDED"):
+        load_settings()

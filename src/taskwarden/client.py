@@ -136,9 +136,9 @@ class Client:
     def track(self, provider: str, remote_id: str, **options: Any) -> WatchDict:
         """Watch a remote task; idempotent (the same task is one watch). ``options`` are the
         registration's other fields: labels, params, timeout, archive (``"success"``, ``"final"``
-        or False), abort_on_timeout... The watch returned (and :meth:`get`'s) carries the
-        platform's own ``remote_created_at``/``remote_started_at``/``remote_ended_at`` and
-        ``details`` once a check has reported them."""
+        or False), abort_on_timeout, retention (seconds kept once final)... The watch returned
+        (and :meth:`get`'s) carries the platform's own ``remote_created_at``/
+        ``remote_started_at``/``remote_ended_at`` and ``details`` once a check has reported them."""
         body = {"provider": provider, "remote_id": remote_id, **options}
         watch: WatchDict = self._call("POST", "/v1/watches", json=body)["watch"]
         return watch
@@ -216,6 +216,13 @@ class Client:
             "POST", f"/v1/watches/{_ref(ref)}/cancel", json={"abort": abort}
         )["watch"]
         return watch
+
+    def forget(self, ref: str, force: bool = False) -> dict[str, Any]:
+        """Remove a watch from the warden now (its archive stays); returns its id and the state
+        it was in. A watch that is not final raises :class:`Conflict` unless ``force``."""
+        params = {"force": "true"} if force else None
+        done: dict[str, Any] = self._call("DELETE", f"/v1/watches/{_ref(ref)}", params=params)
+        return done
 
     def retry(self, ref: str) -> WatchDict:
         """Re-arm a watch that ended in ``error`` or ``timed_out`` (``Conflict`` otherwise)."""

@@ -103,12 +103,12 @@ def start_checks(settings: Settings, url: str) -> None:
     hook = settings.webhooks.url
     if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
         raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")
-    upgrade(url)
+    upgrade(url, settings)
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, settings: Settings) -> None:
     """Bring what an older taskwarden stored up to this version's layout (once; then one GET)."""
-    store = Store.from_url(url)
+    store = Store.from_url(url, **settings.store_options())
     try:
         done = store.backfill_indexes()
     finally:
@@ -122,7 +122,7 @@ def upgrade(url: str) -> None:
 @contextmanager
 def open_store(settings: Settings) -> Iterator[Store]:
     with redis_url(settings) as url:
-        store = Store.from_url(url, history_limit=settings.history_limit)
+        store = Store.from_url(url, **settings.store_options())
         try:
             yield store
         finally:

@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from taskwarden.config.fields import OptionalSecret, OptionalStr, comma_list, http_url
 from taskwarden.config.providers import ProvidersSettings
 from taskwarden.errors import ConfigError
-from taskwarden.lifecycle import RETRYABLE_KINDS, PollPolicy, RetryPolicy
+from taskwarden.lifecycle import FINAL_STATES, RETRYABLE_KINDS, PollPolicy, RetryPolicy
 
 ENV_PREFIX = "TASKWARDEN_"
 MAX_RETRY_SECONDS = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
@@ -171,6 +171,31 @@ class WebhookSettings(BaseModel):
         )
 
 
+DAY = 24 * 3600.0
+
+
+class RetentionSettings(BaseModel):
+    """How long a watch is kept in Redis once it is final (seconds), before the sweep removes
+    it with its history, index entries and counts; the archive's manifest stays the durable
+    record. ``finished`` applies to every final state without its own value; a registration's
+    ``retention`` overrides both. A change applies to watches that end after it."""
+
+    finished: float = Field(30 * DAY, gt=0, le=MAX_RETRY_SECONDS)
+    succeeded: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    failed: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    cancelled: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    timed_out: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    error: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    sweep_limit: int = Field(500, ge=1, le=100_000)  # watches removed per dispatch tick at most
+    events: int = Field(100_000, ge=100, le=10_000_000)  # entries kept on the events stream (~)
+
+    def by_state(self) -> dict[str, float]:
+        """The retention of each final state (seconds)."""
+        return {
+            str(state): getattr(self, str(state)) or self.finished for state in sorted(FINAL_STATES)
+        }
+
+
 class RateLimitSettings(BaseModel):
     """A provider's request rate across the whole cluster."""
 
@@ -213,6 +238,7 @@ class Settings(BaseSettings):
     # per provider, over `retry`: e.g. TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATTEMPTS=3
     retry_policies: dict[str, RetryOverride] = Field(default_factory=dict)
     webhooks: WebhookSettings = WebhookSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     # per provider, e.g. TASKWARDEN_RATE_LIMITS__GEOBOX__RATE=20, ..._BURST=5; absent: unlimited
     rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
@@ -251,6 +277,15 @@ class Settings(BaseSettings):
         if self.archive_url:
             return self.archive_url
         return (self.data_dir.resolve() / "archive").as_uri()
+
+    def store_options(self) -> dict[str, Any]:
+        """What a :class:`~taskwarden.store.Store` is built with from these settings (history
+        length, retention by final state, the events stream's cap)."""
+        return {
+            "history_limit": self.history_limit,
+            "retention": self.retention.by_state(),
+            "max_events": self.retention.events,
+        }
 
     def poll_policy(self) -> PollPolicy:
         return self.poll.policy()
