@@ -51,7 +51,10 @@ FINAL_EXIT = {
 }
 
 
-OUTAGE_GRACE = 60.0  # seconds `wait` and `events --follow` ride out a Redis that stopped answering
+# `wait` and `events --follow` wait out a Redis that stopped answering (a restart, a failover, a
+# full disk) for as long as it takes, retrying after 0.5 s, 1 s, 2 s, ... up to OUTAGE_BACKOFF_MAX
+OUTAGE_BACKOFF_MAX = 10.0
+FOLLOW_BLOCK = 5.0  # seconds one blocking read of `events --follow` waits for an event
 
 
 PAGE = 500  # watches read from the store at a time
@@ -119,10 +122,17 @@ def upgrade(url: str) -> None:
         )
 
 
+def outage_pause(failures: int) -> float:
+    """Seconds to wait before retrying after ``failures`` failed reads in a row (1: the first)."""
+    return float(min(OUTAGE_BACKOFF_MAX, 0.5 * 2 ** min(failures - 1, 10)))
+
+
 @contextmanager
-def open_store(settings: Settings) -> Iterator[Store]:
+def open_store(settings: Settings, *, timeout: float | None = None) -> Iterator[Store]:
+    """The store; ``timeout`` bounds each reply (a blocking read needs more than it blocks:
+    redis-py 8's default, 5 s, would end every quiet one)."""
     with redis_url(settings) as url:
-        store = Store.from_url(url, history_limit=settings.history_limit)
+        store = Store.from_url(url, history_limit=settings.history_limit, timeout=timeout)
         try:
             yield store
         finally:
