@@ -23,7 +23,7 @@ from taskwarden.models import Registration, watch_id
 from taskwarden.redis_server import RedisServer
 from taskwarden.store.watches import Store
 
-from .test_api import settings_for, serve, to_state
+from .test_api import serve, settings_for, to_state
 
 QUIET = 6.5  # seconds with no event: more than redis-py 8's default read timeout
 
