@@ -307,8 +307,8 @@ def follow(
 
     Once a watch has been fetched, errors that ``transient`` accepts are ridden out for up to
     ``grace`` seconds in a row (None: for as long as they last), retrying after a pause that
-    doubles up to ten times ``interval``. Shared by ``Client.wait`` (over the API) and ``taskwarden wait``
-    (from the store).
+    doubles up to ten times ``interval``. Shared by ``Client.wait`` (over the API) and
+    ``taskwarden wait`` (from the store).
     """
     started = time.monotonic()
     watch: WatchDict | None = None
