@@ -15,11 +15,11 @@ from typing import Any, NoReturn
 import click
 
 from taskwarden import logs, webhooks
-from taskwarden.config import Settings, load_settings
+from taskwarden.config import Settings, load_settings, open_reads_refusal
 from taskwarden.errors import ConfigError
 from taskwarden.models import Watch
 from taskwarden.providers import check_settings
-from taskwarden.redis_server import check_redis, ensure_redis
+from taskwarden.redis_server import check_redis, ensure_redis, wait_reachable
 from taskwarden.store import Store
 
 
@@ -76,6 +76,13 @@ def settings() -> Settings:
     return settings
 
 
+def refuse_open_reads(settings: Settings, host: str) -> None:
+    """Stop unless the API may listen on ``host`` (:func:`~taskwarden.config.open_reads_refusal`)."""
+    why = open_reads_refusal(settings.api, host)
+    if why is not None:
+        raise click.ClickException(why)
+
+
 @contextmanager
 def redis_url(settings: Settings, *, checked: bool = False) -> Iterator[str]:
     """The Redis URL to use; an embedded server started here is stopped on the way out.
@@ -97,10 +104,13 @@ def redis_url(settings: Settings, *, checked: bool = False) -> Iterator[str]:
 
 def start_checks(settings: Settings, url: str) -> None:
     """Refuse a Redis whose settings would lose watches and a global webhook URL no watch could
-    use; then bring what an older taskwarden stored up to this version's layout."""
+    use; then bring what an older taskwarden stored up to this version's layout. A Redis that
+    does not answer yet (started after us, restarting) is waited for, for a few minutes."""
+    log = logs.get("taskwarden.cli")
     try:
+        wait_reachable(url, on_wait=lambda pause: log.warning("redis.waiting", retry_in=pause))
         for warning in check_redis(url):
-            logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
+            log.warning("redis.unsafe", warning=warning)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     hook = settings.webhooks.url

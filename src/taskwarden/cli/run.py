@@ -81,6 +81,7 @@ def run(concurrency: int | None, no_api: bool) -> None:
 
     settings = common.settings()
     if not no_api:
+        common.refuse_open_reads(settings, settings.api.host)
         api_token.load_or_create(settings)  # made once here, not raced by the children
     with common.redis_url(settings, checked=True) as url:
         stop = {"now": False}
@@ -116,11 +117,13 @@ def api(host: str | None, port: int | None) -> None:
     from taskwarden.api import create_app
 
     settings = common.settings()
+    host = host or settings.api.host
+    common.refuse_open_reads(settings, host)
     with common.redis_url(settings) as url:
         app = create_app(settings, url)
         uvicorn.run(
             app,
-            host=host or settings.api.host,
+            host=host,
             port=settings.api.port if port is None else port,
             log_config=None,  # logs go through taskwarden's own configuration
             access_log=False,

@@ -26,6 +26,7 @@ from taskwarden.config.settings import (
     Settings,
     WebhookSettings,
     load_settings,
+    open_reads_refusal,
 )
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "Up42Settings",
     "WebhookSettings",
     "load_settings",
+    "open_reads_refusal",
 ]
