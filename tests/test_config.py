@@ -25,6 +25,8 @@ from taskwarden.simulator.server import SimulatorServer
 
 from .conftest import warden_env
 
+ANY = "0.0.0.0"  # noqa: S104  # every interface: what the API must refuse with open reads
+
 
 def test_nested_provider_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nested variables reach the provider settings; secrets stay secret in reprs."""
@@ -123,12 +125,12 @@ def test_every_variable_the_project_uses_is_known(
         ("::1", False, False, False),
         ("[::1]", False, False, False),
         ("127.0.0.2", False, False, False),
-        ("0.0.0.0", False, False, True),
+        (ANY, False, False, True),
         ("::", False, False, True),
         ("192.168.1.10", False, False, True),
         ("warden.internal", False, False, True),
-        ("0.0.0.0", True, False, False),
-        ("0.0.0.0", False, True, False),
+        (ANY, True, False, False),
+        (ANY, False, True, False),
     ],
 )
 def test_open_reads_beyond_loopback_need_an_explicit_yes(
@@ -147,9 +149,9 @@ def test_open_reads_beyond_loopback_need_an_explicit_yes(
 @pytest.mark.parametrize(
     ("argv", "env", "says"),
     [
-        (["stats"], {"TASKWARDEN_API__HOTS": "0.0.0.0"}, "did you mean TASKWARDEN_API__HOST?"),
-        (["api", "--host", "0.0.0.0", "--port", "0"], {}, "TASKWARDEN_API__ALLOW_OPEN_READS"),
-        (["run"], {"TASKWARDEN_API__HOST": "0.0.0.0"}, "TASKWARDEN_API__READ_AUTH=true"),
+        (["stats"], {"TASKWARDEN_API__HOTS": ANY}, "did you mean TASKWARDEN_API__HOST?"),
+        (["api", "--host", ANY, "--port", "0"], {}, "TASKWARDEN_API__ALLOW_OPEN_READS"),
+        (["run"], {"TASKWARDEN_API__HOST": ANY}, "TASKWARDEN_API__READ_AUTH=true"),
     ],
 )
 def test_the_commands_refuse_to_start(

@@ -77,7 +77,8 @@ def settings() -> Settings:
 
 
 def refuse_open_reads(settings: Settings, host: str) -> None:
-    """Stop unless the API may listen on ``host`` (:func:`~taskwarden.config.open_reads_refusal`)."""
+    """Stop unless the API may listen on ``host``
+    (:func:`~taskwarden.config.open_reads_refusal`)."""
     why = open_reads_refusal(settings.api, host)
     if why is not None:
         raise click.ClickException(why)

@@ -81,7 +81,8 @@ def _hint(
         return f"; {prefix}{'__'.join(parts[:index])} takes a value, nothing below it"
     close = difflib.get_close_matches(parts[index].lower(), valid, n=1)
     if close:
-        return f"; did you mean {prefix}{'__'.join([*parts[:index], close[0].upper(), *parts[index + 1 :]])}?"
+        fixed = [*parts[:index], close[0].upper(), *parts[index + 1 :]]
+        return f"; did you mean {prefix}{'__'.join(fixed)}?"
     whole = difflib.get_close_matches("__".join(parts).lower(), list(_paths(model)), n=1)
     if whole:
         return f"; did you mean {prefix}{whole[0].upper()}?"
