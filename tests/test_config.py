@@ -78,6 +78,8 @@ def test_default_archive_is_under_data_dir(
         ("TASKWARDEN_PROVIDERS__GEOBOX__TOKN", "did you mean TASKWARDEN_PROVIDERS__GEOBOX__TOKEN?"),
         ("TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATEMPTS",
          "did you mean TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATTEMPTS?"),
+        ("TASKWARDEN_RETRY_POLICIES__GEOBOX__BACKOFF",
+         "did you mean TASKWARDEN_RETRY_POLICIES__GEOBOX__BACKOFF_COEFFICIENT?"),
         ("taskwarden_poll__maximun", "did you mean TASKWARDEN_POLL__MAXIMUM?"),
         ("TASKWARDEN_API__HOST__NAME", "TASKWARDEN_API__HOST takes a value, nothing below it"),
         ("TASKWARDEN_ZZZ", "valid after TASKWARDEN_: API, ARCHIVE_CHUNK_SIZE"),

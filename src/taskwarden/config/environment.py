@@ -35,24 +35,26 @@ def unknown_variables(environ: Mapping[str, str], model: type[BaseModel], prefix
         parts = name[len(prefix) :].split("__")
         wrong = _wrong_part(model, parts)
         if wrong is not None:
-            problems.append(f"{var}: no such setting{_hint(model, prefix, parts, *wrong)}")
+            problems.append(f"{var}: no such setting{_hint(prefix, parts, *wrong)}")
     return problems
 
 
-def _wrong_part(model: type[BaseModel], parts: list[str]) -> tuple[int, list[str]] | None:
-    """Where ``parts`` stop naming a setting: the index of the first wrong part and the names
-    valid there ([]: nothing may follow); None when they name one."""
+def _wrong_part(
+    model: type[BaseModel], parts: list[str]
+) -> tuple[int, type[BaseModel] | None] | None:
+    """Where ``parts`` stop naming a setting: the index of the first wrong part and the model
+    whose field it should have named (None: nothing may follow); None when they name one."""
     kind, target = "model", model
     for index, part in enumerate(parts):
         if kind == "model":
             fields = {name.lower(): info for name, info in target.model_fields.items()}
             if part.lower() not in fields:
-                return index, sorted(fields)
+                return index, target
             kind, target = _shape(fields[part.lower()].annotation)
         elif kind == "dict" and part:  # a key of the caller's choosing (a provider, a profile)
             kind, target = _shape(target)
         else:  # a plain value (or an empty key) has nothing below it
-            return index, []
+            return index, None
     return None
 
 
@@ -74,19 +76,23 @@ def _shape(annotation: Any) -> tuple[str, Any]:
     return "value", None
 
 
-def _hint(
-    model: type[BaseModel], prefix: str, parts: list[str], index: int, valid: list[str]
-) -> str:
-    if not valid:
-        return f"; {prefix}{'__'.join(parts[:index])} takes a value, nothing below it"
-    close = difflib.get_close_matches(parts[index].lower(), valid, n=1)
+def _hint(prefix: str, parts: list[str], index: int, model: type[BaseModel] | None) -> str:
+    """The nearest valid name: the wrong part's nearest field, else the nearest name of the
+    whole rest (``API_HOST`` for ``API__HOST``), else a field it begins (``BACKOFF``)."""
+    above = parts[:index]
+    if model is None:
+        return f"; {prefix}{'__'.join(above)} takes a value, nothing below it"
+    part, rest = parts[index].lower(), "__".join(parts[index:]).lower()
+    valid = sorted(name.lower() for name in model.model_fields)
+    close = difflib.get_close_matches(part, valid, n=1)
     if close:
-        fixed = [*parts[:index], close[0].upper(), *parts[index + 1 :]]
+        fixed = [*above, close[0].upper(), *parts[index + 1 :]]
         return f"; did you mean {prefix}{'__'.join(fixed)}?"
-    whole = difflib.get_close_matches("__".join(parts).lower(), list(_paths(model)), n=1)
-    if whole:
-        return f"; did you mean {prefix}{whole[0].upper()}?"
-    where = f"{prefix}{'__'.join([*parts[:index], ''])}" if index else prefix
+    whole = difflib.get_close_matches(rest, list(_paths(model)), n=1)
+    begun = [name for name in valid if part and name.startswith(part)]
+    if whole or len(begun) == 1:
+        return f"; did you mean {prefix}{'__'.join([*above, (whole or begun)[0].upper()])}?"
+    where = f"{prefix}{'__'.join([*above, ''])}"
     return f"; valid after {where}: {', '.join(v.upper() for v in valid)}"
 
 
