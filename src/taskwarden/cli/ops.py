@@ -44,16 +44,18 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
         sys.stdout.flush()
 
     with common.open_store(settings, timeout=common.FOLLOW_BLOCK + 10) as store:
-        if after is None:
-            newest = store.latest_events(max(last, 1))
-            emit(newest[::-1] if last else [])
-            after = newest[0][0] if newest else "0"
         failures = 0
         try:
             while True:
                 block_ms = int(common.FOLLOW_BLOCK * 1000) if follow else None
+                recent = after is None
                 try:
-                    batch = store.events(after, count=500, block_ms=block_ms)
+                    if after is None:  # first the most recent, then what comes after them
+                        newest = store.latest_events(max(last, 1))
+                        batch = newest[::-1] if last else []
+                        after = newest[0][0] if newest else "0"
+                    else:
+                        batch = store.events(after, count=500, block_ms=block_ms)
                 except StoreRefused as exc:
                     raise click.BadParameter(str(exc), param_hint="--after") from None
                 except UNREACHABLE as exc:
@@ -69,9 +71,9 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
                     click.echo("redis is back; following", err=True)
                     failures = 0
                 emit(batch)
-                if batch:
+                if batch and not recent:
                     after = batch[-1][0]
-                if not follow and len(batch) < 500:
+                if not follow and not recent and len(batch) < 500:
                     return
         except KeyboardInterrupt:
             return
