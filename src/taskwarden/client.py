@@ -308,27 +308,32 @@ def follow(
     interval: float,
     *,
     transient: Callable[[Exception], bool] = lambda exc: False,
-    grace: float = 60.0,
+    grace: float | None = 60.0,
 ) -> WatchDict:
     """Call ``fetch`` every ``interval`` seconds until the watch is final; show its progress.
 
     Once a watch has been fetched, errors that ``transient`` accepts are ridden out for up to
-    ``grace`` seconds in a row. Shared by ``Client.wait`` (over the API) and ``taskwarden wait``
-    (from the store).
+    ``grace`` seconds in a row (None: for as long as they last), retrying after a pause that
+    doubles up to ten times ``interval``. Shared by ``Client.wait`` (over the API) and
+    ``taskwarden wait`` (from the store).
     """
     started = time.monotonic()
     watch: WatchDict | None = None
     failing_since: float | None = None
+    failures = 0
     bar = _Bar() if progress_bar else None
     try:
         while True:
             try:
                 watch = fetch()
-                failing_since = None
+                failing_since, failures = None, 0
             except Exception as exc:
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
-                if watch is None or not transient(exc) or now - failing_since > grace:
+                failures += 1
+                if watch is None or not transient(exc):
+                    raise
+                if grace is not None and now - failing_since > grace:
                     raise
             if bar is not None:
                 bar.show(watch)
@@ -337,7 +342,8 @@ def follow(
             waited = time.monotonic() - started
             if timeout is not None and waited >= timeout:
                 raise WaitTimeout(watch, timeout)
-            pause = interval if timeout is None else min(interval, timeout - waited)
+            pause = min(interval * 2 ** min(failures, 10), 10 * interval) if failures else interval
+            pause = pause if timeout is None else min(pause, timeout - waited)
             time.sleep(max(pause, 0.0))
     finally:
         if bar is not None:

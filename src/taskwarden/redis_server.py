@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -140,6 +141,29 @@ def _reachable(url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+STARTUP_PATIENCE = 300.0  # seconds a long-running command waits at start-up for Redis to answer
+
+
+def wait_reachable(
+    url: str, patience: float = STARTUP_PATIENCE, on_wait: Callable[[float], None] | None = None
+) -> None:
+    """Return once the Redis at ``url`` answers; retry after a pause that doubles from 0.5 s to
+    10 s (``on_wait`` is told each pause) and raise ``ConfigError`` after ``patience`` seconds.
+    A worker started before its Redis (a host booting, a compose stack) needs no supervisor."""
+    deadline = time.monotonic() + patience
+    pause = 0.5
+    while not _reachable(url):
+        if time.monotonic() + pause > deadline:
+            raise ConfigError(
+                f"Redis at {url.split('@')[-1]} did not answer within {patience:.0f}s; "
+                "is it running, and is TASKWARDEN_REDIS_URL right?"
+            )
+        if on_wait is not None:
+            on_wait(pause)
+        time.sleep(pause)
+        pause = min(pause * 2, 10.0)
 
 
 def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, RedisServer | None]:

@@ -230,7 +230,7 @@ def wait(
 
     Exits 0 when it succeeded, 10 failed, 11 cancelled, 12 timed_out, 13 error, 4 when
     --timeout passed first. It reads the warden's state, never the platform, and rides out a
-    Redis that stops answering for up to a minute."""
+    Redis that stops answering (until --timeout, if given)."""
     from taskwarden.client import WaitTimeout, follow
 
     settings = common.settings()
@@ -248,7 +248,7 @@ def wait(
             final = follow(
                 fetch, timeout, not no_progress, interval,
                 transient=lambda exc: isinstance(exc, StoreError),  # a restart, a failover
-                grace=common.OUTAGE_GRACE,
+                grace=None,  # a Redis restart or failover is waited out, however long
             )  # fmt: skip
         except WaitTimeout as exc:
             if as_json:

@@ -27,6 +27,7 @@ from taskwarden.config.settings import (
     Settings,
     WebhookSettings,
     load_settings,
+    open_reads_refusal,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "Up42Settings",
     "WebhookSettings",
     "load_settings",
+    "open_reads_refusal",
 ]

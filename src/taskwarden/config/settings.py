@@ -8,6 +8,7 @@ Each platform's own settings (``TASKWARDEN_PROVIDERS__*``) are in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskwarden.config.environment import unknown_variables
 from taskwarden.config.fields import OptionalSecret, OptionalStr, comma_list, http_url
 from taskwarden.config.providers import ProvidersSettings
 from taskwarden.errors import ConfigError
@@ -212,6 +214,8 @@ class ApiSettings(BaseModel):
     # <data_dir>/api-token (mode 0600), which the client reads too
     token: OptionalSecret = None
     read_auth: bool = False  # also require the token to read
+    # serve open reads (read_auth false) on an address other than loopback: refused unless true
+    allow_open_reads: bool = False
     ready_max_lag: float = Field(60.0, gt=0)  # /readyz fails when dispatch lags more (seconds)
 
 
@@ -301,9 +305,41 @@ class Settings(BaseSettings):
         return policy.overridden(watch)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only."""
+    host = host.strip().removeprefix("[").removesuffix("]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
+
+
+def open_reads_refusal(api: ApiSettings, host: str | None = None) -> str | None:
+    """Why the API must not listen on ``host`` (default: ``api.host``), or None: reads answer
+    without the token unless READ_AUTH, so beyond loopback they need an explicit yes."""
+    host = api.host if host is None else host
+    if is_loopback(host) or api.read_auth or api.allow_open_reads:
+        return None
+    return (
+        f"the API would listen on {host!r}, beyond loopback, with reads open to anyone who can "
+        "reach it (watches, labels, platform details, archive URLs): set "
+        "TASKWARDEN_API__READ_AUTH=true to require the token for reads too, or "
+        "TASKWARDEN_API__ALLOW_OPEN_READS=true if the network in front of it is trusted"
+    )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a ``ConfigError``
-    that names the variable to fix."""
+    that names the variable to fix. A ``TASKWARDEN_*`` variable that names no setting (a typo)
+    is refused too, with the nearest valid name."""
+    unknown = unknown_variables(os.environ, Settings, ENV_PREFIX)
+    if unknown:
+        raise ConfigError("unknown settings:\n  " + "\n  ".join(unknown))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
