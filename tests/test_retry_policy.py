@@ -189,8 +189,9 @@ def test_kind_lineage(kind: str | None, lineage: set[str]) -> None:
 @pytest.mark.parametrize(
     ("env", "watch", "expected"),
     [
-        # nothing set: the global defaults
-        ({}, None, {"maximum_attempts": 8, "initial_interval": 1.0, "non_retryable": set()}),
+        # nothing set: the global defaults, bounded by a day of failures rather than a count
+        ({}, None, {"maximum_attempts": 0, "maximum_elapsed": 86400.0, "maximum_interval": 60.0,
+                    "initial_interval": 1.0, "non_retryable": set()}),
         # the provider's setting replaces the global one, others are inherited
         (
             {"TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "5",

@@ -82,7 +82,7 @@ return #ids
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
 #   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note,
-#   then field/value pairs.
+#   failing_prefix, failing since ('' when its checks are not failing), then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -91,11 +91,17 @@ local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local raw, progress, note = ARGV[13], ARGV[14], ARGV[15]
+local failing_prefix, failing_since = ARGV[16], ARGV[17]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id')
 if w[1] ~= fence then return 0 end
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
-for i = 16, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 18, #ARGV do fields[#fields + 1] = ARGV[i] end
+if failing_since ~= '' then
+  redis.call('ZADD', failing_prefix .. w[3], failing_since, id)
+else
+  redis.call('ZREM', failing_prefix .. w[3], id)
+end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[4], now, id)
 if w[2] ~= state then
@@ -121,7 +127,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
-#   events maxlen, note. Returns -1: no such watch, 0: it had ended, 1: cancelled.
+#   events maxlen, note, failing_prefix. Returns -1: no such watch, 0: it had ended, 1: cancelled.
 CANCEL = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -129,6 +135,7 @@ CANCEL = (
 local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
   ARGV[9]
+local failing_prefix = ARGV[10]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress')
 if not w[1] then return -1 end
 if final[w[1]] then return 0 end
@@ -142,6 +149,7 @@ redis.call('HINCRBY', counts_prefix .. w[2], 'cancelled', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', due_prefix .. w[2], id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, limit - 1)
 event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'cancelled', w[4], w[5], note, now)
@@ -151,7 +159,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own).
+#   outcome field (cleared: the next end decides its own), failing_prefix.
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -159,7 +167,7 @@ REARM = (
     + """
 local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local outcome_field = ARGV[8]
+local outcome_field, failing_prefix = ARGV[8], ARGV[9]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
   'raw_status', 'progress')
 if not w[1] then return -1 end
@@ -173,7 +181,8 @@ if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. '
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
   'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
-  outcome_field, '')
+  outcome_field, '', 'failing_since', '')
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
 redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)

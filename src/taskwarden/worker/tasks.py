@@ -77,6 +77,7 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             max_claims=settings.dispatch_max_claims,
             queued_batches=int(queued),
             max_queued_batches=settings.max_queued_batches,
+            circuit=settings.circuit.policy(),
         )
         try:
             webhooks.pump(rt.store, settings, now, send_webhooks)
