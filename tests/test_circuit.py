@@ -36,7 +36,9 @@ DOWN = Failure("503", retryable=True, kind="ProviderUnavailable")
         (Failure("bug", retryable=True, kind="InternalError"), None),
     ],
 )
-def test_what_a_check_says_of_the_platform(seen: Observation | Failure, signal: bool | None) -> None:
+def test_what_a_check_says_of_the_platform(
+    seen: Observation | Failure, signal: bool | None
+) -> None:
     """Only outage failures (connection, timeout, 5xx) count towards opening."""
     assert outage_signal(seen) is signal
 
