@@ -13,7 +13,7 @@ scripted (should be 0).
 Time is scaled: the warden's clock is the wall clock, so the outage and every interval of the
 warden's policies (retry initial and maximum interval, circuit window, probe interval, ramp,
 poll intervals) are divided by ``--scale`` (default 10: a 10-minute outage is run as 60 s,
-retries capped at 6 s instead of 60 s, a probe every 3 s instead of 30 s). Request counts
+retries capped at 6 s instead of 60 s, a probe every 1 s instead of 10 s). Request counts
 during the outage are then the same as the unscaled run's; times after recovery are to be
 multiplied by ``--scale``. In-call retries (``TASKWARDEN_HTTP__RETRIES``, 2 by default: a check
 is up to 3 requests) are left at their defaults, unscaled.
@@ -88,8 +88,8 @@ def env_for(
         "TASKWARDEN_RETRY__MAXIMUM_ELAPSED": scaled(24 * 3600.0),
         "TASKWARDEN_CIRCUIT__ENABLED": str(breaker).lower(),
         "TASKWARDEN_CIRCUIT__WINDOW": scaled(120.0),
-        "TASKWARDEN_CIRCUIT__PROBE_INTERVAL": scaled(30.0),
-        "TASKWARDEN_CIRCUIT__RAMP": scaled(30.0),
+        "TASKWARDEN_CIRCUIT__PROBE_INTERVAL": scaled(10.0),
+        "TASKWARDEN_CIRCUIT__RAMP": scaled(20.0),
     }
 
 
@@ -184,6 +184,11 @@ def main() -> None:
     if on["during"]:
         print(f"requests during the outage, without / with: {off['during'] / on['during']:.0f}x")
     print(f"burst = requests in the first {BURST * s:.0f} s (unscaled) after recovery")
+    print(
+        "with the breaker, detection waits for the next probe (TASKWARDEN_CIRCUIT__PROBE_INTERVAL)"
+        " and the ramp (TASKWARDEN_CIRCUIT__RAMP); requests during the outage include the checks"
+        " already in flight when the circuit opened"
+    )
 
 
 if __name__ == "__main__":

@@ -400,7 +400,7 @@ def test_stats_and_metrics_show_failing_watches_and_an_open_circuit(
     geobox = http.get("/v1/stats").json()["providers"]["geobox"]
     assert geobox["failing"] == 1
     assert (geobox["circuit"]["state"], geobox["circuit"]["failures"]) == ("open", 10)
-    assert geobox["circuit"]["probe_at"] == pytest.approx(now + 30)
+    assert geobox["circuit"]["probe_at"] == pytest.approx(now + CircuitPolicy().probe_interval)
     scrape = http.get("/metrics").text
     assert 'taskwarden_circuit_open{provider="geobox"} 1.0' in scrape
     assert 'taskwarden_watches_failing{provider="geobox"} 1.0' in scrape

@@ -43,8 +43,8 @@ class CircuitPolicy:
     enabled: bool = True
     failures: int = 10  # outage failures in a row that open the circuit
     window: float = 120.0  # seconds: a failure after a longer quiet starts the count anew
-    probe_interval: float = 30.0  # seconds between probe checks while open
-    ramp: float = 30.0  # seconds after closing over which claims grow back to the full room
+    probe_interval: float = 10.0  # seconds between probe checks while open
+    ramp: float = 20.0  # seconds after closing over which claims grow back to the full room
 
 
 NO_CIRCUIT = CircuitPolicy(enabled=False)  # never opens: every check goes, as before breakers

@@ -115,8 +115,8 @@ class CircuitSettings(BaseModel):
     enabled: bool = True
     failures: int = Field(10, ge=1, le=1_000_000)  # outage failures in a row that open it
     window: float = Field(120.0, gt=0, le=MAX_RETRY_SECONDS)  # longer quiet: count anew
-    probe_interval: float = Field(30.0, gt=0, le=86_400)  # seconds between probes while open
-    ramp: float = Field(30.0, ge=0, le=86_400)  # seconds to claim the backlog again after
+    probe_interval: float = Field(10.0, gt=0, le=86_400)  # seconds between probes while open
+    ramp: float = Field(20.0, ge=0, le=86_400)  # seconds to claim the backlog again after
 
     def policy(self) -> CircuitPolicy:
         return CircuitPolicy(
