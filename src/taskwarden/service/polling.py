@@ -174,7 +174,7 @@ def observe_circuit(
         return False
     signals = [circuit.outage_signal(s) for s in seen]
     if all(signal is None for signal in signals):
-        return store.circuits([provider])[provider].is_open
+        return False  # nothing to tell it, and no outage failure to hold
 
     def change(before: circuit.Circuit) -> tuple[circuit.Circuit, circuit.Circuit]:
         return circuit.observe(before, signals, now, policies.circuit), before
