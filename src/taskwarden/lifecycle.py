@@ -375,6 +375,12 @@ def held(watch: WatchView, failure: Failure, now: float) -> Decision:
     )
 
 
+def deferred(watch: WatchView, now: float) -> Decision:
+    """A claimed check of ``watch`` not sent, its provider's circuit being open: nothing about
+    the watch changes, and it is due again at once (see :mod:`taskwarden.circuit`)."""
+    return replace(Decision.unchanged(watch), failing_since=watch.failing_since, next_poll_at=now)
+
+
 def archives(mode: ArchiveMode, state: State) -> bool:
     """Whether a watch of archive ``mode`` archives on its way to the final ``state``."""
     if state is State.SUCCEEDED:

@@ -9,7 +9,9 @@ read once, by the caller: ``now`` is the time of every decision in the batch.
 
 Between checking and deciding, what the checks say of the platform goes to its circuit
 (:func:`observe_circuit`); while the circuit is open, outage failures are held
-(:func:`~taskwarden.lifecycle.held`) instead of counted against their watches.
+(:func:`~taskwarden.lifecycle.held`) instead of counted against their watches, and a batch
+claimed before it opened checks only its first watch, as one more probe, leaving the others
+due (:func:`defer_all`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from taskwarden.lifecycle import (
     Observation,
     State,
     decide,
+    deferred,
     held,
 )
 from taskwarden.models import Watch, observed_fields
@@ -87,6 +90,10 @@ async def poll_batch(
     result.archives = resend_archives(store, batch.archiving, until, send_archive)
     if not batch.live:
         return result
+    if len(batch.live) > 1 and circuit_open(store, provider.name, policies):
+        batch.live, later = batch.live[:1], batch.live[1:]
+        _, stale, _ = commit_all(store, defer_all(later, now), set(), send_archive, send_abort)
+        result.stale += stale
     watches = [w for _, w in batch.live]
     seen = await check_all(provider, watches, policies.poll_concurrency)
     observed = metrics.Batch()
@@ -187,6 +194,25 @@ def observe_circuit(
         down = now - before.opened_at if before.opened_at is not None else None
         log.info("circuit.closed", provider=provider, open_s=down, probes=after.probes)
     return after.is_open
+
+
+def circuit_open(store: Store, provider: str, policies: Policies) -> bool:
+    """Whether ``provider``'s circuit breaker is open now (never, when breakers are off)."""
+    return policies.circuit.enabled and store.circuits([provider])[provider].is_open
+
+
+def defer_all(live: Sequence[tuple[Claim, Watch]], now: float) -> list[Commit]:
+    """The commits that leave each of ``live`` unchecked and due now (its circuit is open)."""
+    return [
+        Commit(
+            claim,
+            deferred(watch.view(), now),
+            now,
+            previous=watch.state,
+            extra={"failing_since": watch.failing_since},
+        )
+        for claim, watch in live
+    ]
 
 
 def decide_all(
