@@ -22,6 +22,7 @@ is up to 3 requests) are left at their defaults, unscaled.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from taskwarden.store.watches import Store
 TOKEN = "sim-token"
 WARM = 5.0  # seconds of healthy checks before the outage (wall)
 BURST = 3.0  # seconds after recovery whose requests are counted as the burst (wall)
+RUNS = 10**6  # seconds a task runs on the simulator's clock, which the run moves past it
 
 
 def start_simulator(port: int) -> subprocess.Popen[bytes]:
@@ -96,10 +98,10 @@ def env_for(
 def run(base: str, watches: int, outage: float, scale: float, breaker: bool) -> dict[str, float]:
     geobox = f"{base}/geobox/v1/"
     wall_outage = outage / scale
-    # every task ends on the platform in the middle of the outage (it cannot say so until after)
-    ends_in = WARM + 10.0 + wall_outage / 2
+    # every task runs until the simulator's clock is moved past its end, in the middle of the
+    # outage: it ends on the platform then, and cannot say so until after
     ids = [str(uuid.uuid4()) for _ in range(watches)]
-    specs = [{"uuid": i, "running_seconds": ends_in, "file_size": 100} for i in ids]
+    specs = [{"uuid": i, "running_seconds": RUNS, "file_size": 100} for i in ids]
     with tempfile.TemporaryDirectory(prefix="taskwarden-outage-") as tmp_name:
         tmp = Path(tmp_name)
         with RedisServer(tmp / "redis", persist=False) as server:
@@ -120,7 +122,10 @@ def run(base: str, watches: int, outage: float, scale: float, breaker: bool) -> 
                 fault = {"kind": "status", "status": 503, "platform": "geobox", "count": None}
                 before = requests(base)
                 httpx.post(f"{base}/_control/faults", json=fault, timeout=10).raise_for_status()
-                time.sleep(wall_outage)
+                time.sleep(wall_outage / 2)
+                end = {"advance": RUNS}
+                httpx.put(f"{base}/_control/clock", json=end, timeout=10).raise_for_status()
+                time.sleep(wall_outage / 2)
                 httpx.delete(f"{base}/_control/faults", timeout=10).raise_for_status()
                 recovered = time.time()
                 during = requests(base) - before
@@ -158,6 +163,8 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=600.0, help="seconds, unscaled")
     parser.add_argument("--scale", type=float, default=10.0, help="time runs this much faster")
     args = parser.parse_args()
+    # a SIGTERM unwinds like Ctrl-C, so the service, Redis and the simulator are stopped
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     port = free_port()
     sim = start_simulator(port)
     base = f"http://127.0.0.1:{port}"
