@@ -59,6 +59,8 @@ def test_what_a_check_says_of_the_platform(
         # open: more failures keep it open; one answer closes it
         (Circuit(state=OPEN, failures=3, last_failure_at=NOW, opened_at=NOW), [False], NOW, OPEN, 4),
         (Circuit(state=OPEN, failures=9, opened_at=NOW - 100), [True], NOW, CLOSED, 0),
+        # ...but not an answer from a batch that began before it opened (stale news)
+        (Circuit(state=OPEN, failures=9, opened_at=NOW + 1), [True], NOW, OPEN, 9),
     ],
 )  # fmt: skip
 def test_observe(

@@ -13,7 +13,7 @@ While it is open, dispatch claims none of the provider's watches but one probe p
 ``probe_interval`` (:func:`take_probe`); they stay due, and a failed check is *held*
 (:func:`taskwarden.lifecycle.held`): it burns neither the watch's failure count nor its
 deadline. The first check the platform answers (any observation, or a permanent error such as
-404: the platform is up) closes the circuit; for ``ramp`` seconds after, dispatch claims a
+404: the platform is up) closes the circuit, unless its batch began before the circuit opened; for ``ramp`` seconds after, dispatch claims a
 growing share of what it may (:func:`room`), so the backlog does not land on the platform at
 once. A 429 or a provider bug says nothing about an outage and is not counted either way.
 
@@ -105,11 +105,14 @@ def outage_signal(seen: Observation | Failure) -> bool | None:
 def observe(
     circuit: Circuit, signals: Iterable[bool | None], now: float, policy: CircuitPolicy
 ) -> Circuit:
-    """``circuit`` after checks whose :func:`outage_signal` are ``signals`` (in order)."""
+    """``circuit`` after checks of a batch begun at ``now`` whose :func:`outage_signal` are
+    ``signals`` (in order)."""
     for signal in signals:
         if signal is None:
             continue
         if signal:
+            if circuit.is_open and circuit.opened_at is not None and now < circuit.opened_at:
+                continue  # news from a batch that began before the circuit opened: stale
             if circuit.is_open:
                 circuit = replace(circuit, state=CLOSED, closed_at=now, probe_at=None)
             circuit = replace(circuit, failures=0)
