@@ -12,10 +12,12 @@ a row, none more than ``window`` seconds after the one before, *open* the circui
 While it is open, dispatch claims none of the provider's watches but one probe per
 ``probe_interval`` (:func:`take_probe`); they stay due, and a failed check is *held*
 (:func:`taskwarden.lifecycle.held`): it burns neither the watch's failure count nor its
-deadline. The first check the platform answers (any observation, or a permanent error such as
-404: the platform is up) closes the circuit, unless its batch began before the circuit opened; for ``ramp`` seconds after, dispatch claims a
-growing share of what it may (:func:`room`), so the backlog does not land on the platform at
-once. A 429 or a provider bug says nothing about an outage and is not counted either way.
+deadline. A poll batch claimed before the circuit opened checks only its first watch. The
+first check the platform answers (any observation, or a permanent error such as 404: the
+platform is up) closes the circuit, unless its batch began before the circuit opened; for
+``ramp`` seconds after, dispatch claims a growing share of the provider's due watches
+(:func:`room`), so the backlog does not land on the platform at once. A 429 or a provider bug
+says nothing about an outage and is not counted either way.
 
 The state is kept in Redis by the store (``circuit:<provider>``), changed atomically with
 these functions.
