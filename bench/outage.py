@@ -5,7 +5,8 @@
 Runs the real service (beat and two poll and archive workers) against the simulator in its own
 process. Every watch is registered and seen running; then the simulator answers 503 to every
 Geobox request for ``--outage`` seconds, during which every task ends on the platform. Printed
-per run: the requests the platform received during the outage, and, after it recovers, the
+per run: the requests the platform received during the outage (and, with the breaker, those
+after its circuit was seen open), and, after it recovers, the
 time until the warden has seen every task end (p50 and max), how many requests it received in
 the first few seconds of recovery (the backlog burst), and how many watches ended other than
 scripted (should be 0).
@@ -122,7 +123,12 @@ def run(base: str, watches: int, outage: float, scale: float, breaker: bool) -> 
                 fault = {"kind": "status", "status": 503, "platform": "geobox", "count": None}
                 before = requests(base)
                 httpx.post(f"{base}/_control/faults", json=fault, timeout=10).raise_for_status()
-                time.sleep(wall_outage / 2)
+                opened_at = time.monotonic() + wall_outage / 2
+                at_open = None  # requests received when the circuit was seen open
+                while time.monotonic() < opened_at:
+                    if at_open is None and store.circuits(["geobox"])["geobox"].is_open:
+                        at_open = requests(base)
+                    time.sleep(0.05)
                 end = {"advance": RUNS}
                 httpx.put(f"{base}/_control/clock", json=end, timeout=10).raise_for_status()
                 time.sleep(wall_outage / 2)
@@ -147,6 +153,7 @@ def run(base: str, watches: int, outage: float, scale: float, breaker: bool) -> 
     seen = sorted(max(0.0, at - recovered) for at in saw)
     return {
         "during": during,
+        "after_open": during - (at_open - before) if at_open is not None else float("nan"),
         "burst": burst,
         "p50": statistics.median(seen),
         "max": seen[-1],
@@ -180,17 +187,19 @@ def main() -> None:
         f"{args.watches} running watches, a {args.outage:.0f} s Geobox 503 outage "
         f"(run at 1/{s:g} time: {args.outage / s:.0f} s wall); times below are unscaled (x{s:g})"
     )
-    print(f"{'':<16} {'requests during':>16} {'burst':>8} {'detect p50':>11} {'detect max':>11}"
-          f" {'not as scripted':>16} {'opened':>7} {'probes':>7}")  # fmt: skip
+    print(f"{'':<16} {'requests during':>16} {'once open':>10} {'burst':>8} {'detect p50':>11}"
+          f" {'detect max':>11} {'not as scripted':>16} {'opened':>7} {'probes':>7}")  # fmt: skip
     for label, r in results.items():
         print(
-            f"{label:<16} {r['during']:>16.0f} {r['burst']:>8.0f} {r['p50'] * s:>10.1f}s "
+            f"{label:<16} {r['during']:>16.0f} {r['after_open']:>10.0f} {r['burst']:>8.0f} "
+            f"{r['p50'] * s:>10.1f}s "
             f"{r['max'] * s:>10.1f}s {r['wrong']:>16.0f} {r['opened']:>7.0f} {r['probes']:>7.0f}"
         )
     off, on = results["without breaker"], results["with breaker"]
     if on["during"]:
         print(f"requests during the outage, without / with: {off['during'] / on['during']:.0f}x")
     print(f"burst = requests in the first {BURST * s:.0f} s (unscaled) after recovery")
+    print("once open = requests during the outage after the circuit was seen open")
     print(
         "with the breaker, detection waits for the next probe (TASKWARDEN_CIRCUIT__PROBE_INTERVAL)"
         " and the ramp (TASKWARDEN_CIRCUIT__RAMP); requests during the outage include the checks"
