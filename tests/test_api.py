@@ -26,6 +26,7 @@ from referencing.jsonschema import DRAFT202012
 
 from taskwarden import api_token, keys
 from taskwarden.api import create_app
+from taskwarden.circuit import Circuit, CircuitPolicy, observe
 from taskwarden.config.settings import Settings, load_settings
 from taskwarden.lifecycle import Decision, Observation, Remote, State
 from taskwarden.models import Registration, observed_fields, watch_id
@@ -406,6 +407,33 @@ def test_stats(http: httpx.Client, store: Store) -> None:
     assert list(stats["workers"]) == ["poll-1@here"]
     assert stats["workers"]["poll-1@here"]["age_seconds"] < 30
     assert stats["workers"]["poll-1@here"]["queues"] == ["celery", "taskwarden.poll"]
+
+
+def test_stats_and_metrics_show_failing_watches_and_an_open_circuit(
+    http: httpx.Client, store: Store
+) -> None:
+    """A watch whose checks fail is counted per provider until it ends, and an open circuit
+    shows in /v1/stats (state, probes) and /metrics (taskwarden_circuit_open)."""
+    for i in range(2):
+        track(http, f"t{i}")
+    now = time.time()
+    wid = watch_id("geobox", "t0")
+    claim = next(c for c in store.claim_due("geobox", now, 10, now + 60) if c.watch_id == wid)
+    failing = Decision(State.RUNNING, "RUNNING", None, 1.0, 3, now + 5, failing_since=now - 60)
+    assert store.commit(Commit(claim, failing, now, previous=State.PENDING))
+    opened = observe(Circuit(), [False] * 10, now, CircuitPolicy())
+    store.change_circuit("geobox", lambda c: (opened, None))
+
+    geobox = http.get("/v1/stats").json()["providers"]["geobox"]
+    assert geobox["failing"] == 1
+    assert (geobox["circuit"]["state"], geobox["circuit"]["failures"]) == ("open", 10)
+    assert geobox["circuit"]["probe_at"] == pytest.approx(now + CircuitPolicy().probe_interval)
+    scrape = http.get("/metrics").text
+    assert 'taskwarden_circuit_open{provider="geobox"} 1.0' in scrape
+    assert 'taskwarden_watches_failing{provider="geobox"} 1.0' in scrape
+
+    to_state(store, wid, State.ERROR)  # a watch that has ended is failing no more
+    assert http.get("/v1/stats").json()["providers"]["geobox"]["failing"] == 0
 
 
 def read_events(response: httpx.Response, n: int) -> tuple[list[dict[str, Any]], int]:

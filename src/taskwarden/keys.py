@@ -34,6 +34,8 @@ METRICS = PREFIX + "metrics"  # hash: counter and histogram cells, summed over e
 METRICS_RECENT = PREFIX + "metrics:recent:"  # hash per 10 s bucket (unix s), for recent rates
 WEBHOOKS_DUE = PREFIX + "webhooks:due"  # sorted set: delivery id -> when to (re)try (unix s)
 WEBHOOKS_PENDING = PREFIX + "webhooks:pending"  # hash: delivery id -> JSON (event, attempts)
+CIRCUIT = PREFIX + "circuit:"  # hash per provider: its circuit breaker (taskwarden.circuit)
+FAILING = PREFIX + "failing:"  # sorted set per provider: live watch id -> failing since
 WEBHOOKS_GROUP = "taskwarden-webhooks"  # consumer group on the events stream
 
 
@@ -64,6 +66,14 @@ def label(key: str, value: str) -> str:
 
 def counts(provider: str) -> str:
     return COUNTS + provider
+
+
+def circuit(provider: str) -> str:
+    return CIRCUIT + provider
+
+
+def failing(provider: str) -> str:
+    return FAILING + provider
 
 
 def metrics_recent(bucket: int) -> str:

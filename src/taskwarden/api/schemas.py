@@ -7,7 +7,7 @@ documented and sent without a second definition here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,11 +72,25 @@ class Forgotten(BaseModel):
     state: str = Field(description="the state it was in")
 
 
+class CircuitStats(BaseModel):
+    """A provider's circuit breaker: ``open`` while only probes are sent."""
+
+    state: Literal["closed", "open"]
+    failures: int  # outage failures in a row
+    opened_at: float | None = None
+    closed_at: float | None = None
+    probe_at: float | None = None  # while open: when the next probe may go
+    probes: int = 0
+    opened: int = 0
+
+
 class ProviderStats(BaseModel):
     counts: dict[str, int]
     polls_per_s: float
     errors_per_s: float
     rate_limit_waits_per_s: float
+    failing: int = 0  # live watches whose last checks failed
+    circuit: CircuitStats | None = None
 
 
 class WorkerBeat(BaseModel):

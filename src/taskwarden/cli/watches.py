@@ -157,10 +157,22 @@ def list_watches(
     table = Table("id", "provider", "remote id", "name", "state", "progress", "raw", "updated")
     for w in watches:
         table.add_row(
-            w.id, w.provider, w.remote_id, w.name or "-", str(w.state), common.bar(w.progress),
+            w.id, w.provider, w.remote_id, w.name or "-", _state(w), common.bar(w.progress),
             w.raw_status or "-", common.when(w.updated_at),
         )  # fmt: skip
     common.print_table(table)
+
+
+FAILING = "\N{WARNING SIGN}"  # marks a watch in ``ls`` whose checks are failing
+
+
+def _failing(watch: Watch) -> bool:
+    """Whether the checks (or archive runs) of a live watch are failing now."""
+    return not watch.state.final and (watch.errors > 0 or watch.failing_since is not None)
+
+
+def _state(watch: Watch) -> str:
+    return f"{watch.state} {FAILING}" if _failing(watch) else str(watch.state)
 
 
 @click.command()
@@ -187,6 +199,10 @@ def show(ref: str, as_json: bool) -> None:
     click.echo(f"{'deadline':<12} {common.when(watch.deadline)}")
     click.echo(f"{'archive':<12} {watch.archive or 'none'}")
     click.echo(f"{'polls':<12} {watch.polls}")
+    if _failing(watch):
+        counted = f"{watch.errors} failed checks in a row" if watch.errors else "checks failing"
+        since = common.when(watch.failing_since)
+        click.echo(f"{'failing':<12} {counted}, since {since} (last error above)")
     remote = (watch.remote_created_at, watch.remote_started_at, watch.remote_ended_at)
     words = ("created", "started", "ended")
     times = [(word, at) for word, at in zip(words, remote, strict=True) if at]

@@ -85,7 +85,8 @@ return #ids
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
 #   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note, retention of
-#   ``state`` if final ('' otherwise), then field/value pairs.
+#   ``state`` if final ('' otherwise), failing_prefix, failing since ('' when its checks are not
+#   failing), then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -94,11 +95,17 @@ local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local raw, progress, note, keep = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
+local failing_prefix, failing_since = ARGV[17], ARGV[18]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id', 'retention')
 if w[1] ~= fence then return 0 end
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
-for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
+if failing_since ~= '' then
+  redis.call('ZADD', failing_prefix .. w[3], failing_since, id)
+else
+  redis.call('ZREM', failing_prefix .. w[3], id)
+end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[4], now, id)
 if w[2] ~= state then
@@ -128,8 +135,8 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
-#   events maxlen, note, retention of cancelled. Returns -1: no such watch, 0: it had ended,
-#   1: cancelled.
+#   events maxlen, note, retention of cancelled, failing_prefix. Returns -1: no such watch,
+#   0: it had ended, 1: cancelled.
 CANCEL = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -137,7 +144,7 @@ CANCEL = (
 local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
   ARGV[9]
-local keep = ARGV[10]
+local keep, failing_prefix = ARGV[10], ARGV[11]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress',
   'retention')
 if not w[1] then return -1 end
@@ -154,6 +161,7 @@ redis.call('ZREM', due_prefix .. w[2], id)
 redis.call('ZREM', KEYS[3], id)
 if w[6] and w[6] ~= '' then keep = w[6] end
 redis.call('ZADD', KEYS[6], tonumber(now) + tonumber(keep), id)
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, limit - 1)
 event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'cancelled', w[4], w[5], note, now)
@@ -163,7 +171,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own).
+#   outcome field (cleared: the next end decides its own), failing_prefix.
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -171,7 +179,7 @@ REARM = (
     + """
 local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local outcome_field = ARGV[8]
+local outcome_field, failing_prefix = ARGV[8], ARGV[9]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
   'raw_status', 'progress')
 if not w[1] then return -1 end
@@ -185,7 +193,8 @@ if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. '
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
   'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
-  outcome_field, '')
+  outcome_field, '', 'failing_since', '')
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
 redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)
@@ -207,7 +216,7 @@ return 1
 # KEYS: finished, watches, updated, leases.
 # ARGV: mode ('due': only a final watch whose time in ``finished`` has come, by ``now``;
 #   'final': any final watch; 'force': any watch), now, then the key prefixes of watch, history,
-#   state, provider, due, counts and running, then per watch: id, its labels as the caller read
+#   state, provider, due, counts, running and failing, then per watch: id, its labels as the caller read
 #   them, the number n of its label keys and those n keys (the caller builds them: Lua's JSON
 #   is not Python's).
 # Returns, per watch: 1 removed, 0 no such watch, or the state it is in when it is kept (a
@@ -219,8 +228,9 @@ REMOVE = (
     + """
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local wp, hp, sp, pp, dp, cp, rp = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local fp = ARGV[10]
 local out = {}
-local i = 10
+local i = 11
 while i <= #ARGV do
   local id, labels, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local first = i + 3
@@ -243,6 +253,7 @@ while i <= #ARGV do
     redis.call('ZREM', sp .. w[1], id)
     redis.call('ZREM', pp .. w[2], id)
     redis.call('ZREM', dp .. w[2], id)
+    redis.call('ZREM', fp .. w[2], id)
     for k = first, first + n - 1 do redis.call('ZREM', ARGV[k], id) end
     if tonumber(redis.call('HINCRBY', cp .. w[2], w[1], -1)) == 0 then
       redis.call('HDEL', cp .. w[2], w[1])

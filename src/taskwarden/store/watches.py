@@ -19,7 +19,9 @@ Layout (names in :mod:`taskwarden.keys`):
   :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
 - The webhook outbox (the events consumer group, pending and due deliveries):
   :mod:`taskwarden.store.webhooks`; the metric cells and the live figures (counts, dispatch
-  lag): :mod:`taskwarden.store.metrics`; both mixed in the same way.
+  lag): :mod:`taskwarden.store.metrics`; the providers' circuit breakers and the
+  ``failing:<provider>`` index of watches whose checks fail: :mod:`taskwarden.store.circuits`;
+  all mixed in the same way.
 
 Every multi-key change is one Lua script (:mod:`taskwarden.store.scripts`), so a crash between
 two writes cannot tear a watch.
@@ -38,6 +40,7 @@ from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import FIELDS, Registration, Watch, encode, history_entry, watch_id
 from taskwarden.store import scripts
+from taskwarden.store.circuits import StoreCircuits
 from taskwarden.store.events import StoreEvents
 from taskwarden.store.metrics import StoreMetrics
 from taskwarden.store.ops import StoreOps
@@ -78,13 +81,14 @@ class Commit:
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
 
 
-class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
+class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, StoreCircuits):
     """All of taskwarden's state in one Redis, reached only through this class (its operational
     records through the methods of :class:`~taskwarden.store.ops.StoreOps`, the events stream
     through :class:`~taskwarden.store.events.StoreEvents`, the webhook outbox through
     :class:`~taskwarden.store.webhooks.StoreWebhooks`, metrics and live figures through
     :class:`~taskwarden.store.metrics.StoreMetrics`, retention through
-    :class:`~taskwarden.store.retention.StoreRetention`).
+    :class:`~taskwarden.store.retention.StoreRetention`, circuits and failing watches through
+    :class:`~taskwarden.store.circuits.StoreCircuits`).
 
     ``retention``: seconds a watch is kept once final, per final state (a state missing:
     :data:`DEFAULT_RETENTION`); ``max_events``: the events stream's cap."""
@@ -347,6 +351,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 encode(d.progress),
                 encode(d.note),
                 encode(self.retention.get(str(d.state))),
+                keys.FAILING,
+                encode(None if d.state in FINAL_STATES else d.failing_since),
                 *flat,
             ],
             client=pipe,
@@ -368,6 +374,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 self.max_events,
                 note,
                 self.retention[State.CANCELLED],
+                keys.FAILING,
             ],
         )
         return None if result == -1 else bool(result)
@@ -388,6 +395,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 keys.COUNTS,
                 self.max_events,
                 FIELDS["outcome"],
+                keys.FAILING,
             ],
         )
         if result == -1:

@@ -78,6 +78,7 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             queued_batches=int(queued),
             max_queued_batches=settings.max_queued_batches,
             sweep_limit=settings.retention.sweep_limit,
+            circuit=settings.circuit.policy(),
         )
         if result.removed:
             swept = metrics.Batch()
