@@ -24,6 +24,9 @@ WORKER_HEARTBEAT = HEARTBEAT + "worker:"  # string per Celery worker node with a
 # string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
 # consumes (a JSON list). Not under WORKER_HEARTBEAT, whose keys hold bare times.
 WORKER_QUEUES = HEARTBEAT + "queues:"
+# sorted set: Celery worker node -> its last heartbeat (unix s). The registry of live workers,
+# so that finding them never walks the keyspace; pruned of nodes whose heartbeat key expired.
+WORKERS = HEARTBEAT + "workers"
 SCHEMA = PREFIX + "schema"  # string: the index layout the watches were brought up to (backfill)
 RUNNING = PREFIX + "running:"  # string per watch while an archive job runs: the run's token
 RATE = PREFIX + "rate:"  # string per provider: the rate limiter's next free slot (µs)

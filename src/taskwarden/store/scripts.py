@@ -46,6 +46,25 @@ return 1
 """
 )
 
+# KEYS: the workers sorted set. ARGV: heartbeat prefix, queues prefix, most nodes to read.
+# Returns node, last heartbeat, queues JSON ('' when the node reports none) for each live node,
+# the newest first, and drops the nodes whose heartbeat key has expired.
+WORKERS = """
+local nodes = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+local out = {}
+for _, node in ipairs(nodes) do
+  local at = redis.call('GET', ARGV[1] .. node)
+  if at then
+    out[#out + 1] = node
+    out[#out + 1] = at
+    out[#out + 1] = redis.call('GET', ARGV[2] .. node) or ''
+  else
+    redis.call('ZREM', KEYS[1], node)
+  end
+end
+return out
+"""
+
 CLAIM = """
 local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)

@@ -98,6 +98,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         self._webhook_enqueue = client.register_script(scripts.WEBHOOK_ENQUEUE)
         self._webhook_claim = client.register_script(scripts.WEBHOOK_CLAIM)
         self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
+        self._workers = client.register_script(scripts.WORKERS)
 
     @classmethod
     def from_url(

@@ -24,7 +24,6 @@ def stats(store: StoreDep) -> dict[str, Any]:
     """Counts by state and provider, dispatch lag, recent poll and error rates, workers."""
     now = time.time()
     rates = metrics.recent_rates(store.recent_cells(metrics.recent_window(now)), now)
-    queues = store.worker_queues()
     return {
         "counts": store.counts(),
         "providers": {
@@ -33,11 +32,7 @@ def stats(store: StoreDep) -> dict[str, Any]:
         },
         "dispatch_lag_seconds": store.dispatch_lag(now),
         "workers": {
-            node: {
-                "last_seen": at,
-                "age_seconds": max(0.0, now - at),
-                "queues": queues.get(node),
-            }
-            for node, at in store.worker_heartbeats().items()
+            node: {"last_seen": at, "age_seconds": max(0.0, now - at), "queues": queues}
+            for node, (at, queues) in store.workers().items()
         },
     }
