@@ -74,6 +74,7 @@ def metrics_recent(bucket: int) -> str:
 
 # Celery task names: producers send these by name, with no import of this project.
 TASK_TRACK = "taskwarden.track"
+TASK_TRACK_MANY = "taskwarden.track_many"
 TASK_DISPATCH = "taskwarden.dispatch"
 TASK_POLL = "taskwarden.poll"
 TASK_ARCHIVE = "taskwarden.archive"

@@ -17,12 +17,13 @@ and which index layout the stored watches were brought up to.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, cast
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 
 from taskwarden import keys
@@ -34,7 +35,9 @@ BACKFILL_BATCH = 500  # watches read per round trip by a backfill
 MAX_WORKERS = 10_000  # worker nodes read at most (the most recent heartbeats)
 
 
-def dead_letter(client: Redis, now: float, source: str, reason: str, body: object) -> None:
+def dead_letter(
+    client: Redis | Pipeline, now: float, source: str, reason: str, body: object
+) -> None:
     """Append to the dead-letter stream (:meth:`StoreOps.dead_letter`; the broker transport
     writes with its own client). The body is kept as JSON, or failing that as its repr."""
     try:
@@ -128,6 +131,17 @@ class StoreOps:
     def dead_letter(self, now: float, source: str, reason: str, body: object) -> None:
         """Keep a refused registration for `taskwarden deadletters` (capped, oldest go first)."""
         dead_letter(self.redis, now, source, reason, body)
+
+    def dead_letter_many(
+        self, now: float, source: str, refused: Sequence[tuple[str, object]]
+    ) -> None:
+        """Keep each (reason, body) of ``refused`` as :meth:`dead_letter` does, in one trip."""
+        if not refused:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for reason, body in refused:
+            dead_letter(pipe, now, source, reason, body)
+        pipe.execute()
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """Refused registrations, newest first."""

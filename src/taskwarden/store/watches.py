@@ -43,6 +43,7 @@ from taskwarden.store.queries import Query, decode_cursor, encode_cursor, list_p
 from taskwarden.store.webhooks import StoreWebhooks
 
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
+REGISTER_CHUNK = 500  # registrations per round trip of register_many
 
 
 class NotRearmable(Exception):
@@ -135,6 +136,38 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         self, reg: Registration, now: float, default_timeout: float | None = None
     ) -> tuple[Watch, bool]:
         """Create the watch for ``reg`` unless it exists; return it and whether it is new."""
+        names, args = self._register_args(reg, now, default_timeout)
+        created = self._register(keys=names, args=args)
+        watch = self.get(watch_id(reg.provider, reg.remote_id))
+        assert watch is not None  # it was just created or already existed
+        return watch, bool(created)
+
+    def register_many(
+        self,
+        regs: Sequence[Registration],
+        now: float,
+        default_timeout: float | None = None,
+        chunk: int = REGISTER_CHUNK,
+    ) -> list[tuple[str, bool]]:
+        """Create the watch of each of ``regs`` that does not exist, ``chunk`` registrations a
+        round trip; return each one's watch id and whether it is new (in order: of two equal
+        registrations, the second finds the first's watch). Each registration is its own
+        script call, so a crash halfway leaves every watch whole, created or not."""
+        out: list[tuple[str, bool]] = []
+        for start in range(0, len(regs), chunk):
+            part = regs[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            for reg in part:
+                names, args = self._register_args(reg, now, default_timeout)
+                self._register(keys=names, args=args, client=pipe)
+            created = pipe.execute()
+            out += [(watch_id(r.provider, r.remote_id), bool(c))
+                    for r, c in zip(part, created, strict=True)]  # fmt: skip
+        return out
+
+    def _register_args(
+        self, reg: Registration, now: float, default_timeout: float | None
+    ) -> tuple[list[str], list[Any]]:
         wid = watch_id(reg.provider, reg.remote_id)
         timeout = reg.timeout if reg.timeout is not None else default_timeout
         fields: dict[str, object] = {
@@ -161,25 +194,29 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         for key, value in fields.items():
             flat += [key, encode(value)]
         entry = history_entry(now, None, State.PENDING, None, "registered")
-        created = self._register(
-            keys=[
-                keys.watch(wid),
-                keys.history(wid),
-                keys.ALL,
-                keys.by_state(State.PENDING),
-                keys.by_provider(reg.provider),
-                keys.due(reg.provider),
-                keys.PROVIDERS,
-                keys.UPDATED,
-                keys.EVENTS,
-                keys.counts(reg.provider),
-                *(keys.label(k, v) for k, v in reg.labels.items()),
-            ],
-            args=[wid, now, reg.provider, reg.remote_id, entry, MAX_EVENTS, "registered", *flat],
-        )
-        watch = self.get(wid)
-        assert watch is not None  # it was just created or already existed
-        return watch, bool(created)
+        names = [
+            keys.watch(wid),
+            keys.history(wid),
+            keys.ALL,
+            keys.by_state(State.PENDING),
+            keys.by_provider(reg.provider),
+            keys.due(reg.provider),
+            keys.PROVIDERS,
+            keys.UPDATED,
+            keys.EVENTS,
+            keys.counts(reg.provider),
+            *(keys.label(k, v) for k, v in reg.labels.items()),
+        ]
+        return names, [
+            wid,
+            now,
+            reg.provider,
+            reg.remote_id,
+            entry,
+            MAX_EVENTS,
+            "registered",
+            *flat,
+        ]
 
     def get(self, wid: str) -> Watch | None:
         raw: dict[str, str] = self.redis.hgetall(keys.watch(wid))  # type: ignore[assignment]
