@@ -60,6 +60,22 @@ def test_register_many_stores_what_register_stores(store: Store) -> None:
     assert [e["to"] for e in store.history(batched.id)] == ["pending"]
 
 
+def test_register_many_keeps_text_as_sent(store: Store) -> None:
+    """Text outside ASCII, quotes and JSON-like values pass through the batch script as they
+    were sent, into the watch and its label index."""
+    labels = {"équipe": "Straße ✓", "q": '"quoted" {x}', "n": "1e3"}
+    reg = Registration(provider="geobox", remote_id='Ünïcode "id" ✓', labels=labels,
+                       params={"a": [1, "ü"]}, timeout=12.5)  # fmt: skip
+    [(wid, created)] = store.register_many([reg], NOW + 0.123456789, None)
+    watch = store.get(wid)
+    assert created and watch is not None
+    assert (watch.remote_id, watch.labels, watch.params) == (reg.remote_id, labels, reg.params)
+    assert watch.created_at == NOW + 0.123456789 and watch.deadline == NOW + 0.123456789 + 12.5
+    assert store.redis.zscore(keys.label("équipe", "Straße ✓"), wid) == NOW + 0.123456789
+    found, _ = store.list_watches(labels={"q": '"quoted" {x}'})
+    assert [w.id for w in found] == [wid]
+
+
 def test_each_item_of_a_batch_is_validated_and_dead_lettered_on_its_own(store: Store) -> None:
     """Refused items are answered at their index with their own reason and each kept in the
     dead letters; the valid ones around them are created, a repeat reads as exists."""

@@ -58,9 +58,12 @@ def by_provider(provider: str) -> str:
     return BY_PROVIDER + provider
 
 
+_PAIR = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once: cheaper
+
+
 def label(key: str, value: str) -> str:
     # JSON, so that a '=' inside a key or value cannot make two pairs share a set
-    return LABEL + json.dumps([key, value], separators=(",", ":"), ensure_ascii=False)
+    return LABEL + _PAIR([key, value])
 
 
 def counts(provider: str) -> str:

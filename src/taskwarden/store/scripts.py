@@ -23,26 +23,40 @@ local function event(stream, maxlen, id, provider, remote_id, from, to, raw, pro
 end
 """
 
-# KEYS: watch, history, all, state:pending, provider:<p>, due:<p>, providers, updated, events,
-#   counts:<p>, then one label:<pair> per label.
-# ARGV: id, now, provider, remote_id, history entry, events maxlen, note, then field/value pairs.
+# KEYS: all, providers, updated, events.
+# ARGV: now, events maxlen, note, then the prefixes of watch, history, provider, due and counts
+#   keys, the state:pending key, then six per registration: id, provider, remote_id, history
+#   entry, its hash fields (a JSON array: field, value, ...), its label keys (a JSON array).
+# Returns 1 for each watch created, 0 for each that existed (in order). A batch of
+# registrations is one call, so that its arguments are few (packing them was most of a
+# pipelined registration's cost); each registration is still all-or-nothing.
 REGISTER = (
     _EVENT_LUA
     + """
-local id, now, provider, remote_id, entry, maxlen, note =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('LPUSH', KEYS[2], entry)
-for i = 3, 6 do redis.call('ZADD', KEYS[i], now, id) end
-redis.call('SADD', KEYS[7], provider)
-redis.call('ZADD', KEYS[8], now, id)
-redis.call('HINCRBY', KEYS[10], 'pending', 1)
-for i = 11, #KEYS do redis.call('ZADD', KEYS[i], now, id) end
-event(KEYS[9], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
-return 1
+local now, maxlen, note = ARGV[1], ARGV[2], ARGV[3]
+local watch, history, by_provider, due, counts, pending =
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local out = {}
+for i = 10, #ARGV, 6 do
+  local id, provider, remote_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('EXISTS', watch .. id) == 1 then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', watch .. id, unpack(cjson.decode(ARGV[i + 4])))
+    redis.call('LPUSH', history .. id, ARGV[i + 3])
+    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('ZADD', pending, now, id)
+    redis.call('ZADD', by_provider .. provider, now, id)
+    redis.call('ZADD', due .. provider, now, id)
+    redis.call('SADD', KEYS[2], provider)
+    redis.call('ZADD', KEYS[3], now, id)
+    redis.call('HINCRBY', counts .. provider, 'pending', 1)
+    for _, key in ipairs(cjson.decode(ARGV[i + 5])) do redis.call('ZADD', key, now, id) end
+    event(KEYS[4], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
+    out[#out + 1] = 1
+  end
+end
+return out
 """
 )
 
