@@ -36,7 +36,7 @@ REGISTER = (
 local now, maxlen, note = ARGV[1], ARGV[2], ARGV[3]
 local watch, history, by_provider, due, counts, pending =
   ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local out = {}
+local out, added = {}, {}
 for i = 10, #ARGV, 6 do
   local id, provider, remote_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('EXISTS', watch .. id) == 1 then
@@ -48,13 +48,17 @@ for i = 10, #ARGV, 6 do
     redis.call('ZADD', pending, now, id)
     redis.call('ZADD', by_provider .. provider, now, id)
     redis.call('ZADD', due .. provider, now, id)
-    redis.call('SADD', KEYS[2], provider)
     redis.call('ZADD', KEYS[3], now, id)
-    redis.call('HINCRBY', counts .. provider, 'pending', 1)
     for _, key in ipairs(cjson.decode(ARGV[i + 5])) do redis.call('ZADD', key, now, id) end
     event(KEYS[4], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
+    added[provider] = (added[provider] or 0) + 1
     out[#out + 1] = 1
   end
+end
+-- once per provider, not per watch: the call is atomic, so no reader sees them apart
+for provider, n in pairs(added) do
+  redis.call('SADD', KEYS[2], provider)
+  redis.call('HINCRBY', counts .. provider, 'pending', n)
 end
 return out
 """
