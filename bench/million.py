@@ -131,6 +131,32 @@ def fill_by_queue(store: Store, url: str, start: int, end: int) -> float:
     return time.perf_counter() - began
 
 
+def structure_bytes(store: Store, n: int, sample: int = 200) -> dict[str, float]:
+    """Bytes a watch costs in each structure: its hash and history list (MEMORY USAGE of a
+    sample), and its share of each index sorted set (the whole set's usage over N)."""
+    ids = [m for m, _ in store.redis.zrange(keys.ALL, 0, sample - 1, withscores=True)]
+    per: dict[str, float] = {}
+    for name, key_of in (("watch hash", keys.watch), ("history list", keys.history)):
+        sizes = [store.redis.memory_usage(key_of(wid), samples=0) or 0 for wid in ids]
+        per[name] = sum(sizes) / len(sizes)
+    indexes = {
+        "watches (by created)": keys.ALL,
+        "updated": keys.UPDATED,
+        "state:pending": keys.by_state("pending"),
+        "provider:geobox": keys.by_provider("geobox"),
+        "due:geobox": keys.due("geobox"),
+    }
+    for name, key in indexes.items():
+        per[name] = (store.redis.memory_usage(key, samples=0) or 0) / n
+    labels = [keys.label("team", f"t{i}") for i in range(10)]
+    per["label:team=tN (one each)"] = sum(store.redis.memory_usage(k, samples=0) or 0
+                                         for k in labels) / n  # fmt: skip
+    per["events stream (capped), per watch"] = (
+        store.redis.memory_usage(keys.EVENTS, samples=0) or 0
+    ) / n
+    return per
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--watches", type=int, default=1_000_000)
@@ -176,6 +202,7 @@ def main() -> None:
                 queued = (n - ANCHOR) / seconds
                 used, rss = used_memory(store)
                 figures[n] = (read_paths(client), (used - empty) / n, (rss - empty_rss) / n)
+                structures = structure_bytes(store, n)
         finally:
             worker.terminate()
             worker.wait(30)
@@ -198,6 +225,10 @@ def main() -> None:
     for size in (ANCHOR, n):
         _, per, per_rss = figures[size]
         print(f"Redis memory at {size:,}: {per:,.0f} B a watch used, {per_rss:,.0f} B RSS")
+    print(f"bytes a watch costs, by structure, at {n:,}:")
+    for name, size in structures.items():
+        print(f"  {name:<36} {size:>7,.0f} B")
+    print(f"  {'sum':<36} {sum(structures.values()):>7,.0f} B")
 
 
 if __name__ == "__main__":
