@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (track_many)")
     args = parser.parse_args()
     n = max(args.watches, ANCHOR)
+    load_before = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory() as tmp,
         RedisServer(Path(tmp) / "redis", persist=True) as server,
@@ -208,7 +209,10 @@ def main() -> None:
             worker.wait(30)
         store.close()
 
-    print(f"{n:,} geobox watches (one label each) in one append-only Redis")
+    print(
+        f"{n:,} geobox watches (one label each) in one append-only Redis; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
+    )
     print(f"{'registration':<44} {'per s':>9} {'vs Store.register':>18}")
     for name, rate in (
         ("Store.register alone, one at a time", alone),
