@@ -12,6 +12,9 @@ geobox watches, one label each:
    and run by a real worker (``taskwarden worker -Q celery -c --workers``): the queue message
    path, each registration validated, pipelined into the store a chunk per round trip. Timed
    from the first message sent to the last watch stored.
+4. once the figures at N are taken, ``--sample`` more through ``Store.register`` and 10,000
+   more through ``Store.register_many`` again, so that the in-process rates are also seen at
+   the size the queue path reached.
 
 At 10,000 watches and at N it prints Redis's used memory per watch (above the empty server),
 and the median latency of ``GET /v1/stats``, ``GET /readyz`` (503 here: no beat runs; its
@@ -204,6 +207,15 @@ def main() -> None:
                 used, rss = used_memory(store)
                 figures[n] = (read_paths(client), (used - empty) / n, (rss - empty_rss) / n)
                 structures = structure_bytes(store, n)
+            started = time.perf_counter()
+            for i in range(n, n + args.sample):
+                store.register(Registration.model_validate(registration(i)), now, None)
+            alone_at_n = args.sample / (time.perf_counter() - started)
+            more = [Registration.model_validate(registration(i))
+                    for i in range(n + args.sample, n + args.sample + ANCHOR)]  # fmt: skip
+            started = time.perf_counter()
+            store.register_many(more, now, None)
+            pipelined_at_n = len(more) / (time.perf_counter() - started)
         finally:
             worker.terminate()
             worker.wait(30)
@@ -213,13 +225,15 @@ def main() -> None:
         f"{n:,} geobox watches (one label each) in one append-only Redis; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
     )
-    print(f"{'registration':<44} {'per s':>9} {'vs Store.register':>18}")
+    print(f"{'registration':<52} {'per s':>9} {'vs Store.register':>18}")
     for name, rate in (
-        ("Store.register alone, one at a time", alone),
-        ("Store.register_many (pipelined, in process)", pipelined),
-        (f"track_many messages, {args.workers} worker processes", queued),
+        ("Store.register alone, one at a time, up to 2k", alone),
+        ("Store.register_many (pipelined, in process), to 10k", pipelined),
+        (f"track_many messages, {args.workers} worker processes, 10k to {n:,}", queued),
+        (f"Store.register alone, at {n:,}", alone_at_n),
+        (f"Store.register_many (pipelined, in process), at {n:,}", pipelined_at_n),
     ):
-        print(f"{name:<44} {rate:>9,.0f} {rate / alone:>17.1f}x")
+        print(f"{name:<52} {rate:>9,.0f} {rate / alone:>17.1f}x")
     print(f"{'read path (median of ' + str(REPEAT) + ')':<28} {'at 10k':>10} {'at ' + f'{n:,}':>14}"
           f" {'ratio':>7}  statuses")  # fmt: skip
     low, high = figures[ANCHOR][0], figures[n][0]
