@@ -225,7 +225,7 @@ def main() -> None:
         f"{n:,} geobox watches (one label each) in one append-only Redis; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
     )
-    print(f"{'registration':<52} {'per s':>9} {'vs Store.register':>18}")
+    print(f"{'registration':<60} {'per s':>9} {'vs Store.register':>18}")
     for name, rate in (
         ("Store.register alone, one at a time, up to 2k", alone),
         ("Store.register_many (pipelined, in process), to 10k", pipelined),
@@ -233,7 +233,7 @@ def main() -> None:
         (f"Store.register alone, at {n:,}", alone_at_n),
         (f"Store.register_many (pipelined, in process), at {n:,}", pipelined_at_n),
     ):
-        print(f"{name:<52} {rate:>9,.0f} {rate / alone:>17.1f}x")
+        print(f"{name:<60} {rate:>9,.0f} {rate / alone:>17.1f}x")
     print(f"{'read path (median of ' + str(REPEAT) + ')':<28} {'at 10k':>10} {'at ' + f'{n:,}':>14}"
           f" {'ratio':>7}  statuses")  # fmt: skip
     low, high = figures[ANCHOR][0], figures[n][0]
