@@ -606,6 +606,12 @@ def test_openapi_document_matches_behaviour(http: httpx.Client, store: Store) ->
     check(wd, "delete", http.delete(f"{w}/{gone}", params={"force": "true"}, headers=AUTH))
     check(wd, "delete", http.delete(f"{w}/{gone}", headers=AUTH))
     check(wd, "delete", http.delete(f"{w}/{gone}"))
+    wb = "/v1/watches:batch"
+    batch = [{"provider": "geobox", "remote_id": "b1"}, {"provider": "geobox", "remote_id": ""}]
+    check(wb, "post", http.post(wb, json=batch, headers=AUTH))
+    check(wb, "post", http.post(wb, json=batch))
+    check(wb, "post", http.post(wb, json={}, headers=AUTH))
+    check(wb, "post", http.post(wb, json=batch * 501, headers=AUTH))
     check("/v1/stats", "get", http.get("/v1/stats"))
     check("/v1/events", "get", http.get("/v1/events", params={"after": "x"}))
     with http.stream("GET", "/v1/events") as events:

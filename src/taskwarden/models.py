@@ -297,6 +297,10 @@ def _small_details(details: Any) -> dict[str, Any]:
     return loaded
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with
+# separators builds an encoder per call, which was a good part of a registration's cost
+
+
 def encode(value: object) -> str:
     """A hash field value: '' for None, JSON for containers, '1'/'0' for bools."""
     if value is None:
@@ -304,7 +308,7 @@ def encode(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
+        return "{}" if value == {} else _COMPACT(value)
     return str(value)
 
 
@@ -313,4 +317,4 @@ def history_entry(
 ) -> str:
     """One line of a watch's history (the ``history:<id>`` list), as JSON."""
     entry = {"at": now, "from": old, "to": new, "raw": raw, "note": note}
-    return json.dumps(entry, separators=(",", ":"))
+    return _COMPACT(entry)

@@ -26,28 +26,65 @@ local function event(stream, maxlen, id, provider, remote_id, from, to, raw, pro
 end
 """
 
-# KEYS: watch, history, all, state:pending, provider:<p>, due:<p>, providers, updated, events,
-#   counts:<p>, then one label:<pair> per label.
-# ARGV: id, now, provider, remote_id, history entry, events maxlen, note, then field/value pairs.
+# KEYS: all, providers, updated, events.
+# ARGV: now, events maxlen, note, then the prefixes of watch, history, provider, due and counts
+#   keys, the state:pending key, then six per registration: id, provider, remote_id, history
+#   entry, its hash fields (a JSON array: field, value, ...), its label keys (a JSON array).
+# Returns 1 for each watch created, 0 for each that existed (in order). A batch of
+# registrations is one call, so that its arguments are few (packing them was most of a
+# pipelined registration's cost); each registration is still all-or-nothing.
 REGISTER = (
     _EVENT_LUA
     + """
-local id, now, provider, remote_id, entry, maxlen, note =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('LPUSH', KEYS[2], entry)
-for i = 3, 6 do redis.call('ZADD', KEYS[i], now, id) end
-redis.call('SADD', KEYS[7], provider)
-redis.call('ZADD', KEYS[8], now, id)
-redis.call('HINCRBY', KEYS[10], 'pending', 1)
-for i = 11, #KEYS do redis.call('ZADD', KEYS[i], now, id) end
-event(KEYS[9], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
-return 1
+local now, maxlen, note = ARGV[1], ARGV[2], ARGV[3]
+local watch, history, by_provider, due, counts, pending =
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local out, added = {}, {}
+for i = 10, #ARGV, 6 do
+  local id, provider, remote_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('EXISTS', watch .. id) == 1 then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', watch .. id, unpack(cjson.decode(ARGV[i + 4])))
+    redis.call('LPUSH', history .. id, ARGV[i + 3])
+    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('ZADD', pending, now, id)
+    redis.call('ZADD', by_provider .. provider, now, id)
+    redis.call('ZADD', due .. provider, now, id)
+    redis.call('ZADD', KEYS[3], now, id)
+    for _, key in ipairs(cjson.decode(ARGV[i + 5])) do redis.call('ZADD', key, now, id) end
+    event(KEYS[4], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
+    added[provider] = (added[provider] or 0) + 1
+    out[#out + 1] = 1
+  end
+end
+-- once per provider, not per watch: the call is atomic, so no reader sees them apart
+for provider, n in pairs(added) do
+  redis.call('SADD', KEYS[2], provider)
+  redis.call('HINCRBY', counts .. provider, 'pending', n)
+end
+return out
 """
 )
+
+# KEYS: the workers sorted set. ARGV: heartbeat prefix, queues prefix, most nodes to read.
+# Returns node, last heartbeat, queues JSON ('' when the node reports none) for each live node,
+# the newest first, and drops the nodes whose heartbeat key has expired.
+WORKERS = """
+local nodes = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+local out = {}
+for _, node in ipairs(nodes) do
+  local at = redis.call('GET', ARGV[1] .. node)
+  if at then
+    out[#out + 1] = node
+    out[#out + 1] = at
+    out[#out + 1] = redis.call('GET', ARGV[2] .. node) or ''
+  else
+    redis.call('ZREM', KEYS[1], node)
+  end
+end
+return out
+"""
 
 CLAIM = """
 local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -216,9 +253,9 @@ return 1
 # KEYS: finished, watches, updated, leases.
 # ARGV: mode ('due': only a final watch whose time in ``finished`` has come, by ``now``;
 #   'final': any final watch; 'force': any watch), now, then the key prefixes of watch, history,
-#   state, provider, due, counts, running and failing, then per watch: id, its labels as the caller read
-#   them, the number n of its label keys and those n keys (the caller builds them: Lua's JSON
-#   is not Python's).
+#   state, provider, due, counts, running and failing, then per watch: id, its labels as the
+#   caller read them, the number n of its label keys and those n keys (the caller builds them:
+#   Lua's JSON is not Python's).
 # Returns, per watch: 1 removed, 0 no such watch, or the state it is in when it is kept (a
 #   non-final watch; 'changed' when its labels are not what the caller read; 'kept' when its
 #   time has not come). Everything a watch has goes in one step: hash, history, every index

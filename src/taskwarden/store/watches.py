@@ -50,6 +50,24 @@ from taskwarden.store.webhooks import StoreWebhooks
 
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
 DEFAULT_RETENTION = 30 * 24 * 3600.0  # seconds a final watch is kept, unless told otherwise
+REGISTER_CHUNK = 500  # registrations per round trip of register_many
+REGISTER_CALL = 100  # registrations per script call: holds Redis a few milliseconds at most
+
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _fields(wid: str, reg: Registration, now: float, default_timeout: float | None) -> list[str]:
+    """A new watch's hash fields that vary from one registration to the next, flat."""
+    timeout = reg.timeout if reg.timeout is not None else default_timeout
+    return [
+        "id", wid, "provider", reg.provider, "remote_id", reg.remote_id,
+        "params", encode(reg.params), "labels", encode(reg.labels),
+        "archive", encode(reg.archive), "abort_on_timeout", encode(reg.abort_on_timeout),
+        "retry", encode(reg.retry.fields() if reg.retry else None), "webhook", encode(reg.webhook),
+        FIELDS["retention"], encode(reg.retention), "timeout", encode(timeout),
+        "deadline", encode(now + timeout if timeout is not None else None),
+    ]  # fmt: skip
 
 
 class NotRearmable(Exception):
@@ -121,6 +139,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
         self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
         self._remove = client.register_script(scripts.REMOVE)
         self._note = client.register_script(scripts.NOTE)
+        self._workers = client.register_script(scripts.WORKERS)
 
     @classmethod
     def from_url(
@@ -159,61 +178,49 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
         self, reg: Registration, now: float, default_timeout: float | None = None
     ) -> tuple[Watch, bool]:
         """Create the watch for ``reg`` unless it exists; return it and whether it is new."""
-        wid = watch_id(reg.provider, reg.remote_id)
-        timeout = reg.timeout if reg.timeout is not None else default_timeout
-        fields: dict[str, object] = {
-            "id": wid,
-            "provider": reg.provider,
-            "remote_id": reg.remote_id,
-            "state": State.PENDING,
-            "created_at": now,
-            "updated_at": now,
-            "params": reg.params,
-            "labels": reg.labels,
-            "archive": reg.archive,
-            "abort_on_timeout": reg.abort_on_timeout,
-            "retry": reg.retry.fields() if reg.retry else None,
-            "webhook": reg.webhook,
-            FIELDS["retention"]: reg.retention,
-            "timeout": timeout,
-            "deadline": now + timeout if timeout is not None else None,
-            "next_poll_at": now,
-            "fence": 0,
-            "errors": 0,
-            "polls": 0,
-        }
-        flat: list[str] = []
-        for key, value in fields.items():
-            flat += [key, encode(value)]
-        entry = history_entry(now, None, State.PENDING, None, "registered")
-        created = self._register(
-            keys=[
-                keys.watch(wid),
-                keys.history(wid),
-                keys.ALL,
-                keys.by_state(State.PENDING),
-                keys.by_provider(reg.provider),
-                keys.due(reg.provider),
-                keys.PROVIDERS,
-                keys.UPDATED,
-                keys.EVENTS,
-                keys.counts(reg.provider),
-                *(keys.label(k, v) for k, v in reg.labels.items()),
-            ],
-            args=[
-                wid,
-                now,
-                reg.provider,
-                reg.remote_id,
-                entry,
-                self.max_events,
-                "registered",
-                *flat,
-            ],
-        )
+        [(wid, created)] = self.register_many([reg], now, default_timeout)
         watch = self.get(wid)
         assert watch is not None  # it was just created or already existed
-        return watch, bool(created)
+        return watch, created
+
+    def register_many(
+        self,
+        regs: Sequence[Registration],
+        now: float,
+        default_timeout: float | None = None,
+        chunk: int = REGISTER_CHUNK,
+    ) -> list[tuple[str, bool]]:
+        """Create the watch of each of ``regs`` that does not exist, ``chunk`` registrations a
+        round trip (:data:`REGISTER_CALL` a script call); return each one's watch id and
+        whether it is new, in order (of two equal registrations, the second finds the first's
+        watch). Each registration is all-or-nothing, so a crash halfway leaves every watch
+        whole, created or not."""
+        out: list[tuple[str, bool]] = []
+        entry = history_entry(now, None, State.PENDING, None, "registered")
+        head = [repr(now), MAX_EVENTS, "registered", keys.WATCH, keys.HISTORY, keys.BY_PROVIDER,
+                keys.DUE, keys.COUNTS, keys.by_state(State.PENDING)]  # fmt: skip
+        names = [keys.ALL, keys.PROVIDERS, keys.UPDATED, keys.EVENTS]
+        same = _compact([
+            "state", encode(State.PENDING), "created_at", encode(now), "updated_at", encode(now),
+            "next_poll_at", encode(now), "fence", "0", "errors", "0", "polls", "0",
+        ])[1:-1]  # fmt: skip
+        for start in range(0, len(regs), chunk):
+            part = regs[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            ids = []
+            for first in range(0, len(part), REGISTER_CALL):
+                args: list[Any] = list(head)
+                for reg in part[first : first + REGISTER_CALL]:
+                    wid = watch_id(reg.provider, reg.remote_id)
+                    ids.append(wid)
+                    fields = _compact(_fields(wid, reg, now, default_timeout))
+                    labels = [keys.label(k, v) for k, v in reg.labels.items()]
+                    args += [wid, reg.provider, reg.remote_id, entry,
+                             f"{fields[:-1]},{same}]", _compact(labels)]  # fmt: skip
+                self._register(keys=names, args=args, client=pipe)
+            created = [flag for call in pipe.execute() for flag in call]
+            out += [(wid, bool(c)) for wid, c in zip(ids, created, strict=True)]
+        return out
 
     def get(self, wid: str) -> Watch | None:
         raw: dict[str, str] = self.redis.hgetall(keys.watch(wid))  # type: ignore[assignment]

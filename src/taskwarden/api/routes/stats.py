@@ -32,7 +32,6 @@ def stats(store: StoreDep) -> dict[str, Any]:
     and circuit breakers per provider, workers."""
     now = time.time()
     rates = metrics.recent_rates(store.recent_cells(metrics.recent_window(now)), now)
-    queues = store.worker_queues()
     by_provider = store.counts_by_provider()
     names = list(by_provider)
     circuits = store.circuits(names)
@@ -51,11 +50,7 @@ def stats(store: StoreDep) -> dict[str, Any]:
         },
         "dispatch_lag_seconds": store.dispatch_lag(now),
         "workers": {
-            node: {
-                "last_seen": at,
-                "age_seconds": max(0.0, now - at),
-                "queues": queues.get(node),
-            }
-            for node, at in store.worker_heartbeats().items()
+            node: {"last_seen": at, "age_seconds": max(0.0, now - at), "queues": queues}
+            for node, (at, queues) in store.workers().items()
         },
     }

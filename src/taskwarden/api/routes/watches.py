@@ -89,6 +89,32 @@ async def register(
     return {"watch": watch, "created": created}
 
 
+@router.post(
+    "/v1/watches:batch", dependencies=WRITES, response_model=schemas.BatchRegistered,
+    response_model_exclude_none=True, responses=errors(401, 413, 422, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "array", "maxItems": service.MAX_BATCH,
+                   "items": {"$ref": "#/components/schemas/Registration"}}}}}},
+)  # fmt: skip
+async def register_batch(
+    store: StoreDep, settings: SettingsDep, request: Request
+) -> dict[str, Any]:
+    """Watch many remote tasks at once (at most 1000): each item is validated, refused (and
+    dead-lettered) or registered on its own, and answered at its index."""
+    try:
+        data = await request.json()
+    except ValueError:
+        raise HTTPException(422, "body: not JSON") from None
+    if not isinstance(data, list):
+        raise HTTPException(422, "body: a JSON array of registrations")
+    if len(data) > service.MAX_BATCH:
+        raise HTTPException(
+            413, f"body: {len(data)} registrations; at most {service.MAX_BATCH} per batch"
+        )
+    outcomes = await run_in_threadpool(service.register_many, store, settings, data, source="api")
+    return {**service.tally(outcomes), "results": [o.to_dict() for o in outcomes]}
+
+
 @router.post("/v1/watches/{ref}/cancel", dependencies=WRITES, response_model=schemas.Cancelled,
              responses=errors(401, 404, 422, 503))  # fmt: skip
 def cancel(ctx: ContextDep, ref: str, body: schemas.CancelRequest | None = None) -> dict[str, Any]:
