@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 
 from taskwarden.store import EventFollower
 
-STREAM_ID = re.compile(r"\$|\d{1,20}(-\d{1,20})?")
+# "$" (only new ones) or <ms>[-<seq>]: 19 digits at most, so that Redis takes every id it matches
+STREAM_ID_PATTERN = "^([$]|[0-9]{1,19}(-[0-9]{1,19})?)$"
+STREAM_ID = re.compile(STREAM_ID_PATTERN)
 BATCH = 100
 
 
