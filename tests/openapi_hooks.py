@@ -22,9 +22,9 @@ def map_case(context: Any, case: Any) -> Any:
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
         return case
-    if case.method == "POST" and case.path == "/v1/watches" and isinstance(case.body, dict):
-        if isinstance(case.body.get("provider"), str):
-            case.body = {**case.body, "provider": ANY_TARGET}
+    registration = case.method == "POST" and case.path == "/v1/watches"
+    if registration and isinstance(case.body, dict) and isinstance(case.body.get("provider"), str):
+        case.body = {**case.body, "provider": ANY_TARGET}
     if case.method == "GET" and case.path == "/v1/watches" and case.query:
         case.query = {k: v for k, v in case.query.items() if k != "cursor"}
     return case

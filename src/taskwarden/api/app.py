@@ -16,8 +16,8 @@ from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
@@ -95,13 +95,12 @@ async def _redis_down(_: Request, exc: StoreError) -> JSONResponse:
     return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
 
 
-
 def _allowing(
     routers: Iterable[APIRouter],
 ) -> Callable[[Request, HTTPException], Awaitable[Response]]:
     """FastAPI's answer to an HTTP error, except that a 405's ``Allow`` names every method of
     the path (Starlette's names only those of the first route whose path matched)."""
-    routes = [(r.path_regex, r.methods) for router in routers for r in router.routes
+    routes = [(r.path_regex, r.methods or set()) for router in routers for r in router.routes
               if isinstance(r, APIRoute)]  # fmt: skip
 
     async def handle(request: Request, exc: HTTPException) -> Response:

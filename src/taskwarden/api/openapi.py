@@ -14,8 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
-from fastapi.routing import APIRouter
+from fastapi.routing import APIRoute, APIRouter
 
 from taskwarden import providers
 from taskwarden.api.deps import read_auth
@@ -42,6 +41,7 @@ def document(app: FastAPI, settings: Settings, routers: Iterable[APIRouter]) -> 
     _errors_as_sent(schema)
     _parameters_not_null(schema)
     _label_filters(schema["paths"]["/v1/watches"]["get"])
+    _links(schema["paths"])
     if not settings.api.read_auth:
         _reads_open(schema, routers)
     return schema
@@ -73,6 +73,19 @@ def _label_filters(operation: dict[str, Any]) -> None:
     label["schema"]["items"]["pattern"] = LABEL_FILTER
 
 
+def _links(paths: dict[str, Any]) -> None:
+    """A registered watch's id leads to reading, cancelling and re-arming it."""
+    ref = {"ref": "$response.body#/watch/id"}
+    links = {
+        name: {"operationId": paths[path]["post" if name != "get" else "get"]["operationId"],
+               "parameters": ref}
+        for name, path in (("get", "/v1/watches/{ref}"), ("cancel", "/v1/watches/{ref}/cancel"),
+                           ("retry", "/v1/watches/{ref}/retry"))
+    }  # fmt: skip
+    for status in ("200", "201"):
+        paths["/v1/watches"]["post"]["responses"][status]["links"] = links
+
+
 def _reads_open(schema: dict[str, Any], routers: Iterable[APIRouter]) -> None:
     """Without READ_AUTH, reads take no token: no security, no 401."""
     for router in routers:
@@ -81,7 +94,7 @@ def _reads_open(schema: dict[str, Any], routers: Iterable[APIRouter]) -> None:
                 continue
             if not any(d.dependency is read_auth for d in route.dependencies):
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = schema["paths"][route.path][method.lower()]
                 operation.pop("security", None)
                 operation["responses"].pop("401", None)

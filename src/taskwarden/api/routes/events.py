@@ -14,7 +14,9 @@ from taskwarden.api.schemas import errors
 
 router = APIRouter(tags=["operations"])
 
+STREAM_ID = {"pattern": events.STREAM_ID_PATTERN}  # documented; checked with a clearer message
 _TEXT = {"type": "string"}
+FIELDS = ("watch_id", "provider", "remote_id", "from", "to", "raw", "progress", "note", "at")
 # each event of the stream (OpenAPI 3.1: the schema of a text/event-stream is one event's)
 TRANSITION_EVENT = {
     "type": "object",
@@ -29,10 +31,9 @@ TRANSITION_EVENT = {
                 "type": "object",
                 "description": "The stream entry's fields, as text; an empty one was unset",
                 "required": ["watch_id", "provider", "remote_id", "from", "to", "at"],
-                "properties": {name: _TEXT for name in ("watch_id", "provider", "remote_id",
-                               "from", "to", "raw", "progress", "note", "at")},
+                "properties": {name: _TEXT for name in FIELDS},
                 "additionalProperties": _TEXT,
-            },  # fmt: skip
+            },
         },
     },
 }
@@ -47,15 +48,18 @@ TRANSITION_EVENT = {
 )  # fmt: skip
 async def follow(
     ctx: ContextDep,
-    after: Annotated[str | None, Query(description="stream id; default: only new",
-                                       pattern=events.STREAM_ID_PATTERN)] = None,
-    last_event_id: Annotated[str | None, Header(description="stream id, over `after`",
-                                                pattern=events.STREAM_ID_PATTERN)] = None,
+    after: Annotated[
+        str | None, Query(description="stream id; default: only new", json_schema_extra=STREAM_ID)
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="stream id, over `after`", json_schema_extra=STREAM_ID)
+    ] = None,
 ) -> StreamingResponse:
     """Every transition as it happens; resumes after ``Last-Event-ID`` (or ``after``)."""
+    for name, given in (("after", after), ("Last-Event-ID", last_event_id)):
+        if given is not None and not events.valid_id(given):
+            raise HTTPException(422, f"{name}: {given!r} is not a stream id (like 1700000000000-0)")
     start = last_event_id or after or "$"
-    if not events.valid_id(start):
-        raise HTTPException(422, f"after: {start!r} is not a stream id (like 1700000000000-0)")
     return StreamingResponse(
         events.transitions(ctx.redis_url, start, ctx.sse_heartbeat),
         media_type="text/event-stream",

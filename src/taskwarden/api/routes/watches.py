@@ -29,8 +29,9 @@ def list_watches(
     store: StoreDep,
     state: State | None = None,
     provider: str | None = None,
-    label: Annotated[list[str], Query(description="key=value, repeatable: watches with all of "
-                                      "these labels")] = [],  # noqa: B006 FastAPI copies defaults
+    label: Annotated[
+        list[str], Query(description="key=value, repeatable: watches with all of these labels")
+    ] = [],  # noqa: B006 FastAPI copies defaults
     q: Annotated[str | None, Query(description="substring of id, remote id or name")] = None,
     created_after: Annotated[float | None, Query(description="unix seconds, inclusive")] = None,
     created_before: Annotated[float | None, Query(description="unix seconds, exclusive")] = None,
@@ -38,8 +39,10 @@ def list_watches(
     updated_before: float | None = None,
     sort: Literal[SORTS] = "-created_at",  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(description="the `next_cursor` of the page before, "
-                                        "with the same filters and sort")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="the `next_cursor` of the page before, with the same filters and sort"),
+    ] = None,
 ) -> dict[str, Any]:
     """Watches, filtered and sorted, a page at a time."""
     labels: dict[str, str] = {}
