@@ -48,10 +48,19 @@ def watch_id(provider: str, remote_id: str) -> str:
 _ID_CHAR = r"[^/\\\x00-\x1f\x7f]"
 _NOT_DOT = r"[^./\\\x00-\x1f\x7f]"
 REMOTE_ID_PATTERN = rf"^({_NOT_DOT}{_ID_CHAR}*|[.]{_NOT_DOT}{_ID_CHAR}*|[.][.]{_ID_CHAR}+)$"
-# a webhook: http(s), a host name or IPv4 address (no user:password@, no [IPv6]), a port, and
-# a path, query or fragment without spaces or control characters
+# a webhook: http(s), a host (a name, an IPv4 address or a bracketed IPv6 one; no user:password@),
+# a port, and a path, query or fragment without spaces or control characters
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zero: Python refuses one
+_V4 = rf"({_OCTET}[.]){{3}}{_OCTET}"
+_H = "[0-9A-Fa-f]{1,4}"
+_V6 = (
+    rf"({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
+    rf"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
+    rf"|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:)|::([Ff]{{4}}(:0{{1,4}})?:)?{_V4}|({_H}:){{1,4}}:{_V4}"
+)
 WEBHOOK_PATTERN = (
-    r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~!$&'()*+,;=%-]+(:[0-9]*)?([/?#][^\x00-\x20\x7f]*)?$"
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._~!$&'()*+,;=%-]+|\[({_V6})\])(:[0-9]*)?"
+    r"([/?#][^\x00-\x20\x7f]*)?$"
 )
 _WEBHOOK = re.compile(WEBHOOK_PATTERN)
 
