@@ -172,8 +172,11 @@ def too_old(version: str) -> bool:
     return tuple(parts) < MINIMUM_VERSION
 
 
-def check_redis(url: str) -> list[str]:
+def check_redis(client: redis.Redis) -> list[str]:
     """Refuse a Redis that would lose watches; return warnings about weaker settings.
+
+    ``client`` (``decode_responses=True``) is on the Redis to check: for a Sentinel URL, the
+    master (:func:`taskwarden.store.connection.connect`). The caller closes it.
 
     An evicting ``maxmemory-policy`` silently drops keys (watches, leases, the schedule) under
     memory pressure, so it is refused, as is a Redis older than 6.2, which lacks the ``BLMOVE``
@@ -181,7 +184,6 @@ def check_redis(url: str) -> list[str]:
     AOF, no RDB snapshots) loses everything on a restart; that is allowed (tests, throwaway
     demos) but warned about.
     """
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
     try:
         version = str(client.info("server").get("redis_version", "0"))
         if too_old(version):
@@ -198,8 +200,6 @@ def check_redis(url: str) -> list[str]:
             "cannot read the Redis configuration (INFO or CONFIG GET is disabled); make sure it "
             "persists (appendonly yes) and never evicts (maxmemory-policy noeviction)"
         ]
-    finally:
-        client.close()
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
         raise ConfigError(

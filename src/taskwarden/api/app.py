@@ -25,6 +25,7 @@ from taskwarden.api.deps import Context
 from taskwarden.api.health import Readiness
 from taskwarden.api.routes import ROUTERS
 from taskwarden.config import Settings
+from taskwarden.config.redis_url import celery_broker
 from taskwarden.models import Registration
 from taskwarden.store import Store, StoreError
 
@@ -38,8 +39,13 @@ def create_app(
     store = Store.from_url(
         redis_url, history_limit=settings.history_limit, connect_timeout=5, timeout=30
     )
-    producer = Celery("taskwarden-api", broker=redis_url, set_as_current=False)
-    producer.conf.update(task_serializer="json", broker_connection_retry_on_startup=False)
+    broker, transport_options = celery_broker(redis_url)
+    producer = Celery("taskwarden-api", broker=broker, set_as_current=False)
+    producer.conf.update(
+        task_serializer="json",
+        broker_connection_retry_on_startup=False,
+        broker_transport_options=transport_options,
+    )
     context = Context(
         settings=settings,
         store=store,

@@ -20,7 +20,7 @@ from taskwarden.errors import ConfigError
 from taskwarden.models import Watch
 from taskwarden.providers import check_settings
 from taskwarden.redis_server import check_redis, ensure_redis
-from taskwarden.store import Store
+from taskwarden.store import Store, connection
 
 
 class ExitCode(IntEnum):
@@ -95,11 +95,14 @@ def redis_url(settings: Settings, *, checked: bool = False) -> Iterator[str]:
 def start_checks(settings: Settings, url: str) -> None:
     """Refuse a Redis whose settings would lose watches and a global webhook URL no watch could
     use; then bring what an older taskwarden stored up to this version's layout."""
+    client = connection.connect(url, decode_responses=True, socket_connect_timeout=5)
     try:
-        for warning in check_redis(url):
+        for warning in check_redis(client):
             logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
     hook = settings.webhooks.url
     if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
         raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")

@@ -35,7 +35,7 @@ import redis
 from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import FIELDS, Registration, Watch, encode, history_entry, watch_id
-from taskwarden.store import scripts
+from taskwarden.store import connection, scripts
 from taskwarden.store.events import StoreEvents
 from taskwarden.store.metrics import StoreMetrics
 from taskwarden.store.ops import StoreOps
@@ -115,9 +115,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
             options["socket_connect_timeout"] = connect_timeout
         if timeout is not None:
             options["socket_timeout"] = timeout
-        client = redis.Redis.from_url(
-            url, decode_responses=True, health_check_interval=30, **options
-        )
+        client = connection.connect(url, decode_responses=True, health_check_interval=30, **options)
         return cls(client, history_limit=history_limit)
 
     def close(self) -> None:

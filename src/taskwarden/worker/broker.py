@@ -215,3 +215,16 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`: ``broker_transport`` names this class."""
 
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """:class:`Channel`'s atomic fetch on a master found through Redis Sentinel: kombu's
+    sentinel channel only changes how connections are made (its pool asks the sentinels for the
+    master, again after a failover), and the fetch only how messages are taken, so the two
+    compose by inheritance."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's sentinel transport with :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel

@@ -64,7 +64,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery is untyped
         if self._taskwarden_store is None:
             settings = self.app.conf.taskwarden_settings
             self._taskwarden_store = Store.from_url(
-                self.app.conf.broker_url, history_limit=settings.history_limit
+                self.app.conf.taskwarden_redis_url, history_limit=settings.history_limit
             )
         return self._taskwarden_store
 
