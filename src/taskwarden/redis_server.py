@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -58,8 +59,11 @@ class RedisServer:
         port: int | None = None,
         persist: bool = True,
         password: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
+        """``args``: more redis-server options (``--replicaof``, say)."""
         self.directory = directory
+        self.args = list(args)
         self.port = port or free_port()
         self.persist = persist
         self.password = password if password is not None else secrets.token_hex(16)
@@ -86,6 +90,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -17,7 +17,7 @@ from taskwarden import keys
 from taskwarden.config import Settings
 from taskwarden.config.redis_url import celery_broker
 from taskwarden.service import Runtime
-from taskwarden.worker import heartbeat
+from taskwarden.worker import broker, heartbeat
 from taskwarden.worker.tasks import define_tasks
 
 # One runtime per worker process, built after fork (``worker_process_init``) and keyed by pid
@@ -27,8 +27,8 @@ _runtime: dict[int, Runtime] = {}
 
 def create_app(settings: Settings, redis_url: str) -> Celery:
     """The Celery app for a resolved Redis URL (the embedded server's, if any)."""
-    broker, transport_options = celery_broker(redis_url)
-    app = Celery("taskwarden", broker=broker, set_as_current=False)
+    broker_url, transport_options = celery_broker(redis_url)
+    app = Celery("taskwarden", broker=broker_url, set_as_current=False)
     app.conf.update(celery_conf(settings, transport_options))
     app.conf.taskwarden_redis_url = redis_url  # the store's URL (Celery's broker_url may differ)
     define_tasks(app, settings, lambda: runtime(app))
@@ -46,10 +46,11 @@ def celery_conf(
     options = transport_options or {}
     # kombu's Redis transport, but a worker killed while fetching cannot lose the message;
     # stock (None): kombu's "redis", or its "sentinel", as the broker URL's scheme says
-    transport = None
+    transport = failover = None
     if settings.atomic_fetch:
-        name = "SentinelTransport" if "master_name" in options else "Transport"
-        transport = f"taskwarden.worker.broker:{name}"
+        sentinel = "master_name" in options
+        transport = f"taskwarden.worker.broker:{'SentinelTransport' if sentinel else 'Transport'}"
+        failover = broker.NoSwitch if sentinel else None  # kombu wants the callable
     return {
         "taskwarden_settings": settings,
         "task_acks_late": True,
@@ -60,6 +61,7 @@ def celery_conf(
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
         "broker_transport": transport,
+        "broker_failover_strategy": failover,
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout, **options},
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
