@@ -240,7 +240,7 @@ def test_two_beats_check_no_watch_twice_for_one_due_time(
             )
             try:
                 wait_for(lambda: b"Sending due task" in (second / "beat.log").read_bytes(), 60)
-                scripts = [{"running_seconds": 3, "file_size": 100} for _ in range(30)]
+                scripts = [{"running_seconds": 4, "file_size": 100} for _ in range(30)]
                 tasks = sim.geobox.add_tasks(scripts)
                 for task in tasks:
                     # no archive step, whose own fetch of the task would count as a request
@@ -251,6 +251,7 @@ def test_two_beats_check_no_watch_twice_for_one_due_time(
                 beat.wait(20)
     assert b"Sending due task" in (tmp_path / "logs" / "beat.log").read_bytes()  # both beat
     assert all(w.state is State.SUCCEEDED for w in watches), [w.last_error for w in watches]
-    assert all(w.polls >= 2 for w in watches)  # checked while running, then seen done
+    polls = [w.polls for w in watches]
+    assert sum(polls) > len(watches), polls  # some fell due again, where a double check shows
     requests = [sim.stats.count(route=STATUS, task=t.uuid) for t in tasks]
-    assert requests == [w.polls for w in watches]
+    assert requests == polls
