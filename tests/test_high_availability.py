@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 from celery import Celery
@@ -29,6 +31,7 @@ from .conftest import running_warden, wait_for, warden_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 MASTER = "taskwarden-test"
+TOKEN = "ha-test-token"
 STATUS = "tasks/{uuid}/"  # the simulator's route for a Geobox task's status
 
 
@@ -153,6 +156,23 @@ def final_watch(store: Store, wid: str) -> Watch | None:
     return watch if watch is not None and watch.state.final else None
 
 
+def accepted(http: httpx.Client, body: dict[str, str]) -> bool:
+    """Whether the API registered the watch (201); False while it answers 503 or not at all."""
+    try:
+        return http.post("/v1/watches", json=body, timeout=10).status_code == 201
+    except httpx.TransportError:
+        return False
+
+
+def redis_and_broker_ready(http: httpx.Client) -> dict[str, Any] | None:
+    """readyz's checks once its Redis and broker checks pass (the others are not at issue)."""
+    try:
+        checks: dict[str, Any] = http.get("/readyz", timeout=10).json()["checks"]
+    except (httpx.TransportError, ValueError):
+        return None
+    return checks if checks["redis"]["ok"] and checks["broker"]["ok"] else None
+
+
 def ending(store: Store, wids: list[str], within: float) -> list[Watch]:
     """The watches once every one is final; fails naming those that were not, and where."""
     deadline = time.monotonic() + within
@@ -172,16 +192,22 @@ def test_primary_killed_under_load_fails_over_and_every_watch_ends(
     """100 watches being polled, then the Redis primary is SIGKILLed: the sentinels promote
     the replica, the warden's processes find the new master by themselves, every watch ends as
     its task was scripted (succeeded and archived, or failed), and registrations sent after the
-    failover are followed too. What was acknowledged before the kill had been replicated
+    failover by queue message, through the API and by the CLI are followed too. What was acknowledged before the kill had been replicated
     (``WAIT``), so only in-flight poll commits can be lost, and those are checked again."""
     scripts = [{"running_seconds": 4, "file_size": 100} for _ in range(80)]
     scripts += [{"running_seconds": 4, "outcome": "failure"} for _ in range(20)]
     with sentinel_group(tmp_path) as (primary, replica, sentinels):
         url = sentinel_url(primary.password, sentinels)
-        env = warden_env(url, sim, tmp_path / "data")
-        env["TASKWARDEN_ARCHIVE_URL"] = (tmp_path / "archive").as_uri()
+        api = f"http://127.0.0.1:{free_port()}"
+        env = warden_env(url, sim, tmp_path / "data",
+                         TASKWARDEN_ARCHIVE_URL=(tmp_path / "archive").as_uri(),
+                         TASKWARDEN_API__PORT=api.rsplit(":", 1)[1],
+                         TASKWARDEN_API__TOKEN=TOKEN,
+                         # a job the failover broke is handed out again when its lease ends
+                         TASKWARDEN_ARCHIVE_LEASE_SECONDS="5")  # fmt: skip
         store = Store.from_url(url)
-        service = Service(env, poll_concurrency=2, archive_concurrency=2, log_dir=tmp_path / "logs")
+        service = Service(env, poll_concurrency=2, archive_concurrency=2, api=True,
+                          log_dir=tmp_path / "logs")  # fmt: skip
         with service:
             wait_for(lambda: store.last_heartbeat("dispatch"), timeout=60)
             tasks = sim.geobox.add_tasks(scripts)  # their clocks start now
@@ -193,8 +219,22 @@ def test_primary_killed_under_load_fails_over_and_every_watch_ends(
             primary.kill()  # SIGKILL, mid-load: polls and commits in flight
 
             wait_for(lambda: all(s.master_port_now() == replica.port for s in sentinels), 30)
+            # registrations keep coming, by every door: queue, API, CLI
             late = sim.geobox.add_tasks([{"running_seconds": 1, "file_size": 100}] * 10)
-            send_tracks(url, [t.uuid for t in late])
+            send_tracks(url, [t.uuid for t in late[:4]])
+            with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+                for task in late[4:8]:
+                    body = {"provider": "geobox", "remote_id": task.uuid}
+                    wait_for(lambda b=body: accepted(http, b), timeout=60, every=0.5)
+                checks = wait_for(lambda: redis_and_broker_ready(http), timeout=60, every=0.5)
+            assert checks["redis"]["ok"] and checks["broker"]["ok"], checks
+            for task in late[8:]:
+                tracked = subprocess.run(
+                    [sys.executable, "-m", "taskwarden", "track", "geobox", task.uuid, "--json"],
+                    env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+                    check=False,
+                )  # fmt: skip
+                assert tracked.returncode == 0, tracked.stderr[-2000:]
 
             everything = [*tasks, *late]
             ended = ending(store, [watch_id("geobox", t.uuid) for t in everything], within=90)
