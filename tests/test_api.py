@@ -361,6 +361,33 @@ def test_retry_rearms_only_error_and_timed_out(http: httpx.Client, store: Store)
     assert http.post("/v1/watches/geobox:zz/retry", headers=AUTH).status_code == 404
 
 
+def test_delete_forgets_a_final_watch_and_refuses_a_live_one_unless_forced(
+    http: httpx.Client, store: Store
+) -> None:
+    """DELETE removes a final watch from the store (by id or provider:remote_id); a live one is
+    a 409 naming its state unless force=true; an unknown one a 404; it needs the token; the
+    same task registered again is a new watch; a registration's retention is kept on it."""
+    wid = track(http, "t1", labels={"team": "a"}, retention=3600).json()["watch"]["id"]
+    assert http.get(f"/v1/watches/{wid}").json()["retention"] == 3600
+    assert http.delete(f"/v1/watches/{wid}").status_code == 401
+    live = http.delete(f"/v1/watches/{wid}", headers=AUTH)
+    assert live.status_code == 409
+    assert live.json()["detail"].startswith(f"watch {wid} is pending, not final")
+    to_state(store, wid, State.SUCCEEDED)
+    gone = http.delete("/v1/watches/geobox:t1", headers=AUTH)
+    assert (gone.status_code, gone.json()) == (200, {"id": wid, "state": "succeeded"})
+    assert http.get(f"/v1/watches/{wid}").status_code == 404
+    assert http.get("/v1/watches", params={"label": "team=a"}).json()["items"] == []
+    assert store.counts()["succeeded"] == 0
+    assert http.delete(f"/v1/watches/{wid}", headers=AUTH).status_code == 404
+    again = track(http, "t1")
+    assert (again.status_code, again.json()["watch"]["state"]) == (201, "pending")
+    forced = http.delete(f"/v1/watches/{wid}", params={"force": "true"}, headers=AUTH)
+    assert (forced.status_code, forced.json()["state"]) == (200, "pending")
+    assert store.get(wid) is None and store.due_count("geobox") == 0
+    assert track(http, "t2", retention=0).status_code == 422
+
+
 # operations
 
 
@@ -544,6 +571,13 @@ def test_openapi_document_matches_behaviour(http: httpx.Client, store: Store) ->
     check(wr, "post", http.post(f"{w}/{wid}/retry", headers=AUTH))
     check(wr, "post", http.post(f"{w}/nope/retry", headers=AUTH))
     check(wr, "post", http.post(f"{w}/{wid}/retry"))
+    gone = track(http, "t4").json()["watch"]["id"]
+    wd = "/v1/watches/{ref}"
+    check(wd, "delete", http.delete(f"{w}/{gone}", headers=AUTH))
+    check(wd, "delete", http.delete(f"{w}/{gone}", params={"force": "yes!"}, headers=AUTH))
+    check(wd, "delete", http.delete(f"{w}/{gone}", params={"force": "true"}, headers=AUTH))
+    check(wd, "delete", http.delete(f"{w}/{gone}", headers=AUTH))
+    check(wd, "delete", http.delete(f"{w}/{gone}"))
     check("/v1/stats", "get", http.get("/v1/stats"))
     check("/v1/events", "get", http.get("/v1/events", params={"after": "x"}))
     with http.stream("GET", "/v1/events") as events:

@@ -177,6 +177,23 @@ def test_cancel_ends_a_running_watch(tw: Client, warden: Warden) -> None:
     assert tw.wait(wid, timeout=5, progress_bar=False)["state"] == "cancelled"
 
 
+def test_forget_removes_a_watch_and_refuses_a_live_one_unless_forced(
+    tw: Client, warden: Warden
+) -> None:
+    """forget of a live watch is a Conflict (409) unless force; a forgotten watch is NotFound
+    after; a watch registered with its own retention carries it."""
+    task = warden.sim.geobox.add_task(running_seconds=600, outcome="never")
+    wid = tw.track("geobox", task.uuid, retention=120)["id"]
+    assert tw.get(wid)["retention"] == 120
+    with pytest.raises(Conflict, match="not final"):
+        tw.forget(wid)
+    assert tw.forget(f"geobox:{task.uuid}", force=True) == {"id": wid, "state": "pending"}
+    with pytest.raises(NotFound):
+        tw.get(wid)
+    with pytest.raises(NotFound):
+        tw.forget(wid)
+
+
 def test_retry_rearms_an_error_watch_and_refuses_a_finished_one(tw: Client, warden: Warden) -> None:
     """retry re-arms a watch in error (it succeeds once the task exists); retrying a succeeded
     watch is a Conflict (409)."""

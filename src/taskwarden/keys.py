@@ -17,6 +17,8 @@ BY_STATE = PREFIX + "state:"  # sorted set per state: id -> updated at
 BY_PROVIDER = PREFIX + "provider:"  # sorted set per provider: id -> created at
 UPDATED = PREFIX + "updated"  # sorted set: watch id -> updated at
 LABEL = PREFIX + "label:"  # sorted set per label pair: id -> created at (labels never change)
+# sorted set: final watch id -> when the retention sweep may remove it (unix s)
+FINISHED = PREFIX + "finished"
 COUNTS = PREFIX + "counts:"  # hash per provider: state -> number of watches in it
 EVENTS = PREFIX + "events"  # stream: one entry per state transition, capped
 HEARTBEAT = PREFIX + "heartbeat:"  # string per component (beat, dispatch) with a TTL

@@ -75,6 +75,9 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts: delivered, retrying (failed, will retry), failed (gave up).",
     ("outcome",),
 )
+WATCHES_REMOVED = Counter(
+    "watches_removed", "Final watches the retention sweep removed from Redis.", ()
+)
 COUNTERS = (
     POLLS,
     ARCHIVE_BYTES,
@@ -83,6 +86,7 @@ COUNTERS = (
     HTTP_ERRORS,
     ARCHIVES,
     WEBHOOK_DELIVERIES,
+    WATCHES_REMOVED,
 )
 
 POLL_DURATION = Histogram(

@@ -28,6 +28,7 @@ FIELDS = {
     "remote_started_at": "remote_started_at",
     "remote_ended_at": "remote_ended_at",
     "details": "details",
+    "retention": "retention",
 }
 _ARCHIVE_MODES: dict[str, ArchiveMode] = {
     "success": "success",
@@ -75,6 +76,13 @@ class Registration(BaseModel):
     abort_on_timeout: bool = False  # past the timeout, also abort the remote task
     webhook: str | None = Field(None, max_length=2048)  # called on the final state
     retry: RetryOverride | None = None  # this watch's retry policy, over its provider's
+    retention: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TIMEOUT,
+        description="seconds this watch is kept once final, before it is removed (its archive "
+        "stays); unset: TASKWARDEN_RETENTION__<STATE>, else TASKWARDEN_RETENTION__FINISHED",
+    )
 
     @field_validator("remote_id")
     @classmethod
@@ -127,11 +135,11 @@ class Registration(BaseModel):
                 raise ValueError("label keys are 1-64 characters, values at most 256")
         return value
 
-    @field_validator("timeout")
+    @field_validator("timeout", "retention")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
-            raise ValueError("timeout must be a finite number of seconds")
+            raise ValueError("must be a finite number of seconds")
         return value
 
     @classmethod
@@ -196,6 +204,7 @@ class Watch:
     remote_started_at: float | None = None
     remote_ended_at: float | None = None
     details: dict[str, Any] | None = None
+    retention: float | None = None  # the registration's own retention (seconds once final)
 
     def view(self) -> WatchView:
         return WatchView(
@@ -257,6 +266,7 @@ class Watch:
             remote_started_at=num(FIELDS["remote_started_at"]),
             remote_ended_at=num(FIELDS["remote_ended_at"]),
             details=json.loads(raw[FIELDS["details"]]) if raw.get(FIELDS["details"]) else None,
+            retention=num(FIELDS["retention"]),
         )
 
 

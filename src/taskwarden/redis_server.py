@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -137,14 +137,47 @@ class RedisServer:
         self.stop()
 
 
-def _reachable(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+def _answers(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def _reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return _answers(client)
     finally:
         client.close()
+
+
+STARTUP_PATIENCE = 300.0  # seconds a long-running command waits at start-up for Redis to answer
+
+
+def wait_reachable(
+    client: redis.Redis,
+    url: str,
+    patience: float = STARTUP_PATIENCE,
+    on_wait: Callable[[float], None] | None = None,
+) -> None:
+    """Return once ``client`` (on the Redis at ``url``; for a Sentinel URL, the master:
+    :func:`taskwarden.store.connection.connect`) answers; retry after a pause that doubles from
+    0.5 s to 10 s (``on_wait`` is told each pause) and raise ``ConfigError`` after ``patience``
+    seconds. A worker started before its Redis (a host booting, a compose stack) needs no
+    supervisor."""
+    deadline = time.monotonic() + patience
+    pause = 0.5
+    while not _answers(client):
+        if time.monotonic() + pause > deadline:
+            raise ConfigError(
+                f"Redis at {url.split('@')[-1]} did not answer within {patience:.0f}s; "
+                "is it running, and is TASKWARDEN_REDIS_URL right?"
+            )
+        if on_wait is not None:
+            on_wait(pause)
+        time.sleep(pause)
+        pause = min(pause * 2, 10.0)
 
 
 def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, RedisServer | None]:

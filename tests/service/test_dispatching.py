@@ -85,3 +85,18 @@ def test_the_poll_queue_room_is_shared_by_every_provider(store: Store) -> None:
     assert sum(got.values()) == 6
     assert store.due_count("geobox", NOW) + store.due_count("up42", NOW) == 2
     assert {provider for provider, _ in broker.batches} == set(got)
+
+
+def test_each_tick_sweeps_at_most_its_limit_even_with_a_full_poll_queue(store: Store) -> None:
+    """The retention sweep runs every tick, back-pressure or not, removing at most
+    ``sweep_limit`` expired watches; a backlog drains over the following ticks."""
+    due_watches(store, "geobox", 5)
+    for wid in [c.watch_id for c in store.claim_due("geobox", NOW, 100, NOW + 30)]:
+        store.cancel(wid, NOW - 100 - store.retention["cancelled"])
+    removed = []
+    for _ in range(3):
+        result = dispatch(store, Broker().send_polls, now=NOW, lease_seconds=30, batch_size=BATCH,
+                          max_claims=1000, queued_batches=9, max_queued_batches=5, sweep_limit=2)  # fmt: skip
+        removed.append(result.removed)
+    assert removed == [2, 2, 1]
+    assert store.counts()["cancelled"] == 0

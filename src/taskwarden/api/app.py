@@ -36,9 +36,7 @@ def create_app(
     settings: Settings, redis_url: str, *, sse_heartbeat: float = SSE_HEARTBEAT
 ) -> FastAPI:
     """The API app for a resolved Redis URL (the embedded server's, if any)."""
-    store = Store.from_url(
-        redis_url, history_limit=settings.history_limit, connect_timeout=5, timeout=30
-    )
+    store = Store.from_url(redis_url, connect_timeout=5, timeout=30, **settings.store_options())
     broker, transport_options = celery_broker(redis_url)
     producer = Celery("taskwarden-api", broker=broker, set_as_current=False)
     producer.conf.update(

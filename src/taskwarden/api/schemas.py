@@ -67,6 +67,11 @@ class Rearmed(BaseModel):
     watch: Watch
 
 
+class Forgotten(BaseModel):
+    id: str = Field(description="the watch removed")
+    state: str = Field(description="the state it was in")
+
+
 class ProviderStats(BaseModel):
     counts: dict[str, int]
     polls_per_s: float

@@ -12,7 +12,7 @@ import click
 
 from taskwarden.cli import common
 from taskwarden.lifecycle import State
-from taskwarden.store import StoreRefused, StoreUnreachable
+from taskwarden.store import UNREACHABLE, StoreRefused
 
 
 def _event_line(fields: dict[str, str]) -> str:
@@ -43,30 +43,37 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
             click.echo(json.dumps({"id": event_id, **fields}) if as_json else _event_line(fields))
         sys.stdout.flush()
 
-    with common.open_store(settings) as store:
-        if after is None:
-            newest = store.latest_events(max(last, 1))
-            emit(newest[::-1] if last else [])
-            after = newest[0][0] if newest else "0"
-        failing_since: float | None = None
+    with common.open_store(settings, timeout=common.FOLLOW_BLOCK + 10) as store:
+        failures = 0
         try:
             while True:
+                block_ms = int(common.FOLLOW_BLOCK * 1000) if follow else None
+                recent = after is None
                 try:
-                    batch = store.events(after, count=500, block_ms=5000 if follow else None)
+                    if after is None:  # first the most recent, then what comes after them
+                        newest = store.latest_events(max(last, 1))
+                        batch = newest[::-1] if last else []
+                        after = newest[0][0] if newest else "0"
+                    else:
+                        batch = store.events(after, count=500, block_ms=block_ms)
                 except StoreRefused as exc:
                     raise click.BadParameter(str(exc), param_hint="--after") from None
-                except StoreUnreachable:
-                    # following rides out a Redis restart or failover, for a minute
-                    failing_since = failing_since or time.monotonic()
-                    if not follow or time.monotonic() - failing_since > common.OUTAGE_GRACE:
+                except UNREACHABLE as exc:
+                    if not follow:
                         raise
-                    time.sleep(1)
+                    # following rides out a Redis restart, failover or stall, however long
+                    failures += 1
+                    if failures == 1:
+                        click.echo(f"redis unavailable ({exc}); retrying", err=True)
+                    time.sleep(common.outage_pause(failures))
                     continue
-                failing_since = None
+                if failures:
+                    click.echo("redis is back; following", err=True)
+                    failures = 0
                 emit(batch)
-                if batch:
+                if batch and not recent:
                     after = batch[-1][0]
-                if not follow and len(batch) < 500:
+                if not follow and not recent and len(batch) < 500:
                     return
         except KeyboardInterrupt:
             return

@@ -37,6 +37,12 @@ from taskwarden.store import SORTS, BadQuery, StoreError
 @click.option("--no-archive", is_flag=True, help="Do not archive anything (--archive none).")
 @click.option("--abort-on-timeout", is_flag=True, help="Abort the remote task at the timeout.")
 @click.option("--webhook", default=None, help="URL called with the watch on its final state.")
+@click.option(
+    "--retention",
+    type=float,
+    default=None,
+    help="Seconds the watch is kept once final (default: TASKWARDEN_RETENTION__*).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def track(
     provider: str,
@@ -48,6 +54,7 @@ def track(
     no_archive: bool,
     abort_on_timeout: bool,
     webhook: str | None,
+    retention: float | None,
     as_json: bool,
 ) -> None:
     """Watch a remote task (idempotent: the same task is one watch)."""
@@ -66,6 +73,8 @@ def track(
     }
     if webhook is not None:
         data["webhook"] = webhook
+    if retention is not None:
+        data["retention"] = retention
     try:
         service.parse(data)  # refuse bad input before starting an embedded Redis
     except InvalidRegistration as exc:
@@ -221,7 +230,7 @@ def wait(
 
     Exits 0 when it succeeded, 10 failed, 11 cancelled, 12 timed_out, 13 error, 4 when
     --timeout passed first. It reads the warden's state, never the platform, and rides out a
-    Redis that stops answering for up to a minute."""
+    Redis that stops answering (until --timeout, if given)."""
     from taskwarden.client import WaitTimeout, follow
 
     settings = common.settings()
@@ -239,7 +248,7 @@ def wait(
             final = follow(
                 fetch, timeout, not no_progress, interval,
                 transient=lambda exc: isinstance(exc, StoreError),  # a restart, a failover
-                grace=common.OUTAGE_GRACE,
+                grace=None,  # a Redis restart or failover is waited out, however long
             )  # fmt: skip
         except WaitTimeout as exc:
             if as_json:

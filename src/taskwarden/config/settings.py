@@ -8,6 +8,7 @@ Each platform's own settings (``TASKWARDEN_PROVIDERS__*``) are in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,11 +27,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskwarden.config.environment import unknown_variables
 from taskwarden.config.fields import OptionalSecret, OptionalStr, comma_list, http_url
 from taskwarden.config.providers import ProvidersSettings
 from taskwarden.config.redis_url import check as check_redis_url
 from taskwarden.errors import ConfigError
-from taskwarden.lifecycle import RETRYABLE_KINDS, PollPolicy, RetryPolicy
+from taskwarden.lifecycle import FINAL_STATES, RETRYABLE_KINDS, PollPolicy, RetryPolicy
 
 ENV_PREFIX = "TASKWARDEN_"
 MAX_RETRY_SECONDS = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
@@ -172,6 +174,31 @@ class WebhookSettings(BaseModel):
         )
 
 
+DAY = 24 * 3600.0
+
+
+class RetentionSettings(BaseModel):
+    """How long a watch is kept in Redis once it is final (seconds), before the sweep removes
+    it with its history, index entries and counts; the archive's manifest stays the durable
+    record. ``finished`` applies to every final state without its own value; a registration's
+    ``retention`` overrides both. A change applies to watches that end after it."""
+
+    finished: float = Field(30 * DAY, gt=0, le=MAX_RETRY_SECONDS)
+    succeeded: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    failed: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    cancelled: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    timed_out: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    error: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    sweep_limit: int = Field(500, ge=1, le=100_000)  # watches removed per dispatch tick at most
+    events: int = Field(100_000, ge=100, le=10_000_000)  # entries kept on the events stream (~)
+
+    def by_state(self) -> dict[str, float]:
+        """The retention of each final state (seconds)."""
+        return {
+            str(state): getattr(self, str(state)) or self.finished for state in sorted(FINAL_STATES)
+        }
+
+
 class RateLimitSettings(BaseModel):
     """A provider's request rate across the whole cluster."""
 
@@ -188,6 +215,8 @@ class ApiSettings(BaseModel):
     # <data_dir>/api-token (mode 0600), which the client reads too
     token: OptionalSecret = None
     read_auth: bool = False  # also require the token to read
+    # serve open reads (read_auth false) on an address other than loopback: refused unless true
+    allow_open_reads: bool = False
     ready_max_lag: float = Field(60.0, gt=0)  # /readyz fails when dispatch lags more (seconds)
 
 
@@ -215,6 +244,7 @@ class Settings(BaseSettings):
     # per provider, over `retry`: e.g. TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATTEMPTS=3
     retry_policies: dict[str, RetryOverride] = Field(default_factory=dict)
     webhooks: WebhookSettings = WebhookSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     # per provider, e.g. TASKWARDEN_RATE_LIMITS__GEOBOX__RATE=20, ..._BURST=5; absent: unlimited
     rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
@@ -254,6 +284,15 @@ class Settings(BaseSettings):
             return self.archive_url
         return (self.data_dir.resolve() / "archive").as_uri()
 
+    def store_options(self) -> dict[str, Any]:
+        """What a :class:`~taskwarden.store.Store` is built with from these settings (history
+        length, retention by final state, the events stream's cap)."""
+        return {
+            "history_limit": self.history_limit,
+            "retention": self.retention.by_state(),
+            "max_events": self.retention.events,
+        }
+
     def poll_policy(self) -> PollPolicy:
         return self.poll.policy()
 
@@ -268,9 +307,41 @@ class Settings(BaseSettings):
         return policy.overridden(watch)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only."""
+    host = host.strip().removeprefix("[").removesuffix("]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
+
+
+def open_reads_refusal(api: ApiSettings, host: str | None = None) -> str | None:
+    """Why the API must not listen on ``host`` (default: ``api.host``), or None: reads answer
+    without the token unless READ_AUTH, so beyond loopback they need an explicit yes."""
+    host = api.host if host is None else host
+    if is_loopback(host) or api.read_auth or api.allow_open_reads:
+        return None
+    return (
+        f"the API would listen on {host!r}, beyond loopback, with reads open to anyone who can "
+        "reach it (watches, labels, platform details, archive URLs): set "
+        "TASKWARDEN_API__READ_AUTH=true to require the token for reads too, or "
+        "TASKWARDEN_API__ALLOW_OPEN_READS=true if the network in front of it is trusted"
+    )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a ``ConfigError``
-    that names the variable to fix."""
+    that names the variable to fix. A ``TASKWARDEN_*`` variable that names no setting (a typo)
+    is refused too, with the nearest valid name."""
+    unknown = unknown_variables(os.environ, Settings, ENV_PREFIX)
+    if unknown:
+        raise ConfigError("unknown settings:\n  " + "\n  ".join(unknown))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -7,6 +7,10 @@ beats, or two dispatches at once, can never hand the same watch to two polls.
 Back-pressure: dispatch claims no more than the poll queue can take soon
 (``max_queued_batches``). What is not claimed stays in the durable due index in Redis rather
 than piling up in the broker, where it would outlive its lease.
+
+Retention: each tick also removes up to ``sweep_limit`` final watches whose retention has
+passed (:meth:`taskwarden.store.Store.sweep`), so a busy warden's Redis stays flat; a backlog
+of expired watches drains over the next ticks.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class DispatchResult:
     reaped: int = 0
     claimed: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    removed: int = 0  # final watches the retention sweep removed
 
 
 def dispatch(
@@ -41,8 +46,10 @@ def dispatch(
     max_claims: int,
     queued_batches: int = 0,
     max_queued_batches: int | None = None,
+    sweep_limit: int = 0,
 ) -> DispatchResult:
-    """Claim every due watch (within the limits) and send them as poll batches, per provider."""
+    """Claim every due watch (within the limits) and send them as poll batches, per provider;
+    then remove up to ``sweep_limit`` watches whose retention has passed."""
     started = time.perf_counter()
     result = DispatchResult(reaped=store.reap_leases(now))
     room = max_claims
@@ -62,12 +69,15 @@ def dispatch(
         if taken:
             result.claimed[provider] = taken
         room -= taken
-    if result.claimed or result.reaped:
+    if sweep_limit:
+        result.removed = store.sweep(now, sweep_limit)
+    if result.claimed or result.reaped or result.removed:
         log.info(
             "dispatch.tick",
             claimed=result.claimed,
             batches=result.batches,
             reaped=result.reaped,
+            removed=result.removed,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
     return result

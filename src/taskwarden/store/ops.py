@@ -22,10 +22,13 @@ from typing import Any, cast
 from redis import Redis
 
 from taskwarden import keys
+from taskwarden.lifecycle import FINAL_STATES
 
 MAX_DEADLETTERS = 10_000
 MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was wrong
-SCHEMA_VERSION = 1  # 1: the ``updated`` and ``label:<pair>`` indexes hold every watch
+# 1: the ``updated`` and ``label:<pair>`` indexes hold every watch; 2: ``finished`` holds every
+# final watch
+SCHEMA_VERSION = 2
 BACKFILL_BATCH = 500  # watches read per round trip by a backfill
 
 
@@ -58,6 +61,7 @@ class StoreOps:
     :class:`~taskwarden.store.Store`, which provides ``redis``."""
 
     redis: Redis
+    retention: dict[str, float]
 
     # liveness
 
@@ -126,21 +130,44 @@ class StoreOps:
         """Index the watches an older taskwarden wrote, once: it kept no ``updated`` or
         ``label:<pair>`` entries, so listings by label or by updated time missed its watches.
 
+        Nor did it keep the ``finished`` index, so its final watches would never be removed:
+        they are scored there by when they entered their state plus that state's retention
+        (read from the ``state:<final>`` sets, ``batch`` at a time; no SCAN).
+
         Unless the schema key says it is done, scan every watch (SCAN, ``batch`` at a time)
         and add the entries it lacks (ZADD NX: an entry a live write made is never set back
         to an older time); then record the version. Every step is idempotent, so two
         processes starting at once, or a crash halfway, only repeat work.
         """
-        done = cast(str | None, self.redis.get(keys.SCHEMA))
-        if done is not None and int(done) >= SCHEMA_VERSION:
+        raw = cast(str | None, self.redis.get(keys.SCHEMA))
+        done = int(raw) if raw is not None else 0
+        if done >= SCHEMA_VERSION:
             return Backfill(ran=False)
         watches = added = 0
-        found = self.redis.scan_iter(keys.WATCH + "*", count=batch, _type="hash")
-        while chunk := list(islice(found, batch)):
-            watches += len(chunk)
-            added += self._backfill_chunk(chunk)
+        if done < 1:
+            found = self.redis.scan_iter(keys.WATCH + "*", count=batch, _type="hash")
+            while chunk := list(islice(found, batch)):
+                watches += len(chunk)
+                added += self._backfill_chunk(chunk)
+        seen, indexed = self._backfill_finished(batch)
         self.redis.set(keys.SCHEMA, SCHEMA_VERSION)
-        return Backfill(ran=True, watches=watches, added=added)
+        examined = watches if done < 1 else seen  # a scan examined the final watches too
+        return Backfill(ran=True, watches=examined, added=added + indexed)
+
+    def _backfill_finished(self, batch: int) -> tuple[int, int]:
+        seen = added = 0
+        for state in sorted(FINAL_STATES):
+            keep = self.retention[str(state)]
+            start = 0
+            while rows := cast(
+                list[tuple[str, float]],
+                self.redis.zrange(keys.by_state(state), start, start + batch - 1, withscores=True),
+            ):
+                start += len(rows)
+                seen += len(rows)
+                entries = {wid: at + keep for wid, at in rows}
+                added += int(cast(int, self.redis.zadd(keys.FINISHED, entries, nx=True)))
+        return seen, added
 
     def _backfill_chunk(self, names: list[str]) -> int:
         fields = ("created_at", "updated_at", "labels")

@@ -4,7 +4,10 @@ cannot tear a watch, and the transition event is written in the same step as the
 Each state change keeps these in step: the watch hash, ``state:<state>`` (id -> when it entered
 the state), ``counts:<provider>`` (state -> n), ``updated`` (id -> updated at), the history list
 and one entry on the ``events`` stream (fields: watch_id, provider, remote_id, from, to, raw,
-progress, note, at; ``from`` empty on register).
+progress, note, at; ``from`` empty on register). A change to a final state also scores the watch
+in ``finished`` by when it may be removed: now + its own ``retention`` field, else the
+retention of that state (an argument); a re-arm takes it out again. :data:`REMOVE` is the only
+script that deletes a watch, with every entry the others made.
 """
 
 from __future__ import annotations
@@ -79,10 +82,10 @@ return #ids
 """
 )
 
-# KEYS: watch, history, leases, updated, events.
+# KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
-#   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note,
-#   then field/value pairs.
+#   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note, retention of
+#   ``state`` if final ('' otherwise), then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -90,12 +93,12 @@ COMMIT = (
 local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local raw, progress, note = ARGV[13], ARGV[14], ARGV[15]
-local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id')
+local raw, progress, note, keep = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
+local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id', 'retention')
 if w[1] ~= fence then return 0 end
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
-for i = 16, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[4], now, id)
 if w[2] ~= state then
@@ -104,6 +107,10 @@ if w[2] ~= state then
   redis.call('HINCRBY', counts_prefix .. w[3], w[2], -1)
   redis.call('HINCRBY', counts_prefix .. w[3], state, 1)
   event(KEYS[5], maxlen, id, w[3], w[4], w[2], state, raw, progress, note, now)
+end
+if final[state] then
+  if w[5] and w[5] ~= '' then keep = w[5] end
+  redis.call('ZADD', KEYS[6], tonumber(now) + tonumber(keep), id)
 end
 if next_at ~= '' then redis.call('ZADD', due_prefix .. w[3], next_at, id) end
 if lease_until ~= '' then
@@ -119,9 +126,10 @@ return 1
 """
 )
 
-# KEYS: watch, history, leases, updated, events.
+# KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
-#   events maxlen, note. Returns -1: no such watch, 0: it had ended, 1: cancelled.
+#   events maxlen, note, retention of cancelled. Returns -1: no such watch, 0: it had ended,
+#   1: cancelled.
 CANCEL = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -129,7 +137,9 @@ CANCEL = (
 local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
   ARGV[9]
-local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress')
+local keep = ARGV[10]
+local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress',
+  'retention')
 if not w[1] then return -1 end
 if final[w[1]] then return 0 end
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
@@ -142,6 +152,8 @@ redis.call('HINCRBY', counts_prefix .. w[2], 'cancelled', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', due_prefix .. w[2], id)
 redis.call('ZREM', KEYS[3], id)
+if w[6] and w[6] ~= '' then keep = w[6] end
+redis.call('ZADD', KEYS[6], tonumber(now) + tonumber(keep), id)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, limit - 1)
 event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'cancelled', w[4], w[5], note, now)
@@ -149,7 +161,7 @@ return 1
 """
 )
 
-# KEYS: watch, history, leases, updated, events.
+# KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
 #   outcome field (cleared: the next end decides its own).
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
@@ -180,6 +192,7 @@ redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)
 redis.call('HINCRBY', counts_prefix .. w[2], 'pending', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[6], id)
 redis.call('ZADD', due_prefix .. w[2], now, id)
 -- by hand: cjson would print ``now`` with 14 digits, less than the clock gives
 local entry = '{"at":' .. now .. ',"from":' .. cjson.encode(w[1])
@@ -190,6 +203,67 @@ event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'pending', w[6], w[7], note, now)
 return 1
 """
 )
+
+# KEYS: finished, watches, updated, leases.
+# ARGV: mode ('due': only a final watch whose time in ``finished`` has come, by ``now``;
+#   'final': any final watch; 'force': any watch), now, then the key prefixes of watch, history,
+#   state, provider, due, counts and running, then per watch: id, its labels as the caller read
+#   them, the number n of its label keys and those n keys (the caller builds them: Lua's JSON
+#   is not Python's).
+# Returns, per watch: 1 removed, 0 no such watch, or the state it is in when it is kept (a
+#   non-final watch; 'changed' when its labels are not what the caller read; 'kept' when its
+#   time has not come). Everything a watch has goes in one step: hash, history, every index
+#   entry, its count, the archive-run marker.
+REMOVE = (
+    _FINAL_LUA
+    + """
+local mode, now = ARGV[1], tonumber(ARGV[2])
+local wp, hp, sp, pp, dp, cp, rp = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local out = {}
+local i = 10
+while i <= #ARGV do
+  local id, labels, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local first = i + 3
+  i = first + n
+  local w = redis.call('HMGET', wp .. id, 'state', 'provider', 'labels')
+  local verdict = 1
+  if not w[1] then
+    verdict = 0
+  elseif mode ~= 'force' and not final[w[1]] then
+    verdict = w[1]
+  elseif (w[3] or '') ~= labels then
+    verdict = 'changed'
+  elseif mode == 'due' then
+    local at = redis.call('ZSCORE', KEYS[1], id)
+    if not at or tonumber(at) > now then verdict = 'kept' end
+  end
+  if verdict == 1 then
+    redis.call('DEL', wp .. id, hp .. id, rp .. id)
+    for k = 1, 4 do redis.call('ZREM', KEYS[k], id) end
+    redis.call('ZREM', sp .. w[1], id)
+    redis.call('ZREM', pp .. w[2], id)
+    redis.call('ZREM', dp .. w[2], id)
+    for k = first, first + n - 1 do redis.call('ZREM', ARGV[k], id) end
+    if tonumber(redis.call('HINCRBY', cp .. w[2], w[1], -1)) == 0 then
+      redis.call('HDEL', cp .. w[2], w[1])
+    end
+  elseif mode == 'due' and (verdict == 0 or final[w[1]] == nil and verdict ~= 'changed') then
+    redis.call('ZREM', KEYS[1], id)  -- a stale entry (no watch, or not final): never due
+  end
+  out[#out + 1] = verdict
+end
+return out
+"""
+)
+
+# KEYS: watch, history. ARGV: entry, history_limit. A line only while the watch exists, so a
+# note after a removal leaves no history behind.
+NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
 
 RENEW = """
 if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end

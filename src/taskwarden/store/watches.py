@@ -12,7 +12,9 @@ Layout (names in :mod:`taskwarden.keys`):
   at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
   (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n.
 - ``events`` stream: one entry per state transition, written by the same script as the change
-  (read through :mod:`taskwarden.store.events`).
+  (read through :mod:`taskwarden.store.events`), capped at ``max_events`` entries (about).
+- ``finished`` sorted set: every final watch, scored by when the retention sweep may remove
+  it (:mod:`taskwarden.store.retention`).
 - Heartbeats, the dead-letter stream and the ``schema`` key the index backfill records:
   :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
 - The webhook outbox (the events consumer group, pending and due deliveries):
@@ -26,7 +28,7 @@ two writes cannot tear a watch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,9 +42,11 @@ from taskwarden.store.events import StoreEvents
 from taskwarden.store.metrics import StoreMetrics
 from taskwarden.store.ops import StoreOps
 from taskwarden.store.queries import Query, decode_cursor, encode_cursor, list_page
+from taskwarden.store.retention import StoreRetention
 from taskwarden.store.webhooks import StoreWebhooks
 
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
+DEFAULT_RETENTION = 30 * 24 * 3600.0  # seconds a final watch is kept, unless told otherwise
 
 
 class NotRearmable(Exception):
@@ -74,16 +78,29 @@ class Commit:
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
 
 
-class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
+class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
     """All of taskwarden's state in one Redis, reached only through this class (its operational
     records through the methods of :class:`~taskwarden.store.ops.StoreOps`, the events stream
     through :class:`~taskwarden.store.events.StoreEvents`, the webhook outbox through
     :class:`~taskwarden.store.webhooks.StoreWebhooks`, metrics and live figures through
-    :class:`~taskwarden.store.metrics.StoreMetrics`)."""
+    :class:`~taskwarden.store.metrics.StoreMetrics`, retention through
+    :class:`~taskwarden.store.retention.StoreRetention`).
 
-    def __init__(self, client: redis.Redis, *, history_limit: int = 100) -> None:
+    ``retention``: seconds a watch is kept once final, per final state (a state missing:
+    :data:`DEFAULT_RETENTION`); ``max_events``: the events stream's cap."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        history_limit: int = 100,
+        retention: Mapping[str, float] | None = None,
+        max_events: int = MAX_EVENTS,
+    ) -> None:
         self.redis = client
         self.history_limit = history_limit
+        self.retention = {str(s): DEFAULT_RETENTION for s in FINAL_STATES} | dict(retention or {})
+        self.max_events = max_events
         self._register = client.register_script(scripts.REGISTER)
         self._claim = client.register_script(scripts.CLAIM)
         self._reap = client.register_script(scripts.REAP)
@@ -98,6 +115,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         self._webhook_enqueue = client.register_script(scripts.WEBHOOK_ENQUEUE)
         self._webhook_claim = client.register_script(scripts.WEBHOOK_CLAIM)
         self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
+        self._remove = client.register_script(scripts.REMOVE)
+        self._note = client.register_script(scripts.NOTE)
 
     @classmethod
     def from_url(
@@ -107,6 +126,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         history_limit: int = 100,
         connect_timeout: float | None = None,
         timeout: float | None = None,
+        retention: Mapping[str, float] | None = None,
+        max_events: int = MAX_EVENTS,
     ) -> Store:
         """A store on the Redis at ``url``; ``connect_timeout`` and ``timeout`` (seconds, unset:
         no limit) bound a connection attempt and a reply, for callers that must answer."""
@@ -116,7 +137,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         if timeout is not None:
             options["socket_timeout"] = timeout
         client = connection.connect(url, decode_responses=True, health_check_interval=30, **options)
-        return cls(client, history_limit=history_limit)
+        return cls(client, history_limit=history_limit, retention=retention, max_events=max_events)
 
     def close(self) -> None:
         """Close the connections (the store is not used after)."""
@@ -147,6 +168,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
             "abort_on_timeout": reg.abort_on_timeout,
             "retry": reg.retry.fields() if reg.retry else None,
             "webhook": reg.webhook,
+            FIELDS["retention"]: reg.retention,
             "timeout": timeout,
             "deadline": now + timeout if timeout is not None else None,
             "next_poll_at": now,
@@ -172,7 +194,16 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.counts(reg.provider),
                 *(keys.label(k, v) for k, v in reg.labels.items()),
             ],
-            args=[wid, now, reg.provider, reg.remote_id, entry, MAX_EVENTS, "registered", *flat],
+            args=[
+                wid,
+                now,
+                reg.provider,
+                reg.remote_id,
+                entry,
+                self.max_events,
+                "registered",
+                *flat,
+            ],
         )
         watch = self.get(wid)
         assert watch is not None  # it was just created or already existed
@@ -296,7 +327,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         if d.note is not None:
             entry = history_entry(commit.now, commit.previous, d.state, d.raw_status, d.note)
         self._commit(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            keys=_change_keys(wid),
             args=[
                 wid,
                 commit.claim.fence,
@@ -309,10 +340,11 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.BY_STATE,
                 keys.DUE,
                 keys.COUNTS,
-                MAX_EVENTS,
+                self.max_events,
                 encode(d.raw_status),
                 encode(d.progress),
                 encode(d.note),
+                encode(self.retention.get(str(d.state))),
                 *flat,
             ],
             client=pipe,
@@ -322,7 +354,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         """Stop watching; None if there is no such watch, False if it had already ended."""
         entry = history_entry(now, None, State.CANCELLED, None, note)
         result = self._cancel(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            keys=_change_keys(wid),
             args=[
                 wid,
                 now,
@@ -331,8 +363,9 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.BY_STATE,
                 keys.DUE,
                 keys.COUNTS,
-                MAX_EVENTS,
+                self.max_events,
                 note,
+                self.retention[State.CANCELLED],
             ],
         )
         return None if result == -1 else bool(result)
@@ -343,7 +376,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         own), the fence bumped so that no older job can write. Returns the watch, None if there
         is no such watch; raises :class:`NotRearmable` (with its state) for any other state."""
         result = self._rearm(
-            keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
+            keys=_change_keys(wid),
             args=[
                 wid,
                 now,
@@ -351,7 +384,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.BY_STATE,
                 keys.DUE,
                 keys.COUNTS,
-                MAX_EVENTS,
+                self.max_events,
                 FIELDS["outcome"],
             ],
         )
@@ -364,11 +397,10 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
     def note(self, wid: str, now: float, text: str) -> None:
         """Add a line to a watch's history without changing the watch."""
         state = self.redis.hget(keys.watch(wid), "state")
+        if state is None:  # removed (forgotten, swept): nothing to note on
+            return
         entry = history_entry(now, state, state, None, text)  # type: ignore[arg-type]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(keys.history(wid), entry)
-        pipe.ltrim(keys.history(wid), 0, self.history_limit - 1)
-        pipe.execute()
+        self._note(keys=[keys.watch(wid), keys.history(wid)], args=[entry, self.history_limit])
 
     # one archive run at a time
 
@@ -381,3 +413,9 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
 
     def end_run(self, wid: str, run: str) -> None:
         self._end_run(keys=[keys.RUNNING + wid], args=[run])
+
+
+def _change_keys(wid: str) -> list[str]:
+    """The keys the scripts that change a watch's state are given (COMMIT, CANCEL, REARM)."""
+    return [keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS,
+            keys.FINISHED]  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from taskwarden import keys, logs, service, webhooks
+from taskwarden import keys, logs, metrics, service, webhooks
 from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration
 from taskwarden.service import Runtime
@@ -77,12 +77,22 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             max_claims=settings.dispatch_max_claims,
             queued_batches=int(queued),
             max_queued_batches=settings.max_queued_batches,
+            sweep_limit=settings.retention.sweep_limit,
         )
+        if result.removed:
+            swept = metrics.Batch()
+            swept.inc(metrics.WATCHES_REMOVED, by=result.removed)
+            rt.store.add_metrics(swept)
         try:
             webhooks.pump(rt.store, settings, now, send_webhooks)
         except StoreError:  # the polls went out; the next tick picks the webhooks up
             log.exception("webhooks.pump_failed")
-        return {"claimed": result.claimed, "batches": result.batches, "reaped": result.reaped}
+        return {
+            "claimed": result.claimed,
+            "batches": result.batches,
+            "reaped": result.reaped,
+            "removed": result.removed,
+        }
 
     @app.task(name=keys.TASK_POLL)
     def poll(provider: str, items: list[list[Any]]) -> dict[str, int]:

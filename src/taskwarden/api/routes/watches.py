@@ -1,4 +1,4 @@
-"""``/v1/watches``: list and read watches; register, cancel and re-arm them."""
+"""``/v1/watches``: list and read watches; register, cancel, re-arm and forget them."""
 
 from __future__ import annotations
 
@@ -112,3 +112,25 @@ def retry(store: StoreDep, ref: str) -> dict[str, Any]:
     if again is None:
         raise HTTPException(404, f"no watch {ref!r}")
     return {"watch": again}
+
+
+@router.delete("/v1/watches/{ref}", dependencies=WRITES, response_model=schemas.Forgotten,
+               responses=errors(401, 404, 409, 422, 503))  # fmt: skip
+def forget(
+    store: StoreDep,
+    ref: str,
+    force: Annotated[bool, Query(description="also a watch that is not final")] = False,
+) -> dict[str, Any]:
+    """Remove a watch from Redis now, with its history and index entries, whatever its
+    retention (its archive stays). A watch that is not final is refused (409) unless
+    ``force``: then it is dropped as it is, its checks in flight write nothing, and the remote
+    task is left alone (cancel it with ``abort`` first to stop it too)."""
+    watch = find(store, ref)
+    done = store.forget(watch.id, force=force)
+    if not done.found:
+        raise HTTPException(404, f"no watch {ref!r}")
+    if not done.removed:
+        raise HTTPException(
+            409, f"watch {watch.id} is {done.state}, not final; cancel it first or pass force=true"
+        )
+    return {"id": watch.id, "state": str(watch.state)}
