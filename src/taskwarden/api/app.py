@@ -28,6 +28,7 @@ from taskwarden.api.health import Readiness
 from taskwarden.api.openapi import document
 from taskwarden.api.routes import ROUTERS
 from taskwarden.config import Settings
+from taskwarden.config.redis_url import celery_broker
 from taskwarden.store import Store, StoreError
 
 SSE_HEARTBEAT = 15.0
@@ -38,8 +39,13 @@ def create_app(
 ) -> FastAPI:
     """The API app for a resolved Redis URL (the embedded server's, if any)."""
     store = Store.from_url(redis_url, connect_timeout=5, timeout=30, **settings.store_options())
-    producer = Celery("taskwarden-api", broker=redis_url, set_as_current=False)
-    producer.conf.update(task_serializer="json", broker_connection_retry_on_startup=False)
+    broker, transport_options = celery_broker(redis_url)
+    producer = Celery("taskwarden-api", broker=broker, set_as_current=False)
+    producer.conf.update(
+        task_serializer="json",
+        broker_connection_retry_on_startup=False,
+        broker_transport_options=transport_options,
+    )
     context = Context(
         settings=settings,
         store=store,

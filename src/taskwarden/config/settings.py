@@ -31,6 +31,7 @@ from taskwarden.circuit import CircuitPolicy
 from taskwarden.config.environment import unknown_variables
 from taskwarden.config.fields import OptionalSecret, OptionalStr, comma_list, http_url
 from taskwarden.config.providers import ProvidersSettings
+from taskwarden.config.redis_url import check as check_redis_url
 from taskwarden.errors import ConfigError
 from taskwarden.lifecycle import (
     DEFAULT_MAXIMUM_ELAPSED,
@@ -262,7 +263,8 @@ class Settings(BaseSettings):
             Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "taskwarden"
         )
     )
-    redis_url: str | None = None  # None: an embedded Redis under data_dir
+    # None: an embedded Redis under data_dir; redis+sentinel://...: a master Sentinel watches
+    redis_url: str | None = None
     archive_url: str | None = None  # None: file://<data_dir>/archive
     s3: S3Settings = S3Settings()
     providers: ProvidersSettings = ProvidersSettings()
@@ -304,8 +306,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            check_redis_url(value)
         return value or None
 
     @property

@@ -39,7 +39,7 @@ import redis
 from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import FIELDS, Registration, Watch, encode, history_entry, watch_id
-from taskwarden.store import scripts
+from taskwarden.store import connection, scripts
 from taskwarden.store.circuits import StoreCircuits
 from taskwarden.store.events import StoreEvents
 from taskwarden.store.metrics import StoreMetrics
@@ -159,9 +159,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
             options["socket_connect_timeout"] = connect_timeout
         if timeout is not None:
             options["socket_timeout"] = timeout
-        client = redis.Redis.from_url(
-            url, decode_responses=True, health_check_interval=30, **options
-        )
+        client = connection.connect(url, decode_responses=True, health_check_interval=30, **options)
         return cls(client, history_limit=history_limit, retention=retention, max_events=max_events)
 
     def close(self) -> None:
