@@ -1,8 +1,11 @@
-"""``/v1/watches``: list and read watches; register, cancel, re-arm and forget them."""
+"""``/v1/watches``: list and read watches; register, cancel, re-arm and forget them, one at a
+time or (``:cancel``, ``:retry``) all that a filter matches."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -14,7 +17,8 @@ from taskwarden.api.deps import READS, WRITES, ContextDep, SettingsDep, StoreDep
 from taskwarden.api.schemas import errors
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
-from taskwarden.store import SORTS, BadQuery, NotRearmable
+from taskwarden.service import bulk
+from taskwarden.store import SORTS, BadQuery, NotRearmable, Store
 
 router = APIRouter(tags=["watches"])
 
@@ -36,13 +40,7 @@ def list_watches(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Watches, filtered and sorted, a page at a time."""
-    labels: dict[str, str] = {}
-    for pair in label:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise HTTPException(422, f"label: {pair!r} is not key=value")
-        if labels.setdefault(key, value) != value:
-            raise HTTPException(422, f"label: {key!r} given twice")
+    labels = _labels(label)
     try:
         items, next_cursor = store.list_watches(
             state=state, provider=provider, labels=labels, q=q or None,
@@ -53,6 +51,58 @@ def list_watches(
     except BadQuery as exc:
         raise HTTPException(422, str(exc)) from None
     return {"items": items, "next_cursor": next_cursor}
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HTTPException(422, f"label: {pair!r} is not key=value")
+        if labels.setdefault(key, value) != value:
+            raise HTTPException(422, f"label: {key!r} given twice")
+    return labels
+
+
+def _bulk(
+    store: Store, action: bulk.Action, body: schemas.BulkRequest,
+    on_cancelled: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    selection = service.Selection(
+        state=body.state, provider=body.provider, labels=_labels(body.label), q=body.q or None,
+        created_after=body.created_after, created_before=body.created_before,
+        updated_after=body.updated_after, updated_before=body.updated_before,
+    )  # fmt: skip
+    try:
+        done = bulk.apply(
+            store, action, selection, now=time.time(), limit=body.limit, cursor=body.cursor,
+            dry_run=body.dry_run, on_cancelled=on_cancelled,
+            note="cancelled in bulk through the API",
+        )  # fmt: skip
+    except BadQuery as exc:
+        raise HTTPException(422, str(exc)) from None
+    return asdict(done)
+
+
+@router.post("/v1/watches:cancel", dependencies=WRITES, response_model=schemas.BulkResult,
+             responses=errors(401, 422, 503))  # fmt: skip
+def cancel_many(ctx: ContextDep, body: schemas.BulkCancelRequest) -> dict[str, Any]:
+    """Cancel the watches a filter matches, ``limit`` at a time (go on with ``next_cursor``);
+    with ``abort``, also abort the remote task of each one cancelled. Those already ended are
+    skipped, so a repeated request changes nothing."""
+
+    def send_abort(wid: str) -> None:
+        ctx.producer.send_task(keys.TASK_ABORT, args=[wid], queue=keys.QUEUE_POLL)
+
+    return _bulk(ctx.store, "cancel", body, send_abort if body.abort else None)
+
+
+@router.post("/v1/watches:retry", dependencies=WRITES, response_model=schemas.BulkResult,
+             responses=errors(401, 422, 503))  # fmt: skip
+def retry_many(store: StoreDep, body: schemas.BulkRequest) -> dict[str, Any]:
+    """Re-arm the ``error`` and ``timed_out`` watches a filter matches, ``limit`` at a time (go
+    on with ``next_cursor``); the others it matches are skipped, by state."""
+    return _bulk(store, "retry", body)
 
 
 @router.get("/v1/watches/{ref}", dependencies=READS, response_model=schemas.WatchDetail,
@@ -90,12 +140,17 @@ async def register(
 
 
 @router.post("/v1/watches/{ref}/cancel", dependencies=WRITES, response_model=schemas.Cancelled,
-             responses=errors(401, 404, 422, 503))  # fmt: skip
+             responses=errors(401, 404, 409, 422, 503))  # fmt: skip
 def cancel(ctx: ContextDep, ref: str, body: schemas.CancelRequest | None = None) -> dict[str, Any]:
-    """Stop watching; with ``abort``, also ask the platform to abort the task."""
+    """Stop watching; with ``abort``, also ask the platform to abort the task. An abort of a
+    watch that had already ended is refused (409) and nothing is sent."""
     watch = find(ctx.store, ref)
     cancelled = ctx.store.cancel(watch.id, time.time(), "cancelled through the API")
     if body is not None and body.abort:
+        if not cancelled:
+            ended = find(ctx.store, watch.id)
+            raise HTTPException(409, f"watch {watch.id} had already ended ({ended.state}); "
+                                     "no abort was sent")  # fmt: skip
         ctx.producer.send_task(keys.TASK_ABORT, args=[watch.id], queue=keys.QUEUE_POLL)
     return {"watch": find(ctx.store, watch.id), "cancelled": bool(cancelled)}
 
