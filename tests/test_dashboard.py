@@ -440,6 +440,9 @@ def test_the_watch_detail_view_opens_from_a_row_and_by_its_url_and_acts_with_the
     msg = page.locator("#d-msg")
     page.goto(dash.url + f"/?label=run%3D{run}&watch={lid}")  # opened by its address
     expect(detail).to_have_attribute("data-state", "error", timeout=WAIT_MS)
+    kind = warden.store.get(lid).last_error_kind  # type: ignore[union-attr]
+    assert kind is not None
+    expect(page.locator('#d-fields [data-field="last_error"]')).to_contain_text(kind + ": ")
     page.locator("#d-retry").click()
     expect(msg).to_contain_text("Refused: missing bearer token", timeout=WAIT_MS)
     expect(msg).to_contain_text("actions need the API token")

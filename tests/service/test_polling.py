@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from taskwarden import keys
-from taskwarden.lifecycle import Remote, State
+from taskwarden.errors import ProviderUnavailable
+from taskwarden.lifecycle import Observation, Remote, State
+from taskwarden.providers.base import Target
 from taskwarden.service import PollResult, poll_batch
 from taskwarden.store import Claim, Store
 from tests.service.doubles import ARCHIVE_LEASE, NOW, POLICIES, PROVIDER, Platform, Sent, register
@@ -117,3 +119,30 @@ def test_one_now_dates_every_decision_of_a_batch(store: Store) -> None:
         assert store.history(wid)[-1]["at"] == at  # oldest first: registered, then this
     assert len(sent.metrics) == 1  # one metrics batch per poll batch
     assert store.due_count(PROVIDER, at + POLICIES.poll.initial) == 3
+
+
+class Unavailable(Platform):
+    """A platform that answers no status check."""
+
+    async def fetch_status(self, target: Target) -> Observation:
+        self.checked.append(target.remote_id)
+        raise ProviderUnavailable("down for maintenance", provider=self.name)
+
+
+def test_a_failed_check_records_its_error_kind_beside_its_message(store: Store) -> None:
+    """A check that raised keeps the error-tree class it raised as ``last_error_kind`` beside
+    ``last_error``; a check that then sees the task again leaves both as they were."""
+    wid = register(store, "r0")
+    sent = Sent()
+    poll(store, Unavailable(), claim(store, NOW), NOW, sent)
+    watch = store.get(wid)
+    assert watch is not None and watch.errors == 1
+    assert (watch.last_error_kind, watch.last_error) == (
+        "ProviderUnavailable",
+        "down for maintenance",
+    )
+    later = NOW + 60
+    store.redis.zadd(keys.due(PROVIDER), {wid: 0})
+    poll(store, Platform(), claim(store, later), later, sent)
+    seen = store.get(wid)
+    assert seen is not None and (seen.errors, seen.last_error_kind) == (0, "ProviderUnavailable")

@@ -181,6 +181,8 @@ def show(ref: str, as_json: bool) -> None:
         return
     for key in ("id", "provider", "remote_id", "name", "state", "raw_status", "last_error"):
         click.echo(f"{key:<12} {data[key] if data[key] is not None else '-'}")
+    if watch.last_error_kind:
+        click.echo(f"{'error kind':<12} {watch.last_error_kind}")
     if watch.state is State.ARCHIVING and watch.outcome is not None:
         click.echo(f"{'lands on':<12} {watch.outcome} (once archived)")
     click.echo(f"{'progress':<12} {common.bar(watch.progress)}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from taskwarden import logs, metrics
 from taskwarden.errors import PermanentError, RetryableError
 from taskwarden.lifecycle import INTERNAL_ERROR, Decision, Failure, Observation, State, decide
-from taskwarden.models import Watch, observed_fields
+from taskwarden.models import FIELDS, Watch, observed_fields
 from taskwarden.providers.base import Provider
 from taskwarden.service.rules import (
     Policies,
@@ -159,6 +159,8 @@ def decide_all(
             "polls": watch.polls + 1,
             "failing_since": decision.failing_since,
         }
+        if isinstance(observed, Failure):
+            extra[FIELDS["last_error_kind"]] = observed.kind
         if isinstance(observed, Observation):
             if observed.name:
                 extra["name"] = observed.name

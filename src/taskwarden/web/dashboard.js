@@ -636,7 +636,8 @@
       ["checks", String(w.polls ?? 0)],
       ["failed checks in a row", String(w.errors ?? 0) +
         (w.failing_since ? ` (since ${isoTime(w.failing_since)})` : "")],
-      ["last error", w.last_error || "–"],
+      ["last error", w.last_error
+        ? (w.last_error_kind ? `${w.last_error_kind}: ` : "") + w.last_error : "–"],
       ["archive", w.archive || "none"],
       ["manifest", w.manifest || "–"],
       ["webhook", webhook],
