@@ -479,6 +479,60 @@ def test_the_watch_detail_view_opens_from_a_row_and_by_its_url_and_acts_with_the
     assert refused == []
 
 
+def fail_checks(store: Store, wid: str, errors: int) -> None:
+    """Commit a failed check of a pending watch, as a poll worker would: still pending, its
+    ``errors``-th failure in a row recorded with its message and kind."""
+    now = time.time()
+    store.redis.zadd(keys.due("geobox"), {wid: 0})
+    claim = next(c for c in store.claim_due("geobox", now, 10_000, now + 60) if c.watch_id == wid)
+    decision = Decision(State.PENDING, None, None, 1.0, errors, now + 3600,
+                        last_error="geobox answered 503", failing_since=now)  # fmt: skip
+    assert store.commit(
+        Commit(claim, decision, now, extra={"last_error_kind": "ProviderUnavailable"})
+    )
+
+
+def test_stuck_watches_are_shown_and_open_their_detail_and_back_closes_it(
+    store: Store, redis_url: str, sim: SimulatorServer, tab: Tab, tmp_path: Path
+) -> None:
+    """The Stuck panel lists a live watch whose checks keep failing (with how many and the
+    error) and the oldest running watch; a click opens its detail at its own address, and the
+    browser's Back closes it again without a reload."""
+    started = time.time() - 600
+    for i, remote in enumerate(("stuck-failing", "stuck-old", "stuck-new")):
+        reg = Registration.model_validate({"provider": "geobox", "remote_id": remote})
+        store.register(reg, started + i)
+    failing, old, new = (watch_id("geobox", r) for r in ("stuck-failing", "stuck-old", "stuck-new"))
+    fail_checks(store, failing, 4)
+    start_running(store, old, 0.1)
+    start_running(store, new, 0.2)
+    settings = warden_env(redis_url, sim, tmp_path / "data")
+    settings["TASKWARDEN_ARCHIVE_URL"] = (tmp_path / "archive").as_uri()
+    with serving_api(settings, tmp_path) as url:
+        page = tab.page
+        page.goto(url + "/")
+        stuck = page.locator(f'#stuck-failing li[data-watch-id="{failing}"]')
+        expect(stuck).to_contain_text("4 failed checks: geobox answered 503", timeout=WAIT_MS)
+        oldest = page.locator("#stuck-oldest li")
+        expect(oldest).to_have_count(2)
+        expect(oldest.first).to_have_attribute("data-watch-id", old)
+        page.evaluate("window.__sameDocument = true")  # a reload would lose it
+        keep_screenshot(page, "dashboard-stuck.png")
+
+        stuck.click()
+        expect(page.locator("#d-id")).to_have_text(failing, timeout=WAIT_MS)
+        expect(page.locator('#d-fields [data-field="last_error"]')).to_have_text(
+            "ProviderUnavailable: geobox answered 503", timeout=WAIT_MS
+        )
+        expect(page.locator('#d-fields [data-field="failed_checks_in_a_row"]')).to_contain_text("4")
+        assert page.url.endswith(f"?watch={failing}")
+        page.go_back()
+        expect(page.locator("#detail")).to_be_hidden(timeout=WAIT_MS)
+        assert "watch=" not in page.url
+        assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+        assert tab.problems == []
+
+
 PREFIX = "/taskwarden"
 # hop-by-hop, or recomputed by the proxy's own server
 NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",

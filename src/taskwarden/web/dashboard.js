@@ -824,8 +824,8 @@
         renderPager(matching(stats));
       }
       if (openId) await refreshDetail();
-      // failed watches change rarely: fetch them when their counts move, or now and then
-      const key = FAILURES.map((s) => counts[s] || 0).join(",");
+      // failed and stuck watches change rarely: fetch them when the counts move, or now and then
+      const key = STATES.map((s) => counts[s] || 0).join(",");
       if (key !== failuresKey || Date.now() - failuresAt > FAILURES_EVERY_MS) {
         await Promise.all([refreshFailures(), refreshStuck()]);
         failuresKey = key;
