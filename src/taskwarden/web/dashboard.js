@@ -189,6 +189,7 @@
       // a cursor this server no longer takes (an upgrade between two polls): back to page one
       if (!(err instanceof ApiError && err.status === 422 && cursors.length > 1)) throw err;
       cursors = [null];
+      saveUrl();
       return getJson(watchesPath());
     }
   }
