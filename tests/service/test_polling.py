@@ -164,3 +164,30 @@ def test_an_open_circuit_checks_one_watch_of_a_batch_holds_it_and_leaves_the_res
                    record=sent.metrics.append)
     )  # fmt: skip
     assert not store.circuits([PROVIDER])[PROVIDER].is_open
+
+
+class Unavailable(Platform):
+    """A platform that answers no status check."""
+
+    async def fetch_status(self, target: Target) -> Observation:
+        self.checked.append(target.remote_id)
+        raise ProviderUnavailable("down for maintenance", provider=self.name)
+
+
+def test_a_failed_check_records_its_error_kind_beside_its_message(store: Store) -> None:
+    """A check that raised keeps the error-tree class it raised as ``last_error_kind`` beside
+    ``last_error``; a check that then sees the task again leaves both as they were."""
+    wid = register(store, "r0")
+    sent = Sent()
+    poll(store, Unavailable(), claim(store, NOW), NOW, sent)
+    watch = store.get(wid)
+    assert watch is not None and watch.errors == 1
+    assert (watch.last_error_kind, watch.last_error) == (
+        "ProviderUnavailable",
+        "down for maintenance",
+    )
+    later = NOW + 60
+    store.redis.zadd(keys.due(PROVIDER), {wid: 0})
+    poll(store, Platform(), claim(store, later), later, sent)
+    seen = store.get(wid)
+    assert seen is not None and (seen.errors, seen.last_error_kind) == (0, "ProviderUnavailable")

@@ -1,12 +1,14 @@
 """What taskwarden does, as plain functions over its ports (the store, the providers, the
 archive): registration (:mod:`.registration`), dispatch (:mod:`.dispatching`), polling
-(:mod:`.polling`), archiving (:mod:`.archiving`) and aborting (:mod:`.aborting`), with the rules
-they share in :mod:`.rules`. Each takes the collaborators it uses and a ``now``; what a worker
-process builds once to hand them over is its :class:`Runtime` (:mod:`.runtime`). The Celery tasks
-in :mod:`taskwarden.worker` and the API call these; nothing here knows Celery."""
+(:mod:`.polling`), archiving (:mod:`.archiving`), aborting (:mod:`.aborting`) and bulk actions
+(:mod:`.bulk`), with the rules they share in :mod:`.rules`. Each takes the collaborators it
+uses and a ``now``; what a worker process builds once to hand them over is its
+:class:`Runtime` (:mod:`.runtime`). The Celery tasks in :mod:`taskwarden.worker` and the API
+call these; nothing here knows Celery."""
 
 from taskwarden.service.aborting import abort_remote
 from taskwarden.service.archiving import archive_watch
+from taskwarden.service.bulk import BulkResult, Selection
 from taskwarden.service.dispatching import DispatchResult, dispatch
 from taskwarden.service.polling import PollResult, poll_batch
 from taskwarden.service.registration import (
@@ -23,12 +25,14 @@ from taskwarden.service.runtime import Runtime
 
 __all__ = [
     "MAX_BATCH",
+    "BulkResult",
     "DispatchResult",
     "Outcome",
     "Policies",
     "PollResult",
     "Record",
     "Runtime",
+    "Selection",
     "SendAbort",
     "SendArchive",
     "abort_remote",

@@ -33,7 +33,7 @@ from taskwarden.lifecycle import (
     deferred,
     held,
 )
-from taskwarden.models import Watch, observed_fields
+from taskwarden.models import FIELDS, Watch, observed_fields
 from taskwarden.providers.base import Provider
 from taskwarden.service.rules import (
     Policies,
@@ -236,6 +236,8 @@ def decide_all(
             "polls": watch.polls + 1,
             "failing_since": decision.failing_since,
         }
+        if isinstance(observed, Failure):
+            extra[FIELDS["last_error_kind"]] = observed.kind
         if isinstance(observed, Observation):
             if observed.name:
                 extra["name"] = observed.name

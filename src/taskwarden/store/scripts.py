@@ -229,8 +229,8 @@ local note = 're-armed'
 if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. ')' end
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
-  'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
-  outcome_field, '', 'failing_since', '')
+  'next_poll_at', now, 'errors', 0, 'last_error', '', 'last_error_kind', '', 'interval', '',
+  'deadline', deadline, outcome_field, '', 'failing_since', '')
 redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)

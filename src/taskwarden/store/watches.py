@@ -325,6 +325,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
         }
         if d.last_error is not None:
             fields["last_error"] = d.last_error
+            fields[FIELDS["last_error_kind"]] = None  # unless the caller knows it (``extra``)
         if d.outcome is not None:
             fields[FIELDS["outcome"]] = d.outcome
         if d.state in FINAL_STATES:
