@@ -7,7 +7,7 @@ in :mod:`taskwarden.worker` and the API call these; nothing here knows Celery.""
 
 from taskwarden.service.aborting import abort_remote
 from taskwarden.service.archiving import archive_watch
-from taskwarden.service.dispatching import DispatchResult, dispatch
+from taskwarden.service.dispatching import DispatchResult, dispatch, in_flight_cap
 from taskwarden.service.polling import PollResult, poll_batch
 from taskwarden.service.registration import check_webhook, parse, register
 from taskwarden.service.rules import Policies, Record, SendAbort, SendArchive
@@ -25,6 +25,7 @@ __all__ = [
     "archive_watch",
     "check_webhook",
     "dispatch",
+    "in_flight_cap",
     "parse",
     "poll_batch",
     "register",

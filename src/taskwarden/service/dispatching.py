@@ -7,12 +7,18 @@ beats, or two dispatches at once, can never hand the same watch to two polls.
 Back-pressure: dispatch claims no more than the poll queue can take soon
 (``max_queued_batches``). What is not claimed stays in the durable due index in Redis rather
 than piling up in the broker, where it would outlive its lease.
+
+Isolation: each provider has at most ``max_in_flight`` checks claimed and not yet committed
+(``in_flight_caps`` lowers it per provider), so a platform that hangs holds that many leases
+and poll messages, never every worker. For a rate-limited provider the cap is also what its
+limit can serve within a lease (:func:`in_flight_cap`): a claim that would wait for a slot past
+its lease is left due instead, so no request is spent on a claim that can no longer commit.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from taskwarden import logs
@@ -20,6 +26,9 @@ from taskwarden.store import Claim, Store
 
 SendPolls = Callable[[str, Sequence[Claim]], None]
 CLAIM_CHUNK = 1000
+# the share of a lease a rate-limited provider's claims may spend waiting for their slots and
+# checking; the rest is for the trip through the poll queue and the commit
+RATE_SHARE = 0.8
 
 log = logs.get("taskwarden.scheduler")
 
@@ -29,6 +38,24 @@ class DispatchResult:
     reaped: int = 0
     claimed: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    at_cap: dict[str, int] = field(default_factory=dict)  # provider -> checks it has in flight
+
+
+def in_flight_cap(
+    max_in_flight: int,
+    lease_seconds: float,
+    check_deadline: float,
+    rate: float | None = None,
+    burst: int = 1,
+) -> int:
+    """How many checks of one provider may be in flight at once: ``max_in_flight``, and for a
+    provider limited to ``rate`` requests a second (``burst`` ahead), what the limit can start
+    while a lease leaves room for a whole check (``lease_seconds - check_deadline``, of which
+    :data:`RATE_SHARE`). Never less than one."""
+    if rate is None:
+        return max(1, max_in_flight)
+    served = int(rate * (lease_seconds - check_deadline) * RATE_SHARE) + burst
+    return max(1, min(max_in_flight, served))
 
 
 def dispatch(
@@ -41,17 +68,32 @@ def dispatch(
     max_claims: int,
     queued_batches: int = 0,
     max_queued_batches: int | None = None,
+    max_in_flight: int | None = None,
+    in_flight_caps: Mapping[str, int] | None = None,
 ) -> DispatchResult:
-    """Claim every due watch (within the limits) and send them as poll batches, per provider."""
+    """Claim every due watch (within the limits) and send them as poll batches, per provider.
+
+    ``max_in_flight`` bounds each provider's checks claimed and not yet committed (None: no
+    bound); ``in_flight_caps`` sets that bound per provider (see :func:`in_flight_cap`)."""
     started = time.perf_counter()
     result = DispatchResult(reaped=store.reap_leases(now))
     room = max_claims
     if max_queued_batches is not None:
         room = min(room, max(0, max_queued_batches - queued_batches) * batch_size)
+    caps = in_flight_caps or {}
     for provider in store.providers():
+        budget = room
+        cap = caps.get(provider, max_in_flight)
+        if cap is not None and budget > 0:
+            # claims older than a lease were reaped above; older than two are of watches gone
+            store.prune_in_flight(provider, now - 2 * lease_seconds)
+            held = store.in_flight(provider, now - lease_seconds)
+            budget = min(budget, max(0, cap - held))
+            if held >= cap:
+                result.at_cap[provider] = held
         taken = 0
-        while taken < room:
-            want = min(CLAIM_CHUNK, room - taken)
+        while taken < budget:
+            want = min(CLAIM_CHUNK, budget - taken)
             claims = store.claim_due(provider, now, want, lease_until=now + lease_seconds)
             for start in range(0, len(claims), batch_size):
                 send_polls(provider, claims[start : start + batch_size])
@@ -62,12 +104,13 @@ def dispatch(
         if taken:
             result.claimed[provider] = taken
         room -= taken
-    if result.claimed or result.reaped:
+    if result.claimed or result.reaped or result.at_cap:
         log.info(
             "dispatch.tick",
             claimed=result.claimed,
             batches=result.batches,
             reaped=result.reaped,
+            at_cap=result.at_cap,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
     return result

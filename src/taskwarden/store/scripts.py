@@ -46,6 +46,7 @@ return 1
 """
 )
 
+# KEYS: due:<p>, leases, inflight:<p>. ARGV: now, limit, lease_until, watch prefix.
 CLAIM = """
 local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
@@ -55,6 +56,7 @@ for _, id in ipairs(ids) do
   if redis.call('EXISTS', watch_prefix .. id) == 1 then
     local fence = redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
     redis.call('ZADD', KEYS[2], lease_until, id)
+    redis.call('ZADD', KEYS[3], now, id)
     out[#out + 1] = id
     out[#out + 1] = fence
   end
@@ -66,10 +68,12 @@ REAP = (
     _FINAL_LUA
     + """
 local now, limit, watch_prefix, due_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local inflight_prefix = ARGV[5]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local w = redis.call('HMGET', watch_prefix .. id, 'provider', 'state')
+  if w[1] then redis.call('ZREM', inflight_prefix .. w[1], id) end
   if w[1] and not final[w[2]] then
     redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
     redis.call('ZADD', due_prefix .. w[1], now, id)
@@ -82,7 +86,7 @@ return #ids
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
 #   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note,
-#   then field/value pairs.
+#   inflight_prefix, then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -90,12 +94,13 @@ COMMIT = (
 local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local raw, progress, note = ARGV[13], ARGV[14], ARGV[15]
+local raw, progress, note, inflight_prefix = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id')
 if w[1] ~= fence then return 0 end
+redis.call('ZREM', inflight_prefix .. w[3], id)
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
-for i = 16, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[4], now, id)
 if w[2] ~= state then
@@ -121,7 +126,8 @@ return 1
 
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
-#   events maxlen, note. Returns -1: no such watch, 0: it had ended, 1: cancelled.
+#   events maxlen, note, inflight_prefix. Returns -1: no such watch, 0: it had ended,
+#   1: cancelled.
 CANCEL = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -129,6 +135,7 @@ CANCEL = (
 local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
   ARGV[9]
+local inflight_prefix = ARGV[10]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress')
 if not w[1] then return -1 end
 if final[w[1]] then return 0 end
@@ -142,6 +149,7 @@ redis.call('HINCRBY', counts_prefix .. w[2], 'cancelled', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', due_prefix .. w[2], id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', inflight_prefix .. w[2], id)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, limit - 1)
 event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'cancelled', w[4], w[5], note, now)
@@ -151,7 +159,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own).
+#   outcome field (cleared: the next end decides its own), inflight_prefix.
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -159,7 +167,7 @@ REARM = (
     + """
 local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local outcome_field = ARGV[8]
+local outcome_field, inflight_prefix = ARGV[8], ARGV[9]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
   'raw_status', 'progress')
 if not w[1] then return -1 end
@@ -180,6 +188,7 @@ redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)
 redis.call('HINCRBY', counts_prefix .. w[2], 'pending', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', inflight_prefix .. w[2], id)
 redis.call('ZADD', due_prefix .. w[2], now, id)
 -- by hand: cjson would print ``now`` with 14 digits, less than the clock gives
 local entry = '{"at":' .. now .. ',"from":' .. cjson.encode(w[1])
@@ -191,9 +200,13 @@ return 1
 """
 )
 
+# KEYS: watch, leases. ARGV: fence, until, id, inflight_prefix. The renewed lease is an
+# archive's: the watch's check is no longer in flight.
 RENEW = """
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
+local w = redis.call('HMGET', KEYS[1], 'fence', 'provider')
+if w[1] ~= ARGV[1] then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if w[2] then redis.call('ZREM', ARGV[4] .. w[2], ARGV[3]) end
 return 1
 """
 

@@ -241,21 +241,34 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
     def claim_due(self, provider: str, now: float, limit: int, lease_until: float) -> list[Claim]:
         """Atomically take up to ``limit`` due watches of ``provider`` under a lease."""
         flat = self._claim(
-            keys=[keys.due(provider), keys.LEASES], args=[now, limit, lease_until, keys.WATCH]
+            keys=[keys.due(provider), keys.LEASES, keys.in_flight(provider)],
+            args=[now, limit, lease_until, keys.WATCH],
         )
         return [Claim(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def reap_leases(self, now: float, limit: int = 10_000) -> int:
         """Put watches whose lease expired back on the schedule; return how many."""
-        return int(self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE]))
+        return int(
+            self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE, keys.IN_FLIGHT])
+        )
 
     def renew_lease(self, claim: Claim, until: float) -> bool:
+        """Hold ``claim``'s watch to ``until`` under an archive lease (its check is over)."""
         return bool(
             self._renew(
                 keys=[keys.watch(claim.watch_id), keys.LEASES],
-                args=[claim.fence, until, claim.watch_id],
+                args=[claim.fence, until, claim.watch_id, keys.IN_FLIGHT],
             )
         )
+
+    def in_flight(self, provider: str, since: float) -> int:
+        """Checks of ``provider`` claimed at ``since`` or later and not yet committed."""
+        count: Any = self.redis.zcount(keys.in_flight(provider), since, "+inf")
+        return int(count)
+
+    def prune_in_flight(self, provider: str, before: float) -> None:
+        """Forget claims made before ``before`` (long reaped, or of watches gone)."""
+        self.redis.zremrangebyscore(keys.in_flight(provider), "-inf", f"({before}")
 
     def due_count(self, provider: str, now: float | None = None) -> int:
         high = "+inf" if now is None else now
@@ -315,6 +328,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 encode(d.raw_status),
                 encode(d.progress),
                 encode(d.note),
+                keys.IN_FLIGHT,
                 *flat,
             ],
             client=pipe,
@@ -335,6 +349,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.COUNTS,
                 MAX_EVENTS,
                 note,
+                keys.IN_FLIGHT,
             ],
         )
         return None if result == -1 else bool(result)
@@ -355,6 +370,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.COUNTS,
                 MAX_EVENTS,
                 FIELDS["outcome"],
+                keys.IN_FLIGHT,
             ],
         )
         if result == -1:
