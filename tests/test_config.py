@@ -46,3 +46,19 @@ def test_default_archive_is_under_data_dir(
     """With no archive URL, outputs go to a folder under the data directory."""
     monkeypatch.setenv("TASKWARDEN_DATA_DIR", str(tmp_path))
     assert load_settings().resolved_archive_url == f"file://{tmp_path}/archive"
+
+
+@pytest.mark.parametrize(("lease", "deadline"), [("30", "30"), ("10", "30"), ("5", "9.5")])
+def test_a_lease_no_longer_than_the_check_deadline_is_refused(
+    monkeypatch: pytest.MonkeyPatch, lease: str, deadline: str
+) -> None:
+    """A check must be able to end inside its lease: a lease up to the deadline is refused, and
+    the message names both variables and their values."""
+    monkeypatch.setenv("TASKWARDEN_LEASE_SECONDS", lease)
+    monkeypatch.setenv("TASKWARDEN_POLL__CHECK_DEADLINE", deadline)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert f"TASKWARDEN_LEASE_SECONDS ({lease}) must exceed" in str(err.value)
+    assert f"TASKWARDEN_POLL__CHECK_DEADLINE ({deadline})" in str(err.value)
+    monkeypatch.setenv("TASKWARDEN_LEASE_SECONDS", str(float(deadline) + 1))
+    assert load_settings().poll.check_deadline == float(deadline)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from taskwarden.models import Registration
-from taskwarden.service.dispatching import dispatch
+from taskwarden.service.dispatching import dispatch, in_flight_cap
 from taskwarden.store import Claim, Store
 
 NOW = 1_700_000_000.0
@@ -85,3 +85,75 @@ def test_the_poll_queue_room_is_shared_by_every_provider(store: Store) -> None:
     assert sum(got.values()) == 6
     assert store.due_count("geobox", NOW) + store.due_count("up42", NOW) == 2
     assert {provider for provider, _ in broker.batches} == set(got)
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "lease", "deadline", "rate", "burst", "cap"),
+    [
+        (1000, 120, 30, None, 1, 1000),  # no rate limit: the cap alone
+        (1000, 120, 30, 1.0, 1, 73),  # 1/s over 80 % of the 90 s a lease leaves, + the burst
+        (1000, 120, 30, 100.0, 10, 1000),  # a fast limit: the cap is lower
+        (1000, 8, 3, 1.0, 1, 5),  # 1/s, 5 s left: 4 + 1
+        (1000, 31, 30, 0.1, 1, 1),  # never less than one
+    ],
+)
+def test_in_flight_cap_is_what_the_rate_limit_serves_within_a_lease(
+    max_in_flight: int, lease: float, deadline: float, rate: float | None, burst: int, cap: int
+) -> None:
+    """A rate-limited provider may have in flight what its limit starts while a lease still
+    leaves room for a whole check; never more than the general cap, never less than one."""
+    assert in_flight_cap(max_in_flight, lease, deadline, rate, burst) == cap
+
+
+def test_a_provider_at_its_cap_is_not_claimed_and_the_others_are(store: Store) -> None:
+    """A provider whose checks in flight reach its cap gets no new claims (its due watches stay
+    due) while another is claimed in full; once its checks commit or their leases are reaped,
+    it is claimed again."""
+    due_watches(store, "hung", 6)
+    due_watches(store, "healthy", 2)
+    broker = Broker()
+    kw = {"lease_seconds": 30, "batch_size": BATCH, "max_claims": 1000, "max_in_flight": 3}
+    first = dispatch(store, broker.send_polls, now=NOW, **kw)  # type: ignore[arg-type]
+    assert first.claimed == {"hung": 3, "healthy": 2}
+    assert store.in_flight("hung", NOW - 30) == 3
+    store.register(Registration.model_validate({"provider": "healthy", "remote_id": "new"}), NOW)
+    second = dispatch(store, broker.send_polls, now=NOW + 1, **kw)  # type: ignore[arg-type]
+    assert second.claimed == {"healthy": 1}
+    assert second.at_cap == {"hung": 3}
+    assert store.due_count("hung", NOW + 1) == 3
+    # the leases run out: reaped, off the in-flight count, claimed again
+    third = dispatch(store, broker.send_polls, now=NOW + 32, **kw)  # type: ignore[arg-type]
+    assert third.reaped == 6
+    assert third.claimed == {"hung": 3, "healthy": 3}
+
+
+def test_per_provider_caps_override_the_general_one(store: Store) -> None:
+    """``in_flight_caps`` sets one provider's cap (a rate-limited one's); the rest keep
+    ``max_in_flight``."""
+    due_watches(store, "limited", 5)
+    due_watches(store, "free", 5)
+    broker = Broker()
+    result = dispatch(
+        store,
+        broker.send_polls,
+        now=NOW,
+        lease_seconds=30,
+        batch_size=BATCH,
+        max_claims=1000,
+        max_in_flight=4,
+        in_flight_caps={"limited": 2},
+    )
+    assert result.claimed == {"limited": 2, "free": 4}
+
+
+def test_dispatch_lag_counts_checks_held_in_leases(store: Store) -> None:
+    """The lag is the longest wait of a watch not yet checked: a due one counts from when it
+    fell due, a claimed one not yet committed from its claim, until its check commits or its
+    lease is reaped (back on the schedule, due again)."""
+    due_watches(store, "geobox", 2)
+    assert store.dispatch_lag(NOW + 4) == pytest.approx(5.0)  # due since NOW - 1
+    claims = store.claim_due("geobox", NOW + 4, 10, lease_until=NOW + 34)
+    assert len(claims) == 2 and store.due_count("geobox") == 0
+    assert store.dispatch_lag(NOW + 20) == pytest.approx(16.0)  # held since the claim
+    store.reap_leases(NOW + 40)
+    assert store.dispatch_lag(NOW + 41) == pytest.approx(1.0)  # due again since the reap
