@@ -157,3 +157,22 @@ def test_dispatch_lag_counts_checks_held_in_leases(store: Store) -> None:
     assert store.dispatch_lag(NOW + 20) == pytest.approx(16.0)  # held since the claim
     store.reap_leases(NOW + 40)
     assert store.dispatch_lag(NOW + 41) == pytest.approx(1.0)  # due again since the reap
+
+
+def test_a_provider_holds_no_more_poll_messages_than_its_cap_fills(store: Store) -> None:
+    """Watches that fall due one at a time are sent one per message; a provider still holds at
+    most ceil(max_in_flight / batch_size) messages, the worker slots a hung platform could
+    hold, however few checks each carries."""
+    broker = Broker()
+    claimed = []
+    for tick in range(4):
+        reg = Registration.model_validate({"provider": "hung", "remote_id": f"late-{tick}"})
+        store.register(reg, NOW + tick)
+        result = dispatch(
+            store, broker.send_polls, now=NOW + tick, lease_seconds=30, batch_size=BATCH,
+            max_claims=1000, max_in_flight=2 * BATCH,
+        )  # fmt: skip
+        claimed.append(result.claimed.get("hung", 0))
+    assert claimed == [1, 1, 0, 0]
+    assert len(broker.batches) == 2
+    assert store.due_count("hung") == 2

@@ -9,8 +9,9 @@ Back-pressure: dispatch claims no more than the poll queue can take soon
 than piling up in the broker, where it would outlive its lease.
 
 Isolation: each provider has at most ``max_in_flight`` checks claimed and not yet committed
-(``in_flight_caps`` lowers it per provider), so a platform that hangs holds that many leases
-and poll messages, never every worker. For a rate-limited provider the cap is also what its
+(``in_flight_caps`` lowers it per provider), in at most ``ceil(max_in_flight / batch_size)``
+poll messages, so a platform that hangs holds that many leases and worker slots, never every
+worker. For a rate-limited provider the cap is also what its
 limit can serve within a lease (:func:`in_flight_cap`): a claim that would wait for a slot past
 its lease is left due instead, so no request is spent on a claim that can no longer commit.
 """
@@ -87,9 +88,12 @@ def dispatch(
         if cap is not None and budget > 0:
             # claims older than a lease were reaped above; older than two are of watches gone
             store.prune_in_flight(provider, now - 2 * lease_seconds)
-            held = store.in_flight(provider, now - lease_seconds)
-            budget = min(budget, max(0, cap - held))
-            if held >= cap:
+            claims = store.in_flight_by_claim(provider, now - lease_seconds)
+            held = sum(claims.values())
+            messages = sum(-(-n // batch_size) for n in claims.values())
+            free = max(0, -(-cap // batch_size) - messages) * batch_size
+            budget = min(budget, max(0, cap - held), free)
+            if held >= cap or not free:
                 result.at_cap[provider] = held
         taken = 0
         while taken < budget:

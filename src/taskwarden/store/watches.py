@@ -266,6 +266,15 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
         count: Any = self.redis.zcount(keys.in_flight(provider), since, "+inf")
         return int(count)
 
+    def in_flight_by_claim(self, provider: str, since: float) -> dict[float, int]:
+        """Checks of ``provider`` claimed at ``since`` or later and not yet committed, counted
+        by the time of their claim (one dispatch's claims share it)."""
+        got: Any = self.redis.zrangebyscore(keys.in_flight(provider), since, "+inf", withscores=True)
+        counts: dict[float, int] = {}
+        for _, at in got:
+            counts[float(at)] = counts.get(float(at), 0) + 1
+        return counts
+
     def prune_in_flight(self, provider: str, before: float) -> None:
         """Forget claims made before ``before`` (long reaped, or of watches gone)."""
         self.redis.zremrangebyscore(keys.in_flight(provider), "-inf", f"({before}")
