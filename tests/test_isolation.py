@@ -61,6 +61,7 @@ def test_a_hung_and_a_trickling_platform_do_not_hold_up_a_healthy_one(
             w.send_track(provider="isahit", remote_id=remote, params={"project_id": ISAHIT_PROJECT})
         for job in jobs:
             w.send_track(provider="http", remote_id=f"acme:{job.id}", params={"project": "demo"})
+
         # both bad platforms are holding checks before the healthy watches are registered
         def holding() -> bool:
             since = time.time() - 5  # the lease

@@ -269,7 +269,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
     def in_flight_by_claim(self, provider: str, since: float) -> dict[float, int]:
         """Checks of ``provider`` claimed at ``since`` or later and not yet committed, counted
         by the time of their claim (one dispatch's claims share it)."""
-        got: Any = self.redis.zrangebyscore(keys.in_flight(provider), since, "+inf", withscores=True)
+        key = keys.in_flight(provider)
+        got: Any = self.redis.zrangebyscore(key, since, "+inf", withscores=True)
         counts: dict[float, int] = {}
         for _, at in got:
             counts[float(at)] = counts.get(float(at), 0) + 1
