@@ -67,10 +67,12 @@ def run(sim: SimulatorServer, healthy: int, hung: int, trickled: int, args: argp
     jobs = sim.generic.add_tasks([{"running_seconds": 3600} for _ in range(trickled)])
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis:
         env = settings(sim, redis.url, Path(tmp) / "data", args.cap)
+        env["TASKWARDEN_LOG_LEVEL"] = "info" if args.logs else "warning"
+        env["TASKWARDEN_LOG_FORMAT"] = "json"
         store = Store.from_url(redis.url)
         producer = Celery(broker=redis.url, set_as_current=False)
         with (
-            Service(env, poll_concurrency=args.processes, log_dir=Path(tmp) / "logs"),
+            Service(env, poll_concurrency=args.processes, log_dir=args.logs or Path(tmp) / "logs"),
             producer.connection_for_write() as conn,
         ):
             while not store.last_heartbeat("dispatch"):
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--trickled", type=int, default=20)
     parser.add_argument("--processes", type=int, default=4, help="poll worker processes")
     parser.add_argument("--cap", type=int, default=50, help="DISPATCH_MAX_IN_FLIGHT (= batch)")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the processes' logs here")
     args = parser.parse_args()
     with SimulatorServer() as sim:
         alone = run(sim, args.healthy, 0, 0, args)

@@ -15,10 +15,11 @@ module-level ``validate``, a plugin with a ``validate`` attribute on its factory
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from taskwarden.config import Settings
 from taskwarden.errors import ConfigError
@@ -56,12 +57,20 @@ def _loader(target: str) -> Callable[[], ProviderFactory]:
     return load
 
 
+@functools.cache
+def _plugins() -> tuple[EntryPoint, ...]:
+    # read once per process: scanning every installed distribution's metadata takes tens of
+    # milliseconds, and every registration asks
+    return tuple(entry_points(group=GROUP))
+
+
 def installed() -> dict[str, ProviderInfo]:
-    """Every provider this process can use: the built-ins and the entry-point plugins."""
+    """Every provider this process can use: the built-ins and the entry-point plugins (as
+    installed when the process first asked)."""
     found = {
         name: ProviderInfo(name, target, True, _loader(target)) for name, target in BUILTIN.items()
     }
-    for ep in entry_points(group=GROUP):
+    for ep in _plugins():
         if ep.name not in found:
             found[ep.name] = ProviderInfo(ep.name, ep.value, False, ep.load)
     return found

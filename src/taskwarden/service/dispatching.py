@@ -88,9 +88,9 @@ def dispatch(
         if cap is not None and budget > 0:
             # claims older than a lease were reaped above; older than two are of watches gone
             store.prune_in_flight(provider, now - 2 * lease_seconds)
-            claims = store.in_flight_by_claim(provider, now - lease_seconds)
-            held = sum(claims.values())
-            messages = sum(-(-n // batch_size) for n in claims.values())
+            by_claim = store.in_flight_by_claim(provider, now - lease_seconds)
+            held = sum(by_claim.values())
+            messages = sum(-(-n // batch_size) for n in by_claim.values())
             free = max(0, -(-cap // batch_size) - messages) * batch_size
             budget = min(budget, max(0, cap - held), free)
             if held >= cap or not free:
