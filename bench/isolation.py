@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -28,7 +29,7 @@ from taskwarden.simulator.generic import profile
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store.watches import Store
 
-PENDING, RUNNING = 1.0, 2.0  # each healthy task's script (seconds)
+PENDING, RUNNING = 1.0, 2.0  # each healthy task's script: seconds pending, at least as many running
 
 
 def settings(sim: SimulatorServer, redis_url: str, data: Path, cap: int) -> dict[str, str]:
@@ -85,22 +86,28 @@ def run(sim: SimulatorServer, healthy: int, hung: int, trickled: int, args: argp
                 track(provider="isahit", remote_id=f"hung-{i}", params={"project_id": "p"})
             for job in jobs:
                 track(provider="http", remote_id=f"acme:{job.id}", params={"project": "demo"})
-            if hung or trickled:
-                time.sleep(3)  # the bad neighbours hold their checks
+            time.sleep(3)  # the bad neighbours (if any) hold their checks; the workers are warm
+            rng = random.Random(1)
+            running = [RUNNING + 4 * rng.random() for _ in range(healthy)]
             tasks = sim.geobox.add_tasks(
-                [{"pending_seconds": PENDING, "running_seconds": RUNNING} for _ in range(healthy)]
+                [{"pending_seconds": PENDING, "running_seconds": r} for r in running]
             )
-            ends = time.time() + PENDING + RUNNING
+            added = time.time()
             for task in tasks:
                 track(provider="geobox", remote_id=task.uuid, archive=False)
             ids = [watch_id("geobox", t.uuid) for t in tasks]
+            ends = [added + PENDING + r for r in running]
             limit = time.monotonic() + 600
             while time.monotonic() < limit:
                 watches = store.get_many(ids)
                 if all(w is not None and w.state.final for w in watches):
                     break
                 time.sleep(0.2)
-            delays = [w.finished_at - ends for w in watches if w and w.finished_at]
+            # finished_at is the time its poll batch began, so a delay can be a little below 0
+            delays = [
+                w.finished_at - end for w, end in zip(watches, ends, strict=True)
+                if w and w.finished_at
+            ]  # fmt: skip
         store.close()
     return delays
 
@@ -128,8 +135,10 @@ def main() -> None:
     print(f"  alone (anchor):                          {summary(alone)}")
     print(f"  beside {args.hung} hung + {args.trickled} trickled watches: {summary(beside)}")
     if alone and beside:
-        ratio = statistics.median(beside) / max(statistics.median(alone), 1e-3)
-        print(f"  p50 ratio beside / alone: {ratio:.2f}x (ended {len(beside)}/{args.healthy})")
+        p50 = statistics.median(beside) - statistics.median(alone)
+        print(f"  p50 beside - alone: {p50:+.2f} s (ended {len(beside)}/{args.healthy})")
+        ratio = max(statistics.median(beside), 0.01) / max(statistics.median(alone), 0.01)
+        print(f"  p50 ratio beside / alone: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
