@@ -348,3 +348,48 @@ def test_celery_tools_reach_the_warden_through_celery_app(warden: Warden) -> Non
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pong" in out.stdout
+
+
+def test_a_watch_s_retention_has_the_warden_remove_it_and_its_archive_stays(
+    warden: Warden,
+) -> None:
+    """`track --retention 1`: once succeeded and archived, the dispatch tick's sweep removes
+    the watch (show: not found, no label entry, no count), and its manifest stays on disk."""
+    task = warden.sim.geobox.add_task(running_seconds=0.2, file_name="a.tif", file_size=1000)
+    label = f"run={uuid.uuid4()}"
+    wid = _track(warden, task.uuid, "--retention", "1", "--label", label)
+    assert warden.wait_final(wid).state == "succeeded"
+    assert warden.store.redis.zscore(keys.FINISHED, wid) is not None
+    wait_for(lambda: warden.store.get(wid) is None, timeout=30)
+    assert warden.cli("show", wid).returncode == ExitCode.NOT_FOUND
+    assert warden.store.list_watches(labels=dict([label.split("=")]))[0] == []
+    assert warden.store.redis.zscore(keys.FINISHED, wid) is None
+    assert int(warden.store.metric_cells()["watches_removed"]) >= 1
+    folder = warden.archive_dir / "geobox" / task.uuid  # type: ignore[operator]
+    assert json.loads((folder / "manifest.json").read_text())["watch_id"] == wid
+
+
+def test_forget_removes_a_final_watch_and_refuses_a_live_one_unless_forced(
+    warden: Warden,
+) -> None:
+    """`forget` removes an ended watch by provider:remote_id; a live one exits 2 naming its
+    state unless --force; an unknown one exits 3; the task tracked again is a new watch."""
+    task = warden.sim.geobox.add_task(running_seconds=0.2)
+    wid = _track(warden, task.uuid)
+    assert warden.wait_final(wid).state == "succeeded"
+    out = warden.cli("forget", f"geobox:{task.uuid}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{wid} forgotten (was succeeded)"
+    assert warden.store.get(wid) is None
+    assert warden.cli("forget", wid).returncode == ExitCode.NOT_FOUND
+    live = warden.sim.geobox.add_task(running_seconds=600)
+    lid = _track(warden, live.uuid)
+    refused = warden.cli("forget", lid)
+    assert refused.returncode == ExitCode.INVALID
+    assert "not final" in refused.stderr and "--force" in refused.stderr
+    assert warden.cli("forget", lid, "--force").returncode == 0
+    assert warden.store.get(lid) is None
+    before = time.time()
+    again = _track(warden, task.uuid)
+    assert again == wid and warden.store.history(wid)[0]["note"] == "registered"
+    assert all(h["at"] >= before for h in warden.store.history(wid))  # none of the old watch's

@@ -80,6 +80,25 @@ def test_track_is_idempotent_and_get_finds_by_id_or_ref(tw: Client, warden: Ward
     assert by_ref["history"][0]["to"] == "pending"
 
 
+def test_track_many_answers_each_registration_in_order(tw: Client, warden: Warden) -> None:
+    """track_many sends any number of registrations (1000 a request) and answers each one at
+    its place: created, already watched, or refused with its reason."""
+    task = warden.sim.geobox.add_task(running_seconds=0.2)
+    regs = [{"provider": "geobox", "remote_id": task.uuid, "labels": {"team": "maps"}},
+            {"provider": "geobox", "remote_id": task.uuid},
+            {"provider": "nowhere", "remote_id": "x"},
+            *({"provider": "geobox", "remote_id": f"{task.uuid}-{i}"} for i in range(1100))]  # fmt: skip
+    results = tw.track_many(regs)
+    assert len(results) == len(regs)
+    assert [r["status"] for r in results[:3]] == ["created", "exists", "refused"]
+    assert results[0]["watch_id"] == results[1]["watch_id"] == tw.get(f"geobox:{task.uuid}")["id"]
+    assert "unknown provider" in results[2]["error"]
+    assert {r["status"] for r in results[3:]} == {"created"}
+    assert tw.get(f"geobox:{task.uuid}-1099")["remote_id"] == f"{task.uuid}-1099"
+    for result in results[3:]:  # no such tasks on the simulator: spare the session's warden
+        warden.store.cancel(result["watch_id"], time.time())
+
+
 def test_wait_returns_the_final_watch_and_draws_progress(
     tw: Client, warden: Warden, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,6 +194,23 @@ def test_cancel_ends_a_running_watch(tw: Client, warden: Warden) -> None:
     assert tw.cancel(wid)["state"] == "cancelled"
     assert tw.cancel(wid)["state"] == "cancelled"
     assert tw.wait(wid, timeout=5, progress_bar=False)["state"] == "cancelled"
+
+
+def test_forget_removes_a_watch_and_refuses_a_live_one_unless_forced(
+    tw: Client, warden: Warden
+) -> None:
+    """forget of a live watch is a Conflict (409) unless force; a forgotten watch is NotFound
+    after; a watch registered with its own retention carries it."""
+    task = warden.sim.geobox.add_task(running_seconds=600, outcome="never")
+    wid = tw.track("geobox", task.uuid, retention=120)["id"]
+    assert tw.get(wid)["retention"] == 120
+    with pytest.raises(Conflict, match="not final"):
+        tw.forget(wid)
+    assert tw.forget(f"geobox:{task.uuid}", force=True) == {"id": wid, "state": "pending"}
+    with pytest.raises(NotFound):
+        tw.get(wid)
+    with pytest.raises(NotFound):
+        tw.forget(wid)
 
 
 def test_retry_rearms_an_error_watch_and_refuses_a_finished_one(tw: Client, warden: Warden) -> None:

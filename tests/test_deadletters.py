@@ -3,9 +3,14 @@ registration, and messages Celery cannot decode or has no task for."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +27,13 @@ from taskwarden.config.settings import Settings
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
 from taskwarden.models import watch_id
+from taskwarden.redis_server import RedisServer
 from taskwarden.service import registration
 from taskwarden.simulator.generic import profile as generic_profile
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store.watches import Store
 
-from .conftest import Warden, running_warden, wait_for
+from .conftest import Warden, running_warden, wait_for, warden_env
 
 SETTINGS = Settings(
     providers=ProvidersSettings(
@@ -218,3 +224,106 @@ def test_text_pushed_onto_a_queue_is_dead_lettered_and_stops_no_worker(warden: W
     warden.send_track(provider="geobox", remote_id=task.uuid)
     assert warden.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
     assert dict(warden.service.restarts) == restarts
+
+
+def _envelope(body: Any, headers: dict[str, Any], marker: str) -> str:
+    """A kombu envelope as a producer's LPUSH leaves it on the queue: ``body`` as JSON."""
+    encoded = base64.b64encode(json.dumps(body).encode()).decode()
+    return json.dumps({
+        "body": encoded,
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": headers,
+        "properties": {
+            "delivery_tag": f"{marker}-{uuid.uuid4().hex}",
+            "body_encoding": "base64",
+            "delivery_mode": 2,
+            "priority": 0,
+            "delivery_info": {"exchange": "", "routing_key": "celery"},
+        },
+    })  # fmt: skip
+
+
+def test_task_messages_celery_cannot_build_are_dead_lettered_and_stop_no_worker(
+    warden: Warden,
+) -> None:
+    """Envelopes Celery's Request cannot be built from or run (a task header that is a list or an
+    object, a JSON body that is not [args, kwargs, embed], no task id, a time limit that is no
+    pair), pushed raw onto the queue:
+    each is dead-lettered with the reason, the worker is not restarted (Celery stops on them,
+    "Unrecoverable error"), and a good registration is served afterwards."""
+    marker = uuid.uuid4().hex
+    kwargs = {"provider": "geobox", "remote_id": f"shaped-{marker}"}
+    good = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    shapes = [
+        (good, {**_task_headers("taskwarden.track"), "task": ["taskwarden.track"]},
+         "the task header is a list, not a task name"),
+        (good, {**_task_headers("taskwarden.track"), "task": {"name": "taskwarden.track"}},
+         "the task header is a dict, not a task name"),
+        (kwargs, _task_headers("taskwarden.track"), "is a JSON object, not Celery's"),
+        ([[], kwargs], _task_headers("taskwarden.track"), "is a 2-item list, not Celery's"),
+        (f"text {marker}", _task_headers("taskwarden.track"), "is a JSON string, not Celery's"),
+        ([[], [kwargs], None], _task_headers("taskwarden.track"), "the kwargs are a JSON list"),
+        (good, {k: v for k, v in _task_headers("taskwarden.track").items() if k != "id"},
+         "without a string id header"),
+        # no shape check knows this one: the guard around Celery's handling catches it
+        (good, {**_task_headers("taskwarden.track"), "timelimit": "xyz"},
+         "a message this worker could not take: ValueError"),
+    ]  # fmt: skip
+    restarts = dict(warden.service.restarts)
+    warden.store.redis.lpush("celery", *(_envelope(b, h, marker) for b, h, _ in shapes))
+
+    def letters() -> list[dict[str, Any]] | None:
+        mine = [d for d in warden.store.dead_letters(200) if marker in d["body"]]
+        return mine if len(mine) >= len(shapes) else None
+
+    found = wait_for(letters, timeout=60)
+    reasons = "\n".join(d["reason"] for d in found)
+    for _, _, reason in shapes:
+        assert reason in reasons, reasons
+    assert {d["source"] for d in found} == {"queue"}
+    assert not any(marker in str(v) for v in warden.store.redis.hvals("unacked"))
+    assert warden.store.get(watch_id("geobox", f"shaped-{marker}")) is None
+
+    task = warden.sim.geobox.add_task(file_size=10)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    assert warden.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
+    assert dict(warden.service.restarts) == restarts
+
+
+def test_a_redis_out_of_memory_is_waited_out_by_the_worker(warden: Warden) -> None:
+    """Redis at maxmemory refuses the worker's fetch (OutOfMemoryError): the worker logs it and
+    waits, is not restarted, and serves a registration once Redis has memory again."""
+    restarts = dict(warden.service.restarts)
+    assert warden.service.log_dir is not None
+    log = warden.service.log_dir / "poll.log"
+    seen = log.read_text().count("broker.out_of_memory")
+    redis = warden.store.redis
+    redis.config_set("maxmemory", "1")  # below what it uses: every write that may grow is refused
+    try:
+        wait_for(lambda: log.read_text().count("broker.out_of_memory") >= seen + 3, timeout=60)
+    finally:
+        redis.config_set("maxmemory", "0")
+    task = warden.sim.geobox.add_task(file_size=10)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    assert warden.wait_final(watch_id("geobox", task.uuid), timeout=60).state is State.SUCCEEDED
+    assert dict(warden.service.restarts) == restarts
+    assert "Unrecoverable error" not in log.read_text()
+
+
+def test_a_standalone_worker_that_meets_an_unrecoverable_error_exits_non_zero(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """`taskwarden worker` without a supervisor, on a queue key that is not a list (Redis answers
+    WRONGTYPE, which no worker can go on from): Celery logs "Unrecoverable error" and the
+    process exits non-zero, so that `restart: on-failure` brings it back."""
+    with RedisServer(tmp_path / "redis", persist=False) as server:
+        Store.from_url(server.url).redis.set("celery", "not a list")
+        env = {**os.environ, **warden_env(server.url, sim, tmp_path / "data")}
+        env["TASKWARDEN_ARCHIVE_URL"] = (tmp_path / "archive").as_uri()
+        proc = subprocess.run(
+            [sys.executable, "-m", "taskwarden", "worker", "-Q", "celery", "-c", "1"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert "Unrecoverable error" in proc.stderr + proc.stdout
+    assert proc.returncode != 0

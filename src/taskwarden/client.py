@@ -20,7 +20,7 @@ the platform nothing beyond the warden's own polling. Errors form a small tree:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -34,6 +34,7 @@ from taskwarden.lifecycle import FINAL_STATES, State
 WatchDict = dict[str, Any]
 FINAL = frozenset(str(s) for s in FINAL_STATES)
 PAGE_MAX = 500  # the API's largest page
+BATCH_MAX = 1000  # the API's largest registration batch
 
 
 class ApiError(TaskwardenError):
@@ -136,12 +137,28 @@ class Client:
     def track(self, provider: str, remote_id: str, **options: Any) -> WatchDict:
         """Watch a remote task; idempotent (the same task is one watch). ``options`` are the
         registration's other fields: labels, params, timeout, archive (``"success"``, ``"final"``
-        or False), abort_on_timeout... The watch returned (and :meth:`get`'s) carries the
-        platform's own ``remote_created_at``/``remote_started_at``/``remote_ended_at`` and
-        ``details`` once a check has reported them."""
+        or False), abort_on_timeout, retention (seconds kept once final)... The watch returned
+        (and :meth:`get`'s) carries the platform's own ``remote_created_at``/
+        ``remote_started_at``/``remote_ended_at`` and ``details`` once a check has reported them."""
         body = {"provider": provider, "remote_id": remote_id, **options}
         watch: WatchDict = self._call("POST", "/v1/watches", json=body)["watch"]
         return watch
+
+    def track_many(self, registrations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Watch many remote tasks (each a dict with ``provider``, ``remote_id`` and the
+        options of :meth:`track`), sent :data:`BATCH_MAX` a request. Returns one result per
+        registration, in order: ``{"status": "created" | "exists" | "refused", "watch_id": ...,
+        "error": ...}``; a refused one does not stop the others."""
+        results: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] = []
+        for reg in registrations:
+            batch.append(reg)
+            if len(batch) == BATCH_MAX:
+                results += self._call("POST", "/v1/watches:batch", json=batch)["results"]
+                batch = []
+        if batch:
+            results += self._call("POST", "/v1/watches:batch", json=batch)["results"]
+        return results
 
     def get(self, ref: str) -> WatchDict:
         """One watch by id or ``provider:remote_id``, with its ``history`` (oldest first)."""
@@ -216,6 +233,13 @@ class Client:
             "POST", f"/v1/watches/{_ref(ref)}/cancel", json={"abort": abort}
         )["watch"]
         return watch
+
+    def forget(self, ref: str, force: bool = False) -> dict[str, Any]:
+        """Remove a watch from the warden now (its archive stays); returns its id and the state
+        it was in. A watch that is not final raises :class:`Conflict` unless ``force``."""
+        params = {"force": "true"} if force else None
+        done: dict[str, Any] = self._call("DELETE", f"/v1/watches/{_ref(ref)}", params=params)
+        return done
 
     def retry(self, ref: str) -> WatchDict:
         """Re-arm a watch that ended in ``error`` or ``timed_out`` (``Conflict`` otherwise)."""
@@ -301,27 +325,32 @@ def follow(
     interval: float,
     *,
     transient: Callable[[Exception], bool] = lambda exc: False,
-    grace: float = 60.0,
+    grace: float | None = 60.0,
 ) -> WatchDict:
     """Call ``fetch`` every ``interval`` seconds until the watch is final; show its progress.
 
     Once a watch has been fetched, errors that ``transient`` accepts are ridden out for up to
-    ``grace`` seconds in a row. Shared by ``Client.wait`` (over the API) and ``taskwarden wait``
-    (from the store).
+    ``grace`` seconds in a row (None: for as long as they last), retrying after a pause that
+    doubles up to ten times ``interval``. Shared by ``Client.wait`` (over the API) and
+    ``taskwarden wait`` (from the store).
     """
     started = time.monotonic()
     watch: WatchDict | None = None
     failing_since: float | None = None
+    failures = 0
     bar = _Bar() if progress_bar else None
     try:
         while True:
             try:
                 watch = fetch()
-                failing_since = None
+                failing_since, failures = None, 0
             except Exception as exc:
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
-                if watch is None or not transient(exc) or now - failing_since > grace:
+                failures += 1
+                if watch is None or not transient(exc):
+                    raise
+                if grace is not None and now - failing_since > grace:
                     raise
             if bar is not None:
                 bar.show(watch)
@@ -330,7 +359,8 @@ def follow(
             waited = time.monotonic() - started
             if timeout is not None and waited >= timeout:
                 raise WaitTimeout(watch, timeout)
-            pause = interval if timeout is None else min(interval, timeout - waited)
+            pause = min(interval * 2 ** min(failures, 10), 10 * interval) if failures else interval
+            pause = pause if timeout is None else min(pause, timeout - waited)
             time.sleep(max(pause, 0.0))
     finally:
         if bar is not None:

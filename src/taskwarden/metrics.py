@@ -75,6 +75,14 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts: delivered, retrying (failed, will retry), failed (gave up).",
     ("outcome",),
 )
+WATCHES_REMOVED = Counter(
+    "watches_removed", "Final watches the retention sweep removed from Redis.", ()
+)
+CIRCUIT_OPENED = Counter(
+    "circuit_opened",
+    "Times a provider's circuit breaker opened (its checks kept failing).",
+    ("provider",),
+)
 COUNTERS = (
     POLLS,
     ARCHIVE_BYTES,
@@ -83,6 +91,8 @@ COUNTERS = (
     HTTP_ERRORS,
     ARCHIVES,
     WEBHOOK_DELIVERIES,
+    WATCHES_REMOVED,
+    CIRCUIT_OPENED,
 )
 
 POLL_DURATION = Histogram(
@@ -233,11 +243,18 @@ class _Collector(Collector):
     """Builds every taskwarden metric family, at scrape time, from figures read for it."""
 
     def __init__(
-        self, cells: Mapping[str, str], counts: Mapping[str, int], dispatch_lag: float
+        self,
+        cells: Mapping[str, str],
+        counts: Mapping[str, int],
+        dispatch_lag: float,
+        circuits: Mapping[str, bool],
+        failing: Mapping[str, int],
     ) -> None:
         self.cells = cells
         self.counts = counts
         self.dispatch_lag = dispatch_lag
+        self.circuits = circuits
+        self.failing = failing
 
     def collect(self) -> Iterator[Metric]:
         by_metric: dict[str, list[tuple[list[str], str]]] = defaultdict(list)
@@ -264,6 +281,22 @@ class _Collector(Collector):
             " claimed and not yet committed).",
             value=self.dispatch_lag,
         )
+        opened = GaugeMetricFamily(
+            "taskwarden_circuit_open",
+            "1 while a provider's circuit breaker is open (only probes are sent), else 0.",
+            labels=("provider",),
+        )
+        for provider, is_open in sorted(self.circuits.items()):
+            opened.add_metric([provider], 1.0 if is_open else 0.0)
+        yield opened
+        failing = GaugeMetricFamily(
+            "taskwarden_watches_failing",
+            "Live watches whose last checks failed, by provider.",
+            labels=("provider",),
+        )
+        for provider, n in sorted(self.failing.items()):
+            failing.add_metric([provider], n)
+        yield failing
 
 
 def _histogram(hist: Histogram, rows: list[tuple[list[str], str]]) -> HistogramMetricFamily:
@@ -285,14 +318,21 @@ def _histogram(hist: Histogram, rows: list[tuple[list[str], str]]) -> HistogramM
 
 
 def exposition(
-    cells: Mapping[str, str], counts: Mapping[str, int], dispatch_lag: float
+    cells: Mapping[str, str],
+    counts: Mapping[str, int],
+    dispatch_lag: float,
+    *,
+    circuits: Mapping[str, bool] | None = None,
+    failing: Mapping[str, int] | None = None,
 ) -> tuple[bytes, str]:
     """The Prometheus text exposition of every taskwarden metric: (body, content type).
 
     ``cells``: the totals (:meth:`~taskwarden.store.Store.metric_cells`); ``counts``: watches
     by state (:meth:`~taskwarden.store.Store.counts`); ``dispatch_lag``: seconds
-    (:meth:`~taskwarden.store.Store.dispatch_lag`).
+    (:meth:`~taskwarden.store.Store.dispatch_lag`); ``circuits``: whether each provider's
+    circuit is open, ``failing``: its failing watches (:meth:`~taskwarden.store.Store.circuits`,
+    :meth:`~taskwarden.store.Store.failing_counts`).
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(cells, counts, dispatch_lag))
+    registry.register(_Collector(cells, counts, dispatch_lag, circuits or {}, failing or {}))
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

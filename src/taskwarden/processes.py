@@ -46,7 +46,8 @@ class Service:
 
     Celery's Redis transport can turn a broker outage into an "unrecoverable" worker exit (a
     long-standing class of kombu bugs); a supervisor is what brings the worker back, as a
-    container's restart policy does in a deployment. A process that keeps dying within
+    container's restart policy does in a deployment (``taskwarden worker`` exits non-zero then,
+    so ``restart: on-failure`` sees it). A process that keeps dying within
     ``MIN_UPTIME`` of its start is given up after ``MAX_QUICK_DEATHS`` tries, and ``alive()``
     turns false. A context manager: leaving it stops everything (SIGTERM, then SIGKILL).
     """

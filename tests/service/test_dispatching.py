@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from taskwarden.circuit import Circuit, CircuitPolicy, observe
 from taskwarden.models import Registration
 from taskwarden.service.dispatching import dispatch, in_flight_cap
 from taskwarden.store import Claim, Store
@@ -176,3 +177,83 @@ def test_a_provider_holds_no_more_poll_messages_than_its_cap_fills(store: Store)
     assert claimed == [1, 1, 0, 0]
     assert len(broker.batches) == 2
     assert store.due_count("hung") == 2
+
+
+def test_each_tick_sweeps_at_most_its_limit_even_with_a_full_poll_queue(store: Store) -> None:
+    """The retention sweep runs every tick, back-pressure or not, removing at most
+    ``sweep_limit`` expired watches; a backlog drains over the following ticks."""
+    due_watches(store, "geobox", 5)
+    for wid in [c.watch_id for c in store.claim_due("geobox", NOW, 100, NOW + 30)]:
+        store.cancel(wid, NOW - 100 - store.retention["cancelled"])
+    removed = []
+    for _ in range(3):
+        result = dispatch(store, Broker().send_polls, now=NOW, lease_seconds=30, batch_size=BATCH,
+                          max_claims=1000, queued_batches=9, max_queued_batches=5, sweep_limit=2)  # fmt: skip
+        removed.append(result.removed)
+    assert removed == [2, 2, 1]
+    assert store.counts()["cancelled"] == 0
+
+
+POLICY = CircuitPolicy(failures=3, probe_interval=10.0, ramp=20.0)
+
+
+def tick(store: Store, broker: Broker, now: float) -> dict[str, int]:
+    result = dispatch(store, broker.send_polls, now=now, lease_seconds=1000, batch_size=BATCH,
+                      max_claims=1000, circuit=POLICY)  # fmt: skip
+    return result.claimed
+
+
+def test_an_open_circuit_claims_one_probe_per_interval_and_a_ramp_after_closing(
+    store: Store,
+) -> None:
+    """While geobox's circuit is open only one of its watches is claimed per probe interval
+    (the others stay due) and another provider is claimed as usual; once closed, the due
+    watches come back as a growing share over the ramp."""
+    due_watches(store, "geobox", 40)
+    due_watches(store, "up42", 3)
+    opened = observe(Circuit(), [False] * 3, NOW - 10, POLICY)  # first probe due at NOW
+    store.change_circuit("geobox", lambda c: (opened, None))
+    broker = Broker()
+    assert tick(store, broker, NOW) == {"geobox": 1, "up42": 3}
+    assert tick(store, broker, NOW + 1) == {}  # the next probe is a probe interval away
+    assert tick(store, broker, NOW + 9.9) == {}
+    assert tick(store, broker, NOW + 10) == {"geobox": 1}
+    assert store.due_count("geobox") == 38
+    assert store.circuits(["geobox"])["geobox"].probes == 2
+
+    closed = observe(store.circuits(["geobox"])["geobox"], [True], NOW + 11, POLICY)
+    store.change_circuit("geobox", lambda c: (closed, None))
+    assert tick(store, broker, NOW + 11) == {"geobox": BATCH}  # just closed: one batch
+    assert tick(store, broker, NOW + 21) == {"geobox": 18}  # half the ramp: half the 36 due
+    assert tick(store, broker, NOW + 31) == {"geobox": 18}  # the ramp is over: all the rest
+
+
+def test_a_provider_at_its_cap_takes_no_probe_and_its_ramp_is_capped(store: Store) -> None:
+    """An open circuit's probe waits while the provider's checks in flight fill its cap (the
+    probe's turn is not spent: it goes once a check commits or its lease is reaped); after the
+    circuit closes, the ramp claims no more than the cap leaves."""
+    due_watches(store, "geobox", 40)
+    broker = Broker()
+    kw = {"lease_seconds": 30, "batch_size": BATCH, "max_claims": 1000, "max_in_flight": 2}
+    assert dispatch(store, broker.send_polls, now=NOW, **kw).claimed == {"geobox": 2}  # type: ignore[arg-type]
+    opened = observe(Circuit(), [False] * 3, NOW - 10, POLICY)  # first probe due at NOW
+    store.change_circuit("geobox", lambda c: (opened, None))
+    full = dispatch(store, broker.send_polls, now=NOW + 1, circuit=POLICY, **kw)  # type: ignore[arg-type]
+    assert (full.claimed, full.probes, full.held, full.at_cap) == (
+        {},
+        [],
+        ["geobox"],
+        {"geobox": 2},
+    )
+    assert store.circuits(["geobox"])["geobox"].probes == 0
+
+    store.reap_leases(NOW + 31)  # the two checks' leases run out
+    freed = dispatch(store, broker.send_polls, now=NOW + 31, circuit=POLICY, **kw)  # type: ignore[arg-type]
+    assert (freed.claimed, freed.probes) == ({"geobox": 1}, ["geobox"])
+    assert store.circuits(["geobox"])["geobox"].probes == 1
+
+    closed = observe(store.circuits(["geobox"])["geobox"], [True], NOW + 52, POLICY)
+    store.change_circuit("geobox", lambda c: (closed, None))
+    ramp = dispatch(store, broker.send_polls, now=NOW + 62, circuit=POLICY, **kw)  # type: ignore[arg-type]
+    # half the ramp would be 20 of the 39 due; the cap leaves 2 (the probe's lease was reaped)
+    assert ramp.reaped == 1 and ramp.claimed == {"geobox": 2}

@@ -1,4 +1,5 @@
-"""Steering watches: ``cancel`` (with ``--abort``, the remote task too) and ``retry``."""
+"""Steering watches: ``cancel`` (with ``--abort``, the remote task too), ``retry`` and
+``forget``."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def cancel(ref: str, abort: bool) -> None:
 
     settings = common.settings()
     with common.redis_url(settings) as url:
-        store = Store.from_url(url, history_limit=settings.history_limit)
+        store = Store.from_url(url, **settings.store_options())
         watch = common.find(store, ref)
         changed = store.cancel(watch.id, time.time())
         if abort:
@@ -58,4 +59,26 @@ def retry(ref: str, as_json: bool) -> None:
         click.echo(f"{rearmed.id} re-armed ({rearmed.state})")
 
 
-COMMANDS = [cancel, retry]
+@click.command()
+@click.argument("ref")
+@click.option("--force", is_flag=True, help="Also a watch that is not final (left as it is).")
+def forget(ref: str, force: bool) -> None:
+    """Remove a watch from Redis now, with its history and index entries, whatever its
+    retention; its archive stays. A watch that is not final is refused unless --force (the
+    remote task is left alone: `cancel --abort` it first to stop it)."""
+    settings = common.settings()
+    with common.open_store(settings) as store:
+        watch = common.find(store, ref)
+        done = store.forget(watch.id, force=force)
+    if not done.found:  # gone since it was found
+        common.not_found(ref)
+    if not done.removed:
+        click.echo(
+            f"error: {watch.id} is {done.state}, not final; cancel it first or pass --force",
+            err=True,
+        )
+        sys.exit(ExitCode.INVALID)
+    click.echo(f"{watch.id} forgotten (was {watch.state})")
+
+
+COMMANDS = [cancel, retry, forget]

@@ -15,12 +15,12 @@ from typing import Any, NoReturn
 import click
 
 from taskwarden import logs, webhooks
-from taskwarden.config import Settings, load_settings
+from taskwarden.config import Settings, load_settings, open_reads_refusal
 from taskwarden.errors import ConfigError
 from taskwarden.models import Watch
 from taskwarden.providers import check_settings
-from taskwarden.redis_server import check_redis, ensure_redis
-from taskwarden.store import Store
+from taskwarden.redis_server import check_redis, ensure_redis, wait_reachable
+from taskwarden.store import Store, connection
 
 
 class ExitCode(IntEnum):
@@ -51,7 +51,10 @@ FINAL_EXIT = {
 }
 
 
-OUTAGE_GRACE = 60.0  # seconds `wait` and `events --follow` ride out a Redis that stopped answering
+# `wait` and `events --follow` wait out a Redis that stopped answering (a restart, a failover, a
+# full disk) for as long as it takes, retrying after 0.5 s, 1 s, 2 s, ... up to OUTAGE_BACKOFF_MAX
+OUTAGE_BACKOFF_MAX = 10.0
+FOLLOW_BLOCK = 5.0  # seconds one blocking read of `events --follow` waits for an event
 
 
 PAGE = 500  # watches read from the store at a time
@@ -71,6 +74,14 @@ def settings() -> Settings:
         raise click.ClickException(str(exc)) from None
     logs.configure(settings)
     return settings
+
+
+def refuse_open_reads(settings: Settings, host: str) -> None:
+    """Stop unless the API may listen on ``host``
+    (:func:`~taskwarden.config.open_reads_refusal`)."""
+    why = open_reads_refusal(settings.api, host)
+    if why is not None:
+        raise click.ClickException(why)
 
 
 @contextmanager
@@ -94,21 +105,31 @@ def redis_url(settings: Settings, *, checked: bool = False) -> Iterator[str]:
 
 def start_checks(settings: Settings, url: str) -> None:
     """Refuse a Redis whose settings would lose watches and a global webhook URL no watch could
-    use; then bring what an older taskwarden stored up to this version's layout."""
+    use; then bring what an older taskwarden stored up to this version's layout. A Redis that
+    does not answer yet (started after us, restarting) is waited for, for a few minutes."""
+    log = logs.get("taskwarden.cli")
+    client = connection.connect(
+        url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5
+    )
     try:
-        for warning in check_redis(url):
-            logs.get("taskwarden.cli").warning("redis.unsafe", warning=warning)
+        wait_reachable(
+            client, url, on_wait=lambda pause: log.warning("redis.waiting", retry_in=pause)
+        )
+        for warning in check_redis(client):
+            log.warning("redis.unsafe", warning=warning)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
     hook = settings.webhooks.url
     if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
         raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")
-    upgrade(url)
+    upgrade(url, settings)
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, settings: Settings) -> None:
     """Bring what an older taskwarden stored up to this version's layout (once; then one GET)."""
-    store = Store.from_url(url)
+    store = Store.from_url(url, **settings.store_options())
     try:
         done = store.backfill_indexes()
     finally:
@@ -119,10 +140,17 @@ def upgrade(url: str) -> None:
         )
 
 
+def outage_pause(failures: int) -> float:
+    """Seconds to wait before retrying after ``failures`` failed reads in a row (1: the first)."""
+    return float(min(OUTAGE_BACKOFF_MAX, 0.5 * 2 ** min(failures - 1, 10)))
+
+
 @contextmanager
-def open_store(settings: Settings) -> Iterator[Store]:
+def open_store(settings: Settings, *, timeout: float | None = None) -> Iterator[Store]:
+    """The store; ``timeout`` bounds each reply (a blocking read needs more than it blocks:
+    redis-py 8's default, 5 s, would end every quiet one)."""
     with redis_url(settings) as url:
-        store = Store.from_url(url, history_limit=settings.history_limit)
+        store = Store.from_url(url, timeout=timeout, **settings.store_options())
         try:
             yield store
         finally:

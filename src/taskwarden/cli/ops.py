@@ -12,7 +12,7 @@ import click
 
 from taskwarden.cli import common
 from taskwarden.lifecycle import State
-from taskwarden.store import StoreRefused, StoreUnreachable
+from taskwarden.store import UNREACHABLE, StoreRefused
 
 
 def _event_line(fields: dict[str, str]) -> str:
@@ -43,30 +43,37 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
             click.echo(json.dumps({"id": event_id, **fields}) if as_json else _event_line(fields))
         sys.stdout.flush()
 
-    with common.open_store(settings) as store:
-        if after is None:
-            newest = store.latest_events(max(last, 1))
-            emit(newest[::-1] if last else [])
-            after = newest[0][0] if newest else "0"
-        failing_since: float | None = None
+    with common.open_store(settings, timeout=common.FOLLOW_BLOCK + 10) as store:
+        failures = 0
         try:
             while True:
+                block_ms = int(common.FOLLOW_BLOCK * 1000) if follow else None
+                recent = after is None
                 try:
-                    batch = store.events(after, count=500, block_ms=5000 if follow else None)
+                    if after is None:  # first the most recent, then what comes after them
+                        newest = store.latest_events(max(last, 1))
+                        batch = newest[::-1] if last else []
+                        after = newest[0][0] if newest else "0"
+                    else:
+                        batch = store.events(after, count=500, block_ms=block_ms)
                 except StoreRefused as exc:
                     raise click.BadParameter(str(exc), param_hint="--after") from None
-                except StoreUnreachable:
-                    # following rides out a Redis restart or failover, for a minute
-                    failing_since = failing_since or time.monotonic()
-                    if not follow or time.monotonic() - failing_since > common.OUTAGE_GRACE:
+                except UNREACHABLE as exc:
+                    if not follow:
                         raise
-                    time.sleep(1)
+                    # following rides out a Redis restart, failover or stall, however long
+                    failures += 1
+                    if failures == 1:
+                        click.echo(f"redis unavailable ({exc}); retrying", err=True)
+                    time.sleep(common.outage_pause(failures))
                     continue
-                failing_since = None
+                if failures:
+                    click.echo("redis is back; following", err=True)
+                    failures = 0
                 emit(batch)
-                if batch:
+                if batch and not recent:
                     after = batch[-1][0]
-                if not follow and len(batch) < 500:
+                if not follow and not recent and len(batch) < 500:
                     return
         except KeyboardInterrupt:
             return
@@ -78,16 +85,22 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 def stats(as_json: bool) -> None:
-    """Watches by state and by provider, and the dispatch lag."""
+    """Watches by state and by provider (with those whose checks are failing, and each
+    provider's circuit breaker), and the dispatch lag."""
     settings = common.settings()
     with common.open_store(settings) as store:
         counts = store.counts()
         providers = store.counts_by_provider()
         lag = store.dispatch_lag(time.time())
+        failing = store.failing_counts(list(providers))
+        circuits = store.circuits(list(providers))
     if as_json:
         data = {
             "counts": counts,
-            "providers": {name: {"counts": c} for name, c in providers.items()},
+            "providers": {
+                name: {"counts": c, "failing": failing[name], "circuit": circuits[name].state}
+                for name, c in providers.items()
+            },
             "dispatch_lag_seconds": lag,
         }
         click.echo(json.dumps(data, indent=2))
@@ -95,10 +108,16 @@ def stats(as_json: bool) -> None:
     from rich.table import Table
 
     states = [str(s) for s in State]
-    table = Table("provider", *states)
+    table = Table("provider", *states, "failing", "circuit")
     for name, by_state in sorted(providers.items()):
-        table.add_row(name, *(str(by_state.get(s, 0)) for s in states))
-    table.add_row("all", *(str(counts.get(s, 0)) for s in states), style="bold")
+        table.add_row(
+            name, *(str(by_state.get(s, 0)) for s in states), str(failing[name]),
+            circuits[name].state,
+        )  # fmt: skip
+    table.add_row(
+        "all", *(str(counts.get(s, 0)) for s in states), str(sum(failing.values())), "",
+        style="bold",
+    )  # fmt: skip
     common.print_table(table)
     click.echo(f"dispatch lag: {lag:.1f}s")
 

@@ -20,9 +20,22 @@ from taskwarden.cli import common
 @click.option("-c", "--concurrency", type=int, default=None, help="Processes (default: CPUs).")
 @click.option("-n", "--hostname", default=None, help="Celery node name.")
 def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
-    """Start a worker (polls, archives and registrations; pick with --queues)."""
+    """Start a worker (polls, archives and registrations; pick with --queues).
+
+    Exits with Celery's status: non-zero after an "Unrecoverable error", so that a restart policy
+    (``restart: on-failure``, systemd's ``Restart=on-failure``) brings it back."""
+    from celery import signals
+
     from taskwarden import archive
     from taskwarden.worker import create_app
+
+    status: dict[str, int] = {}
+
+    def _exit_status(sender: Any, **_: Any) -> None:
+        status["code"] = int(sender.exitcode or 0)  # the WorkController: set before this signal
+
+    # Celery's app.worker_main drops the exit status the worker sets when it stops on an error
+    signals.worker_shutdown.connect(_exit_status, weak=False)
 
     settings = common.settings()
     archive.open_store(settings)  # refuse to start on a bad archive URL, before forking
@@ -42,6 +55,8 @@ def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
         if hostname:
             argv += ["--hostname", hostname]
         app.worker_main(argv)
+    if status.get("code"):
+        sys.exit(status["code"])
 
 
 @click.command()
@@ -66,6 +81,7 @@ def run(concurrency: int | None, no_api: bool) -> None:
 
     settings = common.settings()
     if not no_api:
+        common.refuse_open_reads(settings, settings.api.host)
         api_token.load_or_create(settings)  # made once here, not raced by the children
     with common.redis_url(settings, checked=True) as url:
         stop = {"now": False}
@@ -101,11 +117,13 @@ def api(host: str | None, port: int | None) -> None:
     from taskwarden.api import create_app
 
     settings = common.settings()
+    host = host or settings.api.host
+    common.refuse_open_reads(settings, host)
     with common.redis_url(settings) as url:
         app = create_app(settings, url)
         uvicorn.run(
             app,
-            host=host or settings.api.host,
+            host=host,
             port=settings.api.port if port is None else port,
             log_config=None,  # logs go through taskwarden's own configuration
             access_log=False,

@@ -20,12 +20,14 @@ from taskwarden.config.settings import (
     HttpSettings,
     PollSettings,
     RateLimitSettings,
+    RetentionSettings,
     RetryOverride,
     RetrySettings,
     S3Settings,
     Settings,
     WebhookSettings,
     load_settings,
+    open_reads_refusal,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "PollSettings",
     "ProvidersSettings",
     "RateLimitSettings",
+    "RetentionSettings",
     "RetryOverride",
     "RetrySettings",
     "S3Settings",
@@ -50,4 +53,5 @@ __all__ = [
     "Up42Settings",
     "WebhookSettings",
     "load_settings",
+    "open_reads_refusal",
 ]

@@ -8,6 +8,7 @@ Each platform's own settings (``TASKWARDEN_PROVIDERS__*``) are in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +28,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskwarden.circuit import CircuitPolicy
+from taskwarden.config.environment import unknown_variables
 from taskwarden.config.fields import OptionalSecret, OptionalStr, comma_list, http_url
 from taskwarden.config.providers import ProvidersSettings
+from taskwarden.config.redis_url import check as check_redis_url
 from taskwarden.errors import ConfigError
-from taskwarden.lifecycle import RETRYABLE_KINDS, PollPolicy, RetryPolicy
+from taskwarden.lifecycle import (
+    DEFAULT_MAXIMUM_ELAPSED,
+    FINAL_STATES,
+    RETRYABLE_KINDS,
+    PollPolicy,
+    RetryPolicy,
+)
 
 ENV_PREFIX = "TASKWARDEN_"
 MAX_RETRY_SECONDS = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
@@ -89,13 +99,16 @@ ErrorKinds = Annotated[
 
 class RetrySettings(BaseModel):
     """How failed status checks (and archive runs) are retried before the watch ends in
-    ``error``; see :class:`taskwarden.lifecycle.RetryPolicy`."""
+    ``error``; see :class:`taskwarden.lifecycle.RetryPolicy`. By default bounded by time, not
+    count: a platform outage of hours is waited out, checked at least every
+    ``maximum_interval`` seconds."""
 
     initial_interval: float = Field(1.0, gt=0)
     backoff_coefficient: float = Field(2.0, ge=1)
     maximum_interval: float = Field(60.0, gt=0)
-    maximum_attempts: int = Field(8, ge=0)  # 0: no limit on the count
-    maximum_elapsed: float | None = Field(None, gt=0)  # seconds since the first failure
+    maximum_attempts: int = Field(0, ge=0)  # 0: no limit on the count
+    # seconds since the first failure of a run (at most ten years: set that for "no limit")
+    maximum_elapsed: float | None = Field(DEFAULT_MAXIMUM_ELAPSED, gt=0, le=MAX_RETRY_SECONDS)
     non_retryable: ErrorKinds = []
 
     def policy(self) -> RetryPolicy:
@@ -106,6 +119,26 @@ class RetrySettings(BaseModel):
             maximum_attempts=self.maximum_attempts,
             maximum_elapsed=self.maximum_elapsed,
             non_retryable=frozenset(self.non_retryable),
+        )
+
+
+class CircuitSettings(BaseModel):
+    """Each provider's circuit breaker (``TASKWARDEN_CIRCUIT__*``); see
+    :mod:`taskwarden.circuit`."""
+
+    enabled: bool = True
+    failures: int = Field(10, ge=1, le=1_000_000)  # outage failures in a row that open it
+    window: float = Field(120.0, gt=0, le=MAX_RETRY_SECONDS)  # longer quiet: count anew
+    probe_interval: float = Field(10.0, gt=0, le=86_400)  # seconds between probes while open
+    ramp: float = Field(20.0, ge=0, le=86_400)  # seconds to claim the backlog again after
+
+    def policy(self) -> CircuitPolicy:
+        return CircuitPolicy(
+            enabled=self.enabled,
+            failures=self.failures,
+            window=self.window,
+            probe_interval=self.probe_interval,
+            ramp=self.ramp,
         )
 
 
@@ -173,7 +206,33 @@ class WebhookSettings(BaseModel):
             backoff_coefficient=self.backoff_coefficient,
             maximum_interval=self.maximum_interval,
             maximum_attempts=self.max_attempts,
+            maximum_elapsed=None,  # bounded by the count alone
         )
+
+
+DAY = 24 * 3600.0
+
+
+class RetentionSettings(BaseModel):
+    """How long a watch is kept in Redis once it is final (seconds), before the sweep removes
+    it with its history, index entries and counts; the archive's manifest stays the durable
+    record. ``finished`` applies to every final state without its own value; a registration's
+    ``retention`` overrides both. A change applies to watches that end after it."""
+
+    finished: float = Field(30 * DAY, gt=0, le=MAX_RETRY_SECONDS)
+    succeeded: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    failed: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    cancelled: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    timed_out: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    error: float | None = Field(None, gt=0, le=MAX_RETRY_SECONDS)
+    sweep_limit: int = Field(500, ge=1, le=100_000)  # watches removed per dispatch tick at most
+    events: int = Field(100_000, ge=100, le=10_000_000)  # entries kept on the events stream (~)
+
+    def by_state(self) -> dict[str, float]:
+        """The retention of each final state (seconds)."""
+        return {
+            str(state): getattr(self, str(state)) or self.finished for state in sorted(FINAL_STATES)
+        }
 
 
 class RateLimitSettings(BaseModel):
@@ -192,6 +251,8 @@ class ApiSettings(BaseModel):
     # <data_dir>/api-token (mode 0600), which the client reads too
     token: OptionalSecret = None
     read_auth: bool = False  # also require the token to read
+    # serve open reads (read_auth false) on an address other than loopback: refused unless true
+    allow_open_reads: bool = False
     ready_max_lag: float = Field(60.0, gt=0)  # /readyz fails when dispatch lags more (seconds)
 
 
@@ -207,17 +268,20 @@ class Settings(BaseSettings):
             Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "taskwarden"
         )
     )
-    redis_url: str | None = None  # None: an embedded Redis under data_dir
+    # None: an embedded Redis under data_dir; redis+sentinel://...: a master Sentinel watches
+    redis_url: str | None = None
     archive_url: str | None = None  # None: file://<data_dir>/archive
     s3: S3Settings = S3Settings()
     providers: ProvidersSettings = ProvidersSettings()
     http: HttpSettings = HttpSettings()
     poll: PollSettings = PollSettings()
     retry: RetrySettings = RetrySettings()
+    circuit: CircuitSettings = CircuitSettings()
     api: ApiSettings = ApiSettings()
     # per provider, over `retry`: e.g. TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATTEMPTS=3
     retry_policies: dict[str, RetryOverride] = Field(default_factory=dict)
     webhooks: WebhookSettings = WebhookSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     # per provider, e.g. TASKWARDEN_RATE_LIMITS__GEOBOX__RATE=20, ..._BURST=5; absent: unlimited
     rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
@@ -260,8 +324,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            check_redis_url(value)
         return value or None
 
     @property
@@ -269,6 +333,15 @@ class Settings(BaseSettings):
         if self.archive_url:
             return self.archive_url
         return (self.data_dir.resolve() / "archive").as_uri()
+
+    def store_options(self) -> dict[str, Any]:
+        """What a :class:`~taskwarden.store.Store` is built with from these settings (history
+        length, retention by final state, the events stream's cap)."""
+        return {
+            "history_limit": self.history_limit,
+            "retention": self.retention.by_state(),
+            "max_events": self.retention.events,
+        }
 
     def poll_policy(self) -> PollPolicy:
         return self.poll.policy()
@@ -284,9 +357,41 @@ class Settings(BaseSettings):
         return policy.overridden(watch)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only."""
+    host = host.strip().removeprefix("[").removesuffix("]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
+
+
+def open_reads_refusal(api: ApiSettings, host: str | None = None) -> str | None:
+    """Why the API must not listen on ``host`` (default: ``api.host``), or None: reads answer
+    without the token unless READ_AUTH, so beyond loopback they need an explicit yes."""
+    host = api.host if host is None else host
+    if is_loopback(host) or api.read_auth or api.allow_open_reads:
+        return None
+    return (
+        f"the API would listen on {host!r}, beyond loopback, with reads open to anyone who can "
+        "reach it (watches, labels, platform details, archive URLs): set "
+        "TASKWARDEN_API__READ_AUTH=true to require the token for reads too, or "
+        "TASKWARDEN_API__ALLOW_OPEN_READS=true if the network in front of it is trusted"
+    )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a ``ConfigError``
-    that names the variable to fix."""
+    that names the variable to fix. A ``TASKWARDEN_*`` variable that names no setting (a typo)
+    is refused too, with the nearest valid name."""
+    unknown = unknown_variables(os.environ, Settings, ENV_PREFIX)
+    if unknown:
+        raise ConfigError("unknown settings:\n  " + "\n  ".join(unknown))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

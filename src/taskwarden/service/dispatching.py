@@ -14,6 +14,17 @@ poll messages, so a platform that hangs holds that many leases and worker slots,
 worker. For a rate-limited provider the cap is also what its
 limit can serve within a lease (:func:`in_flight_cap`): a claim that would wait for a slot past
 its lease is left due instead, so no request is spent on a claim that can no longer commit.
+
+Retention: each tick also removes up to ``sweep_limit`` final watches whose retention has
+passed (:meth:`taskwarden.store.Store.sweep`), so a busy warden's Redis stays flat; a backlog
+of expired watches drains over the next ticks.
+
+Circuit breakers (:mod:`taskwarden.circuit`): a provider whose circuit is open has none of its
+watches claimed (they stay due) but one probe per probe interval; in the ramp after it closes,
+a growing share of its due watches.
+
+The cap comes before the circuit: a provider at its cap takes no probe either (the probe
+would have no room), and a ramp shares out what the cap leaves.
 """
 
 from __future__ import annotations
@@ -22,7 +33,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from taskwarden import circuit as circuits
 from taskwarden import logs
+from taskwarden.circuit import NO_CIRCUIT, CircuitPolicy
 from taskwarden.store import Claim, Store
 
 SendPolls = Callable[[str, Sequence[Claim]], None]
@@ -40,6 +53,9 @@ class DispatchResult:
     claimed: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     at_cap: dict[str, int] = field(default_factory=dict)  # provider -> checks it has in flight
+    removed: int = 0  # final watches the retention sweep removed
+    probes: list[str] = field(default_factory=list)  # providers sent a probe, circuit open
+    held: list[str] = field(default_factory=list)  # providers not claimed, circuit open
 
 
 def in_flight_cap(
@@ -71,8 +87,12 @@ def dispatch(
     max_queued_batches: int | None = None,
     max_in_flight: int | None = None,
     in_flight_caps: Mapping[str, int] | None = None,
+    sweep_limit: int = 0,
+    circuit: CircuitPolicy | None = None,
 ) -> DispatchResult:
-    """Claim every due watch (within the limits) and send them as poll batches, per provider.
+    """Claim every due watch (within the limits, the in-flight caps and the providers'
+    circuits) and send them as poll batches, per provider; then remove up to ``sweep_limit``
+    watches whose retention has passed.
 
     ``max_in_flight`` bounds each provider's checks claimed and not yet committed (None: no
     bound); ``in_flight_caps`` sets that bound per provider (see :func:`in_flight_cap`)."""
@@ -82,7 +102,10 @@ def dispatch(
     if max_queued_batches is not None:
         room = min(room, max(0, max_queued_batches - queued_batches) * batch_size)
     caps = in_flight_caps or {}
-    for provider in store.providers():
+    policy = circuit or NO_CIRCUIT
+    names = store.providers()
+    states = store.circuits(names) if policy.enabled else {}
+    for provider in names:
         budget = room
         cap = caps.get(provider, max_in_flight)
         if cap is not None and budget > 0:
@@ -95,9 +118,22 @@ def dispatch(
             budget = min(budget, max(0, cap - held), free)
             if held >= cap or not free:
                 result.at_cap[provider] = held
+        limit = budget
+        state = states.get(provider)
+        if state is not None and state.is_open:
+            probe = False
+            if budget > 0:  # at the cap, or no room: the probe waits for the next tick
+                _, probe = store.change_circuit(
+                    provider, lambda c: circuits.take_probe(c, now, policy)
+                )
+            (result.probes if probe else result.held).append(provider)
+            limit = min(budget, 1) if probe else 0
+        elif state is not None and circuits.ramping(state, now, policy):
+            backlog = store.due_count(provider, now)
+            limit = circuits.room(state, now, policy, budget, backlog, batch_size)
         taken = 0
-        while taken < budget:
-            want = min(CLAIM_CHUNK, budget - taken)
+        while taken < limit:
+            want = min(CLAIM_CHUNK, limit - taken)
             claims = store.claim_due(provider, now, want, lease_until=now + lease_seconds)
             for start in range(0, len(claims), batch_size):
                 send_polls(provider, claims[start : start + batch_size])
@@ -108,12 +144,17 @@ def dispatch(
         if taken:
             result.claimed[provider] = taken
         room -= taken
-    if result.claimed or result.reaped or result.at_cap:
+    if sweep_limit:
+        result.removed = store.sweep(now, sweep_limit)
+    if result.claimed or result.reaped or result.removed or result.probes or result.at_cap:
         log.info(
             "dispatch.tick",
             claimed=result.claimed,
             batches=result.batches,
             reaped=result.reaped,
+            removed=result.removed,
+            probes=result.probes,
+            circuit_open=result.held + result.probes,
             at_cap=result.at_cap,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )

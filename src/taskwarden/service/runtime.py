@@ -31,7 +31,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, redis_url: str) -> None:
         self.settings = settings
-        self.store = Store.from_url(redis_url, history_limit=settings.history_limit)
+        self.store = Store.from_url(redis_url, **settings.store_options())
         self.loop = asyncio.new_event_loop()
         self.limiter = RateLimiter.from_url(
             redis_url,

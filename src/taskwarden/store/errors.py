@@ -15,6 +15,8 @@ StoreError = RedisError  # anything a Redis call raised
 StoreRefused = ResponseError  # Redis refused the command (a bad stream id, a full Redis, ...)
 # the store is away for now (a restart, a failover, loading its data): worth waiting out
 UNREACHABLE: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError, BusyLoadingError)
-StoreUnreachable = ConnectionError  # the connection failed (TimeoutError is a subclass of it)
+# the connection failed; redis-py's TimeoutError is *not* a subclass: catch UNREACHABLE to wait out
+# an outage
+StoreUnreachable = ConnectionError
 
 __all__ = ["UNREACHABLE", "StoreError", "StoreRefused", "StoreUnreachable"]

@@ -21,6 +21,12 @@ fetches again. A message on that first queue wakes the worker at once; one on an
 waits for the timeout, which Redis rounds up to its ``hz`` tick (100 ms at the default
 ``hz 10``). A busy worker never waits: it fetches again as soon as it has room.
 
+A Redis out of memory (``maxmemory`` reached under ``noeviction``) refuses the fetch script and
+the idle wait (both may write); stock kombu would stop the worker on that ``OutOfMemoryError``.
+Here the channel logs a warning and sends nothing for a pause that doubles from
+``OOM_PAUSE_MIN`` to ``OOM_PAUSE_MAX`` seconds, then tries again, as it waits out a Redis that is
+down; the first fetch that succeeds ends the pause.
+
 Producers are unchanged (kombu's ``LPUSH``), so any Celery client still sends to taskwarden. What
 is not a Celery message at all (any text pushed onto a queue) is dead-lettered, where stock kombu
 stops the worker.
@@ -39,6 +45,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import OutOfMemoryError
 
 from taskwarden import logs
 from taskwarden.store import dead_letter
@@ -74,6 +81,8 @@ return false
 """
 
 IDLE_WAIT = 0.1  # seconds an idle channel blocks before it fetches again
+OOM_PAUSE_MIN = 0.5  # seconds a channel waits after Redis refused a fetch for want of memory
+OOM_PAUSE_MAX = 10.0
 
 
 class QoS(kombu_redis.QoS):
@@ -97,12 +106,30 @@ class Channel(kombu_redis.Channel):
     _idle = False  # the last fetch found every queue empty
     _waiting = False  # the command in flight is the idle wait, not a fetch
     _hot: str | None = None  # the queue key the last message came from: the idle wait's key
+    _paused_until = 0.0  # monotonic time before which nothing is fetched (Redis out of memory)
+    _oom_refusals = 0  # fetches Redis refused for want of memory, in a row
+
+    def _out_of_memory(self, exc: OutOfMemoryError) -> None:
+        """Redis refused a fetch for want of memory: wait, doubling, as for an outage."""
+        self._oom_refusals += 1
+        pause = min(OOM_PAUSE_MAX, OOM_PAUSE_MIN * 2 ** min(self._oom_refusals - 1, 10))
+        self._paused_until = time.monotonic() + pause
+        log.warning(
+            "broker.out_of_memory", error=str(exc), refusals=self._oom_refusals, retry_in=pause
+        )
+
+    def _fetched(self) -> None:
+        if self._oom_refusals:
+            log.info("broker.memory_back", refusals=self._oom_refusals)
+            self._oom_refusals = 0
 
     def _fetch_args(self, keys: list[str]) -> list[Any]:
         return ["EVAL", FETCH, 2 + len(keys), self.unacked_key, self.unacked_index_key, *keys,
                 time.time()]  # fmt: skip
 
     def _brpop_start(self, timeout: float | None = None) -> None:
+        if self._oom_refusals and time.monotonic() < self._paused_until:
+            return  # nothing in flight: the event loop asks again on its next tick
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
@@ -124,11 +151,16 @@ class Channel(kombu_redis.Channel):
             command = "BLMOVE" if self._waiting else "EVAL"
             try:
                 reply = self.client.parse_response(self.client.connection, command, **options)
+            except OutOfMemoryError as exc:
+                self._out_of_memory(exc)
+                self._idle = False
+                raise virtual.Empty() from None
             except self.connection_errors:
                 # disconnect so the next round reconnects (as kombu does); fetch first then
                 self.client.connection.disconnect()
                 self._idle = False
                 raise
+            self._fetched()
             if self._waiting or not reply:
                 # after a wait, fetch; after an empty fetch, wait
                 self._idle = not self._waiting
@@ -150,8 +182,15 @@ class Channel(kombu_redis.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         """The synchronous fetch (``basic_get``), atomic in the same way."""
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
-        with self.conn_or_acquire() as client:
-            reply = client.execute_command(*self._fetch_args(keys))
+        if self._oom_refusals and time.monotonic() < self._paused_until:
+            raise virtual.Empty()
+        try:
+            with self.conn_or_acquire() as client:
+                reply = client.execute_command(*self._fetch_args(keys))
+        except OutOfMemoryError as exc:
+            self._out_of_memory(exc)
+            raise virtual.Empty() from None
+        self._fetched()
         if not reply:
             raise virtual.Empty()
         _, item, recorded = reply
@@ -215,3 +254,40 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`: ``broker_transport`` names this class."""
 
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """:class:`Channel`'s atomic fetch on a master found through Redis Sentinel: kombu's
+    sentinel channel only changes how connections are made (its pool asks the sentinels for the
+    master, again after a failover), and the fetch only how messages are taken, so the two
+    compose by inheritance."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's sentinel transport with :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
+class NoSwitch:
+    """Celery's ``broker_failover_strategy`` for Sentinel: kombu never switches broker URLs.
+
+    kombu's failover walks the broker's ``;``-separated URLs on connection errors, and each
+    switch reads the transport from the URL's scheme again (``Connection.switch``), which would
+    swap :class:`SentinelTransport` for the stock ``sentinel`` one (and its losing fetch) after
+    the first failover. With Sentinel the URLs are the sentinels, which redis-py already asks in
+    turn for the master on every connection, so there is nothing to walk: kombu asks this
+    "cycle" whether to switch (its truth) and it says no.
+    """
+
+    def __init__(self, alternates: list[str]) -> None:
+        self.first = alternates[0]
+
+    def __iter__(self) -> NoSwitch:
+        return self
+
+    def __next__(self) -> str:
+        return self.first
+
+    def __bool__(self) -> bool:
+        return False

@@ -24,5 +24,13 @@ router = APIRouter(tags=["operations"])
 def metrics(store: StoreDep) -> Response:
     """Prometheus metrics, summed over every worker process."""
     lag = store.dispatch_lag(time.time())
-    body, content_type = exposition(store.metric_cells(), store.counts(), lag)
+    providers = store.providers()
+    circuits = {name: c.is_open for name, c in store.circuits(providers).items()}
+    body, content_type = exposition(
+        store.metric_cells(),
+        store.counts(),
+        lag,
+        circuits=circuits,
+        failing=store.failing_counts(providers),
+    )
     return Response(body, media_type=content_type)
