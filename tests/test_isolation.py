@@ -36,6 +36,9 @@ def bad_neighbours(sim: SimulatorServer) -> dict[str, str]:
         "TASKWARDEN_DISPATCH_MAX_IN_FLIGHT": str(CAP),
         "TASKWARDEN_DISPATCH_BATCH_SIZE": str(CAP),
         "TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "3",
+        # the deadline alone is under test: with the breaker on, 10 checks cut off in a row
+        # open the bad platform's circuit and its failures are held, not counted (test_outage)
+        "TASKWARDEN_CIRCUIT__ENABLED": "false",
     }
 
 
