@@ -749,7 +749,7 @@ def warden_api(
 @pytest.mark.slow
 def test_a_warden_with_the_api_is_ready(warden_api: tuple[str, SimulatorServer, Store]) -> None:
     """With beat, workers and the API running, readyz turns 200 with every check passing, and
-    both workers are seen by their heartbeats."""
+    the three workers (control, poll, archive) are seen by their heartbeats."""
     url, _, _ = warden_api
 
     def ready() -> dict[str, Any] | None:
@@ -762,7 +762,7 @@ def test_a_warden_with_the_api_is_ready(warden_api: tuple[str, SimulatorServer, 
     body = wait_for(ready, timeout=90, every=0.5)
     assert all(c["ok"] for c in body["checks"].values())
     workers = httpx.get(f"{url}/v1/stats").json()["workers"]
-    assert {n.split("-")[0] for n in workers} == {"poll", "archive"}
+    assert {n.split("-")[0] for n in workers} == {"control", "poll", "archive"}
 
 
 @pytest.mark.slow

@@ -277,7 +277,8 @@ class _Collector(Collector):
         yield states
         yield GaugeMetricFamily(
             "taskwarden_dispatch_lag_seconds",
-            "Seconds the oldest due watch has waited past its due time.",
+            "Seconds the longest-waiting watch has waited for its check (due and unclaimed, or"
+            " claimed and not yet committed).",
             value=self.dispatch_lag,
         )
         opened = GaugeMetricFamily(

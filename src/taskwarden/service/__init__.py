@@ -9,7 +9,7 @@ call these; nothing here knows Celery."""
 from taskwarden.service.aborting import abort_remote
 from taskwarden.service.archiving import archive_watch
 from taskwarden.service.bulk import BulkResult, Selection
-from taskwarden.service.dispatching import DispatchResult, dispatch
+from taskwarden.service.dispatching import DispatchResult, dispatch, in_flight_cap
 from taskwarden.service.polling import PollResult, poll_batch
 from taskwarden.service.registration import (
     MAX_BATCH,
@@ -39,6 +39,7 @@ __all__ = [
     "archive_watch",
     "check_webhook",
     "dispatch",
+    "in_flight_cap",
     "parse",
     "poll_batch",
     "register",
