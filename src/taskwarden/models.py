@@ -21,13 +21,16 @@ MAX_TIMEOUT = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mis
 MAX_DETAILS_BYTES = 2048  # of a check's ``details`` as JSON: small facts, never whole logs
 
 #: The hash field of each record field kept by name here (the one table to edit to rename one):
-#: the final state an archive run lands on, and what checks report of the platform's own record.
+#: the final state an archive run lands on, what checks report of the platform's own record, and
+#: the progress track the schedule aims with (only on watches whose platform reports progress).
 FIELDS = {
     "outcome": "outcome",
     "remote_created_at": "remote_created_at",
     "remote_started_at": "remote_started_at",
     "remote_ended_at": "remote_ended_at",
     "details": "details",
+    "progress_at": "progress_at",
+    "progress_rate": "progress_rate",
 }
 _ARCHIVE_MODES: dict[str, ArchiveMode] = {
     "success": "success",
@@ -196,6 +199,10 @@ class Watch:
     remote_started_at: float | None = None
     remote_ended_at: float | None = None
     details: dict[str, Any] | None = None
+    # when ``progress`` was first seen at its value, and the rate (fraction per second) between
+    # the last two values: what the next check's time is predicted from
+    progress_at: float | None = None
+    progress_rate: float | None = None
 
     def view(self) -> WatchView:
         return WatchView(
@@ -208,6 +215,8 @@ class Watch:
             archive=self.archive,
             failing_since=self.failing_since,
             outcome=self.outcome,
+            progress_at=self.progress_at,
+            progress_rate=self.progress_rate,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,6 +266,8 @@ class Watch:
             remote_started_at=num(FIELDS["remote_started_at"]),
             remote_ended_at=num(FIELDS["remote_ended_at"]),
             details=json.loads(raw[FIELDS["details"]]) if raw.get(FIELDS["details"]) else None,
+            progress_at=num(FIELDS["progress_at"]),
+            progress_rate=num(FIELDS["progress_rate"]),
         )
 
 

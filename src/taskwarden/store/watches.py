@@ -287,6 +287,10 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
             fields["last_error"] = d.last_error
         if d.outcome is not None:
             fields[FIELDS["outcome"]] = d.outcome
+        if d.progress_at is not None:  # a watch without progress never carries the fields
+            fields[FIELDS["progress_at"]] = d.progress_at
+            rate = d.progress_rate
+            fields[FIELDS["progress_rate"]] = None if rate is None else float(f"{rate:.4g}")
         if d.state in FINAL_STATES:
             fields["finished_at"] = commit.now
         fields.update(commit.extra or {})
