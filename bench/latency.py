@@ -194,7 +194,7 @@ def measure(args: argparse.Namespace) -> dict[str, Run]:
     for w in watches:
         assert w is not None and w.finished_at is not None
         seen_warden.append(clock.sim(w.finished_at))
-    label = "taskwarden (progress-aware)"
+    label = "taskwarden"
     for name, seen, ids in (
         (label, seen_warden, sets[0]),
         ("SDK loop, interval=1", seen_fast, sets[1]),
