@@ -230,3 +230,14 @@ def test_progress_track_is_kept_only_where_there_is_progress(store: Store) -> No
     assert (after.view().progress_at, after.view().progress_rate) == (NOW, 0.003333)
     fields = store.redis.hkeys(keys.watch(plain.id))
     assert "progress_at" not in fields and "progress_rate" not in fields
+
+
+def test_rearm_forgets_the_progress_track(store: Store) -> None:
+    """A re-armed watch measures its next run's rate afresh, not against the last run's track."""
+    w, _ = store.register(reg("t-rearm-progress"), NOW)
+    claim = store.claim_due("geobox", NOW, 10, NOW + 60)[0]
+    failed = replace(running(NOW), state=State.ERROR, progress_at=NOW, progress_rate=0.01)
+    assert store.commit(Commit(claim, failed, NOW, previous=State.PENDING))
+    rearmed = store.rearm(w.id, NOW + 5)
+    assert rearmed is not None and rearmed.state is State.PENDING
+    assert (rearmed.progress_at, rearmed.progress_rate) == (None, None)

@@ -151,7 +151,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own).
+#   outcome field (cleared: the next end decides its own), the progress track fields (deleted).
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -174,6 +174,7 @@ redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
   'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
   outcome_field, '')
+redis.call('HDEL', KEYS[1], ARGV[9], ARGV[10])
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
 redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)

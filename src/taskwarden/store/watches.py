@@ -346,8 +346,9 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
     def rearm(self, wid: str, now: float) -> Watch | None:
         """Watch an ``error`` or ``timed_out`` watch again: pending, due now, errors reset, a new
         deadline of now + its timeout (if it has one), no outcome (the next end decides its
-        own), the fence bumped so that no older job can write. Returns the watch, None if there
-        is no such watch; raises :class:`NotRearmable` (with its state) for any other state."""
+        own), no progress track (the next run measures its own rate), the fence bumped so that
+        no older job can write. Returns the watch, None if there is no such watch; raises
+        :class:`NotRearmable` (with its state) for any other state."""
         result = self._rearm(
             keys=[keys.watch(wid), keys.history(wid), keys.LEASES, keys.UPDATED, keys.EVENTS],
             args=[
@@ -359,6 +360,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics):
                 keys.COUNTS,
                 MAX_EVENTS,
                 FIELDS["outcome"],
+                FIELDS["progress_at"],
+                FIELDS["progress_rate"],
             ],
         )
         if result == -1:
