@@ -43,19 +43,18 @@ def _index(url: str) -> dict[str, object] | None:
 
 
 @contextmanager
-def _simulate(tmp: Path, *args: str) -> Iterator[tuple[str, Path]]:
-    """`taskwarden simulate` on a free port, its stdout in a file; yields its URL and the file."""
+def _simulate(tmp: Path) -> Iterator[str]:
+    """`taskwarden simulate` on a free port; yields its URL."""
     port = free_port()
-    out = tmp / "simulate.out"
-    with out.open("w") as stdout, (tmp / "simulate.err").open("w") as stderr:
+    with (tmp / "simulate.log").open("w") as stdout, (tmp / "simulate.err").open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port), *args],
+            [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port)],
             env=_clean_env(tmp), stdout=stdout, stderr=stderr,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _index(url), timeout=30)
-        yield url, out
+        yield url
     finally:
         proc.terminate()
         proc.wait(10)
@@ -63,7 +62,7 @@ def _simulate(tmp: Path, *args: str) -> Iterator[tuple[str, Path]]:
 
 def test_simulate_answers_its_root_with_the_platforms_it_serves(tmp_path: Path) -> None:
     """GET / on `taskwarden simulate` names every platform with its base path and URL."""
-    with _simulate(tmp_path) as (url, _):
+    with _simulate(tmp_path) as url:
         index = _index(url)
     assert index is not None
     platforms = index["platforms"]
@@ -89,11 +88,18 @@ def test_print_env_is_strict_settings_whose_adapters_reach_the_simulator(
 ) -> None:
     """`simulate --print-env` prints shell export lines only; sourced by a shell they are
     settings load_settings accepts (no unknown names), loopback allowed, and the Geobox and
-    generic http adapters built from them see tasks scripted on that simulator."""
-    with _simulate(tmp_path, "--print-env") as (url, out):
-        lines = out.read_text().splitlines()
+    generic http adapters built from them see tasks scripted on the simulator served there."""
+    with _simulate(tmp_path) as url:
+        port = url.rsplit(":", 1)[1]
+        printed = subprocess.run(
+            [sys.executable, "-m", "taskwarden", "simulate", "--port", port, "--print-env"],
+            env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        lines = printed.stdout.splitlines()
         assert lines and all(line.startswith("export TASKWARDEN_") for line in lines)
-        env = _sourced(out)
+        exports = tmp_path / "sim.env"
+        exports.write_text(printed.stdout)
+        env = _sourced(exports)
         assert len(env) == len(lines)
         for key, value in env.items():
             monkeypatch.setenv(key, value)

@@ -176,8 +176,8 @@ def api(host: str | None, port: int | None) -> None:
 @click.option("--port", type=int, default=SIMULATOR_PORT, show_default=True)
 @click.option(
     "--print-env", is_flag=True,
-    help="First print, as shell export lines on stdout, the TASKWARDEN_* settings that point"
-    " a warden at this simulator.",
+    help="Print, as shell export lines, the TASKWARDEN_* settings that point a warden at the"
+    " simulator served on --host and --port, and exit.",
 )  # fmt: skip
 def simulate(host: str, port: int, print_env: bool) -> None:
     """Serve the platform simulator (GET / lists its platforms; controls under /_control/)."""
@@ -185,12 +185,11 @@ def simulate(host: str, port: int, print_env: bool) -> None:
     from taskwarden.simulator.env import export_lines, warden_env
     from taskwarden.simulator.server import serve
 
-    simulation = Simulation()
+    simulation = Simulation()  # its credentials are fixed: the same in every process
     if print_env:
-        click.echo(
-            export_lines(warden_env(simulation, f"http://{_url_host(host)}:{port}")), nl=False
-        )
-        sys.stdout.flush()
+        url = f"http://{_url_host(host)}:{port}"
+        click.echo(export_lines(warden_env(simulation, url)), nl=False)
+        return
     serve(host, port, simulation=simulation)
 
 
