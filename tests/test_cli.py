@@ -140,6 +140,27 @@ def test_providers_lists_builtins_with_settings_and_hides_secrets() -> None:
     assert {p["name"] for p in listed} >= {"geobox"}
 
 
+def test_providers_masks_only_credentials() -> None:
+    """Only credential fields are masked: a token lifetime or a token URL is shown as set."""
+    env = {
+        **os.environ,
+        "TASKWARDEN_PROVIDERS__UP42__USERNAME": "sim-user",
+        "TASKWARDEN_PROVIDERS__UP42__PASSWORD": "very-secret-value",
+        "TASKWARDEN_PROVIDERS__UP42__TOKEN_LIFETIME": "123.0",
+        "TASKWARDEN_PROVIDERS__UP42__TOKEN_URL": "https://auth.example.com/token",
+    }
+    listed = {p["name"]: p for p in json.loads(cli(env, "providers", "--json").stdout)}
+    up42 = listed["up42"]["settings"]
+    assert up42["token_lifetime"] == 123.0
+    assert up42["token_url"] == "https://auth.example.com/token"
+    assert up42["username"] == "sim-user"
+    assert up42["password"] == "***"
+    assert up42["token"] is None  # unset credentials say so
+    out = cli(env, "providers").stdout
+    assert "TASKWARDEN_PROVIDERS__UP42__TOKEN_LIFETIME = 123.0" in out
+    assert "very-secret-value" not in out
+
+
 def test_plugin_provider_from_entry_point(tmp_path: Path) -> None:
     """A provider shipped by another package through the entry-point group is listed and used."""
     dist = tmp_path / "acme_provider-1.0.dist-info"

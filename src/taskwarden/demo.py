@@ -29,6 +29,7 @@ from taskwarden.lifecycle import State
 from taskwarden.models import Watch, watch_id
 from taskwarden.processes import Service
 from taskwarden.redis_server import RedisServer
+from taskwarden.simulator.env import warden_env
 from taskwarden.simulator.server import SimulatorServer
 from taskwarden.store import Store
 
@@ -169,23 +170,7 @@ SCENARIOS = [
 
 def provider_env(sim: SimulatorServer) -> dict[str, str]:
     """Every provider's settings, pointed at the simulator and its demo credentials."""
-    from taskwarden.simulator.generic import profile
-
-    return {
-        # the simulator is on loopback, where platform-given URLs may not lead by default
-        "TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES": "true",
-        "TASKWARDEN_PROVIDERS__GEOBOX__BASE_URL": sim.geobox_url,
-        "TASKWARDEN_PROVIDERS__GEOBOX__TOKEN": "sim-token",
-        **sim.descarteslabs.env(sim.url),
-        **sim.earthone.env(sim.url),
-        "TASKWARDEN_PROVIDERS__UP42__BASE_URL": sim.up42_url,
-        "TASKWARDEN_PROVIDERS__UP42__USERNAME": "sim-user",
-        "TASKWARDEN_PROVIDERS__UP42__PASSWORD": "sim-password",
-        "TASKWARDEN_PROVIDERS__ISAHIT__BASE_URL": sim.isahit_url,
-        "TASKWARDEN_PROVIDERS__ISAHIT__ACCESS_ID": "sim-access-id",
-        "TASKWARDEN_PROVIDERS__ISAHIT__SECRET_KEY": "sim-secret-key",
-        "TASKWARDEN_PROVIDERS__HTTP__PROFILES": json.dumps({"acme": profile(sim.generic_url)}),
-    }
+    return warden_env(sim.simulation, sim.url)
 
 
 COLOURS = {

@@ -6,9 +6,10 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, get_args
 
 import click
+from pydantic import BaseModel, SecretStr
 
 from taskwarden.cli import common
 from taskwarden.lifecycle import State
@@ -145,11 +146,10 @@ def providers(as_json: bool) -> None:
     from taskwarden.providers import installed
 
     settings = common.settings()
-    configured = settings.providers.model_dump(mode="json")
     rows: list[dict[str, Any]] = []
     for name, info in sorted(installed().items()):
-        own = configured.get(name, {})
-        shown = {key: ("***" if value and _secret(key) else value) for key, value in own.items()}
+        own = getattr(settings.providers, name, None)
+        shown = _masked(own) if isinstance(own, BaseModel) else {}
         rows.append({"name": name, "factory": info.target, "builtin": info.builtin,
                      "settings": shown})  # fmt: skip
     if as_json:
@@ -163,8 +163,18 @@ def providers(as_json: bool) -> None:
             click.echo(f"  {prefix}{key.upper()} = {value if value is not None else '(unset)'}")
 
 
-def _secret(key: str) -> bool:
-    return any(word in key for word in ("token", "key", "secret", "password"))
+def _masked(model: BaseModel) -> dict[str, Any]:
+    """A provider's settings as JSON, each credential set (a ``SecretStr`` field) shown as
+    ``***``: the field's type says what is secret, not its name (``TOKEN_LIFETIME`` is none)."""
+    shown = model.model_dump(mode="json")  # nested SecretStr values dump as '**********'
+    for key, field in type(model).model_fields.items():
+        if shown.get(key) and _holds_secret(field.annotation):
+            shown[key] = "***"
+    return shown
+
+
+def _holds_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_holds_secret(arg) for arg in get_args(annotation))
 
 
 COMMANDS = [events, stats, deadletters, providers]

@@ -4,15 +4,20 @@ around it, ``simulate`` and ``demo``.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
 
 from taskwarden import keys
 from taskwarden.cli import common
+
+SIMULATOR_PORT = 8700  # `simulate` and `run --simulator`
 
 
 @click.command()
@@ -74,8 +79,43 @@ def beat() -> None:
 @click.command()
 @click.option("-c", "--concurrency", type=int, default=None, help="Poll worker processes.")
 @click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
-def run(concurrency: int | None, no_api: bool) -> None:
+@click.option(
+    "--simulator", is_flag=True,
+    help="Also serve the platform simulator (in this process) and point every provider at it.",
+)  # fmt: skip
+@click.option("--simulator-port", type=int, default=SIMULATOR_PORT, show_default=True)
+def run(concurrency: int | None, no_api: bool, simulator: bool, simulator_port: int) -> None:
     """Start the beat scheduler, the control, poll and archive workers and the HTTP API."""
+    with ExitStack() as stack:
+        if simulator:
+            stack.enter_context(_simulator(simulator_port))
+        _run(concurrency, no_api)
+
+
+@contextmanager
+def _simulator(port: int) -> Iterator[None]:
+    """Serve the simulator on loopback in a thread, and put the settings that point at it
+    into this process's environment, which ``run``'s settings and children read."""
+    from taskwarden.simulator.env import warden_env
+    from taskwarden.simulator.server import SimulatorServer
+
+    try:
+        sim = SimulatorServer(port=port).start()
+    except OSError as exc:
+        raise click.ClickException(f"the simulator cannot listen on port {port}: {exc}") from None
+    try:
+        os.environ.update(warden_env(sim.simulation, sim.url))
+        click.echo(
+            f"simulator at {sim.url}/ (script a task: curl -X POST"
+            f" {sim.url}/_control/geobox/tasks -d '{{\"running_seconds\": 30}}')",
+            err=True,
+        )
+        yield
+    finally:
+        sim.stop()
+
+
+def _run(concurrency: int | None, no_api: bool) -> None:
     from taskwarden import api_token
     from taskwarden.processes import Service
 
@@ -133,12 +173,28 @@ def api(host: str | None, port: int | None) -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8700, show_default=True)
-def simulate(host: str, port: int) -> None:
-    """Serve the platform simulator (Geobox under /geobox/v1/, control API under /_control/)."""
+@click.option("--port", type=int, default=SIMULATOR_PORT, show_default=True)
+@click.option(
+    "--print-env", is_flag=True,
+    help="Print, as shell export lines, the TASKWARDEN_* settings that point a warden at the"
+    " simulator served on --host and --port, and exit.",
+)  # fmt: skip
+def simulate(host: str, port: int, print_env: bool) -> None:
+    """Serve the platform simulator (GET / lists its platforms; controls under /_control/)."""
+    from taskwarden.simulator.app import Simulation
+    from taskwarden.simulator.env import export_lines, warden_env
     from taskwarden.simulator.server import serve
 
-    serve(host, port)
+    simulation = Simulation()  # its credentials are fixed: the same in every process
+    if print_env:
+        url = f"http://{_url_host(host)}:{port}"
+        click.echo(export_lines(warden_env(simulation, url)), nl=False)
+        return
+    serve(host, port, simulation=simulation)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 @click.command()

@@ -3,6 +3,7 @@
     /geobox/v1/…             Geobox (see :mod:`taskwarden.simulator.geobox`)
     /generic/…               any platform, for the http provider (:mod:`~.simulator.generic`)
     /earthone/…              EarthDaily EarthOne (:mod:`~.simulator.earthone`)
+    /                        GET: the platforms served and their base paths (JSON)
     /_control/stats          GET: request counters (``?by_task=true`` adds per-task totals)
     /_control/reset          POST: forget counters, faults and tasks (``?only=stats|faults|tasks``)
     /_control/faults         GET: armed faults; POST: arm one or a list; DELETE: disarm all
@@ -20,7 +21,7 @@ counters); tests reach it directly through :class:`~taskwarden.simulator.server.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
@@ -108,9 +109,30 @@ def create_app(simulation: Simulation | None = None) -> Starlette:
         routes.append(Mount(platform.prefix, app=Router(platform.routes(sim.faults, sim.stats))))
         routes.append(Mount(f"/_control/{name}", routes=_platform_routes(platform)))
     routes.append(Mount("/_control", routes=_control_routes(sim)))
+    routes.append(Route("/", _index(sim), methods=["GET"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.simulation = sim
     return app
+
+
+def _index(sim: Simulation) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /``: what this simulator serves, for whoever opens its root."""
+
+    async def index(request: Request) -> Response:
+        root = str(request.base_url).rstrip("/")
+        platforms = {
+            name: {"base_path": f"{p.prefix}/", "url": f"{root}{p.prefix}/",
+                   "control": f"/_control/{name}/"}
+            for name, p in sim.platforms.items()
+        }  # fmt: skip
+        return JSONResponse({
+            "service": "taskwarden simulator",
+            "platforms": platforms,
+            "control": "/_control/ (stats, reset, faults, clock; <platform>/tasks, config)",
+            "warden_settings": "taskwarden simulate --print-env",
+        })  # fmt: skip
+
+    return index
 
 
 def _control_routes(sim: Simulation) -> list[BaseRoute]:
