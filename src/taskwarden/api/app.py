@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from taskwarden import api_token
+from taskwarden.api.access import AccessLog
 from taskwarden.api.deps import Context
 from taskwarden.api.health import Readiness
 from taskwarden.api.routes import ROUTERS
@@ -61,6 +62,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
+    app.add_middleware(AccessLog)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StoreError, _redis_down)  # type: ignore[arg-type]
     for router in ROUTERS:

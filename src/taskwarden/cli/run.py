@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from taskwarden import keys
+from taskwarden import keys, logs
 from taskwarden.cli import common
 
 
@@ -42,6 +42,7 @@ def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
     with common.redis_url(settings, checked=True) as url:
         app = create_app(settings, url)
         argv = [
+            *_quiet(),
             "worker",
             "-Q",
             queues,
@@ -68,7 +69,12 @@ def beat() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with common.redis_url(settings, checked=True) as url:
         app = create_app(settings, url)
-        app.start(["beat", "--loglevel", settings.log_level.upper()])
+        app.start([*_quiet(), "beat", "--loglevel", settings.log_level.upper()])
+
+
+def _quiet() -> list[str]:
+    """Celery's ``--quiet`` when logs are JSON lines: its banners are text, printed as such."""
+    return ["--quiet"] if logs.as_json() else []
 
 
 @click.command()
@@ -126,7 +132,7 @@ def api(host: str | None, port: int | None) -> None:
             host=host,
             port=settings.api.port if port is None else port,
             log_config=None,  # logs go through taskwarden's own configuration
-            access_log=False,
+            access_log=False,  # taskwarden.api.access writes one line per request instead
             timeout_graceful_shutdown=2,  # event streams never end on their own
         )
 
