@@ -26,6 +26,12 @@ WORKER_HEARTBEAT = HEARTBEAT + "worker:"  # string per Celery worker node with a
 # string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
 # consumes (a JSON list). Not under WORKER_HEARTBEAT, whose keys hold bare times.
 WORKER_QUEUES = HEARTBEAT + "queues:"
+# sorted set: worker node -> when its heartbeat expires (unix s), so live workers are read
+# without a SCAN; written beside the heartbeat keys (a taskwarden older than this writes none)
+WORKERS = PREFIX + "workers"
+# sorted set per provider: non-final watch id -> when its current run of failed checks began;
+# written by the scripts that commit, cancel and remove (a success or an end takes it out)
+FAILING = PREFIX + "failing:"
 SCHEMA = PREFIX + "schema"  # string: the index layout the watches were brought up to (backfill)
 RUNNING = PREFIX + "running:"  # string per watch while an archive job runs: the run's token
 RATE = PREFIX + "rate:"  # string per provider: the rate limiter's next free slot (µs)
@@ -64,6 +70,20 @@ def label(key: str, value: str) -> str:
 
 def counts(provider: str) -> str:
     return COUNTS + provider
+
+
+def failing(provider: str) -> str:
+    return FAILING + provider
+
+
+# kombu's Redis transport keeps a queue's messages of priority p > 0 in a list of their own
+BROKER_PRIORITY_SEP = "\x06\x16"
+BROKER_PRIORITIES = (3, 6, 9)
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting messages (every priority)."""
+    return [queue, *(f"{queue}{BROKER_PRIORITY_SEP}{p}" for p in BROKER_PRIORITIES)]
 
 
 def metrics_recent(bucket: int) -> str:

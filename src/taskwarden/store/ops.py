@@ -2,9 +2,11 @@
 and which index layout the stored watches were brought up to.
 
 - ``heartbeat:<component>`` and ``heartbeat:worker:<node>`` strings, each living for its TTL,
-  with ``heartbeat:queues:<node>`` beside the latter (names in :mod:`taskwarden.keys`).
+  with ``heartbeat:queues:<node>`` beside the latter (names in :mod:`taskwarden.keys`), and the
+  ``workers`` sorted set (node -> when its heartbeat expires), read without a SCAN.
 - ``deadletters`` stream: refused input, capped, written by :func:`dead_letter` (the broker
-  transport calls it with its own client) or :meth:`StoreOps.dead_letter`.
+  transport calls it with its own client) or :meth:`StoreOps.dead_letter`, which also count it
+  in the ``metrics`` hash.
 - ``schema``: the index layout version, for :meth:`StoreOps.backfill_indexes`.
 
 :class:`StoreOps` is mixed into :class:`~taskwarden.store.Store`, so callers keep calling
@@ -21,7 +23,7 @@ from typing import Any, cast
 
 from redis import Redis
 
-from taskwarden import keys
+from taskwarden import keys, metrics
 from taskwarden.lifecycle import FINAL_STATES
 
 MAX_DEADLETTERS = 10_000
@@ -30,6 +32,7 @@ MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was 
 # final watch
 SCHEMA_VERSION = 2
 BACKFILL_BATCH = 500  # watches read per round trip by a backfill
+WORKERS_KEPT = 3600.0  # seconds an expired node stays in the ``workers`` index before it goes
 
 
 def dead_letter(client: Redis, now: float, source: str, reason: str, body: object) -> None:
@@ -45,6 +48,18 @@ def dead_letter(client: Redis, now: float, source: str, reason: str, body: objec
         maxlen=MAX_DEADLETTERS,
         approximate=True,
     )
+    # the counter a scrape reports (the stream is capped; the count goes on). ``client`` may be
+    # the caller's pipeline (MULTI), which then holds both writes
+    client.hincrby(keys.METRICS, metrics.dead_letter_field(source), 1)
+
+
+def live_workers(client: Redis, now: float) -> dict[str, list[str] | None]:
+    """:meth:`StoreOps.live_workers`, for the other parts of the store."""
+    nodes = cast(list[str], client.zrangebyscore(keys.WORKERS, now, "+inf"))
+    if not nodes:
+        return {}
+    raw = cast(list[str | None], client.mget([keys.WORKER_QUEUES + n for n in nodes]))
+    return {n: json.loads(v) if v else None for n, v in zip(nodes, raw, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -83,11 +98,22 @@ class StoreOps:
         pipe.set(self.worker_key(node), now, px=px)
         if queues is not None:
             pipe.set(keys.WORKER_QUEUES + node, json.dumps(sorted(queues)), px=px)
+        pipe.zadd(keys.WORKERS, {node: now + ttl})
+        pipe.zremrangebyscore(keys.WORKERS, "-inf", now - WORKERS_KEPT)  # long gone nodes
         pipe.execute()
 
     def forget_worker(self, node: str) -> None:
         """A worker node stopped: drop its heartbeat rather than wait for the TTL."""
-        self.redis.delete(self.worker_key(node), keys.WORKER_QUEUES + node)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.worker_key(node), keys.WORKER_QUEUES + node)
+        pipe.zrem(keys.WORKERS, node)
+        pipe.execute()
+
+    def live_workers(self, now: float) -> dict[str, list[str] | None]:
+        """The queues of each worker node whose heartbeat has not expired by ``now``, from the
+        ``workers`` index (no SCAN: for a scrape). A worker of a taskwarden older than this
+        one writes no index entry and is not listed; :meth:`worker_queues` finds it."""
+        return live_workers(self.redis, now)
 
     @staticmethod
     def worker_key(node: str) -> str:

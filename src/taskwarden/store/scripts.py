@@ -6,7 +6,9 @@ the state), ``counts:<provider>`` (state -> n), ``updated`` (id -> updated at), 
 and one entry on the ``events`` stream (fields: watch_id, provider, remote_id, from, to, raw,
 progress, note, at; ``from`` empty on register). A change to a final state also scores the watch
 in ``finished`` by when it may be removed: now + its own ``retention`` field, else the
-retention of that state (an argument); a re-arm takes it out again. :data:`REMOVE` is the only
+retention of that state (an argument); a re-arm takes it out again. A commit whose check failed
+scores a non-final watch in ``failing:<provider>`` by when its failing began; any other commit,
+a cancel and a removal take it out. :data:`REMOVE` is the only
 script that deletes a watch, with every entry the others made.
 """
 
@@ -85,7 +87,8 @@ return #ids
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
 #   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note, retention of
-#   ``state`` if final ('' otherwise), then field/value pairs.
+#   ``state`` if final ('' otherwise), failing_prefix, when its failing checks began ('' when
+#   its last check did not fail), then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -94,12 +97,18 @@ local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local raw, progress, note, keep = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
+local failing_prefix, failing = ARGV[17], ARGV[18]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id', 'retention')
 if w[1] ~= fence then return 0 end
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
-for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
+if failing ~= '' and not final[state] then
+  redis.call('ZADD', failing_prefix .. w[3], failing, id)
+else
+  redis.call('ZREM', failing_prefix .. w[3], id)
+end
 redis.call('ZADD', KEYS[4], now, id)
 if w[2] ~= state then
   redis.call('ZREM', state_prefix .. w[2], id)
@@ -128,8 +137,8 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
-#   events maxlen, note, retention of cancelled. Returns -1: no such watch, 0: it had ended,
-#   1: cancelled.
+#   events maxlen, note, retention of cancelled, failing_prefix. Returns -1: no such watch,
+#   0: it had ended, 1: cancelled.
 CANCEL = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -137,11 +146,12 @@ CANCEL = (
 local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
   ARGV[9]
-local keep = ARGV[10]
+local keep, failing_prefix = ARGV[10], ARGV[11]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress',
   'retention')
 if not w[1] then return -1 end
 if final[w[1]] then return 0 end
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', now, 'finished_at', now,
   'next_poll_at', '')
@@ -207,9 +217,9 @@ return 1
 # KEYS: finished, watches, updated, leases.
 # ARGV: mode ('due': only a final watch whose time in ``finished`` has come, by ``now``;
 #   'final': any final watch; 'force': any watch), now, then the key prefixes of watch, history,
-#   state, provider, due, counts and running, then per watch: id, its labels as the caller read
-#   them, the number n of its label keys and those n keys (the caller builds them: Lua's JSON
-#   is not Python's).
+#   state, provider, due, counts, running and failing, then per watch: id, its labels as the
+#   caller read them, the number n of its label keys and those n keys (the caller builds them:
+#   Lua's JSON is not Python's).
 # Returns, per watch: 1 removed, 0 no such watch, or the state it is in when it is kept (a
 #   non-final watch; 'changed' when its labels are not what the caller read; 'kept' when its
 #   time has not come). Everything a watch has goes in one step: hash, history, every index
@@ -219,8 +229,9 @@ REMOVE = (
     + """
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local wp, hp, sp, pp, dp, cp, rp = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local fp = ARGV[10]
 local out = {}
-local i = 10
+local i = 11
 while i <= #ARGV do
   local id, labels, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local first = i + 3
@@ -243,6 +254,7 @@ while i <= #ARGV do
     redis.call('ZREM', sp .. w[1], id)
     redis.call('ZREM', pp .. w[2], id)
     redis.call('ZREM', dp .. w[2], id)
+    redis.call('ZREM', fp .. w[2], id)
     for k = first, first + n - 1 do redis.call('ZREM', ARGV[k], id) end
     if tonumber(redis.call('HINCRBY', cp .. w[2], w[1], -1)) == 0 then
       redis.call('HDEL', cp .. w[2], w[1])

@@ -10,7 +10,9 @@ Layout (names in :mod:`taskwarden.keys`):
   back to ``due`` (and bumps the fence again) so a lost job is dispatched anew.
 - ``watches``, ``provider:<name>``, ``label:<pair>`` (by created at), ``updated`` (by updated
   at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
-  (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n.
+  (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n;
+  ``failing:<provider>`` sorted sets: the watches whose last check failed (by when the failing
+  began), for the metrics.
 - ``events`` stream: one entry per state transition, written by the same script as the change
   (read through :mod:`taskwarden.store.events`), capped at ``max_events`` entries (about).
 - ``finished`` sorted set: every final watch, scored by when the retention sweep may remove
@@ -347,6 +349,10 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 encode(d.progress),
                 encode(d.note),
                 encode(self.retention.get(str(d.state))),
+                keys.FAILING,
+                encode(d.failing_since if d.failing_since is not None else commit.now)
+                if d.errors > 0
+                else "",
                 *flat,
             ],
             client=pipe,
@@ -368,6 +374,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 self.max_events,
                 note,
                 self.retention[State.CANCELLED],
+                keys.FAILING,
             ],
         )
         return None if result == -1 else bool(result)

@@ -23,6 +23,5 @@ router = APIRouter(tags=["operations"])
 )  # fmt: skip
 def metrics(store: StoreDep) -> Response:
     """Prometheus metrics, summed over every worker process."""
-    lag = store.dispatch_lag(time.time())
-    body, content_type = exposition(store.metric_cells(), store.counts(), lag)
+    body, content_type = exposition(store.metric_cells(), store.live_figures(time.time()))
     return Response(body, media_type=content_type)
