@@ -51,6 +51,28 @@ def test_secrets_are_redacted_from_every_logger(monkeypatch: pytest.MonkeyPatch)
     assert "HTTP Request" not in text  # httpx's per-request INFO lines are silenced
 
 
+@pytest.mark.parametrize(
+    ("level", "dispatch", "poll"),
+    [("info", None, "info"), ("debug", "debug", "info"), ("warning", None, None)],
+)
+def test_the_dispatch_task_lines_are_debug(
+    monkeypatch: pytest.MonkeyPatch, level: str, dispatch: str | None, poll: str | None
+) -> None:
+    """Celery's per-task lines for the every-second dispatch task come out at debug (or not at
+    all above it); another task's stay at info. Both are JSON, with the logger's name."""
+    monkeypatch.setenv("TASKWARDEN_LOG_LEVEL", level)
+    monkeypatch.setenv("TASKWARDEN_LOG_FORMAT", "json")
+    out = io.StringIO()
+    logs.configure(load_settings(), stream=out)
+    trace = logging.getLogger("celery.app.trace")
+    trace.info("Task %s[%s] succeeded in 0.01s: {}", keys.TASK_DISPATCH, "id-1")
+    trace.info("Task %s[%s] succeeded in 0.01s: {}", keys.TASK_POLL, "id-2")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    levels = {e["event"].split("[")[0].removeprefix("Task "): e["level"] for e in events}
+    assert levels.get(keys.TASK_DISPATCH) == dispatch and levels.get(keys.TASK_POLL) == poll
+    assert all(e["logger"] == "celery.app.trace" for e in events)
+
+
 # --- a whole warden's output ------------------------------------------------------------------
 
 TOKEN = "log-test-token-0123456789"

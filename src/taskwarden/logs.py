@@ -47,23 +47,17 @@ def secrets_of(settings: Settings) -> list[str]:
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
 
-class Redactor(logging.Filter):
-    """Replaces known secrets in log records, whoever logs them (httpx, Celery, redis, ours)."""
+class Redactor:
+    """A structlog processor replacing known secrets in every string value of a line, whoever
+    logs it (httpx, Celery, redis, ours: the formatter runs it on every record)."""
 
     def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
         self.secrets = secrets
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.redact(record.getMessage())
-            record.args = None
-        return True
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
