@@ -99,16 +99,13 @@ def run(concurrency: int | None, no_api: bool) -> None:
         signal.signal(signal.SIGINT, _stop)
         env = {"TASKWARDEN_REDIS_URL": url}
         with Service(env, poll_concurrency=concurrency, api=not no_api) as service:
-            click.echo(
-                f"taskwarden running (redis at {url.split('@')[-1]}); Ctrl-C stops it", err=True
-            )
+            # a log line, not text: the children's JSON lines share this stream
+            said: dict[str, str] = {"redis": url.split("@")[-1], "stop": "Ctrl-C or SIGTERM"}
             if not no_api:
                 where = "TASKWARDEN_API__TOKEN" if settings.api.token else api_token.path(settings)
-                click.echo(
-                    f"HTTP API and dashboard at http://{settings.api.host}:{settings.api.port}/"
-                    f" (token: {where})",
-                    err=True,
-                )
+                said["dashboard"] = f"http://{settings.api.host}:{settings.api.port}/"
+                said["token_from"] = str(where)
+            logs.get("taskwarden.cli").info("run.started", **said)
             while not stop["now"] and service.alive():
                 time.sleep(0.2)
 
