@@ -29,7 +29,7 @@ from taskwarden.lifecycle import State
 from taskwarden.store.ops import live_workers
 
 OLDEST_SCAN = 1000  # running watches read (oldest first) to find each provider's oldest
-OLDEST_CHUNK = 100
+OLDEST_CHUNK = 250
 
 
 class StoreMetrics:
