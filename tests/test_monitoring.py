@@ -79,6 +79,22 @@ def test_the_rules_and_dashboard_name_only_served_metrics(store: Store) -> None:
         assert name in used
 
 
+def test_the_dashboard_is_one_grafana_can_import() -> None:
+    """Panels have unique ids and a place on the grid, and every query uses the dashboard's
+    Prometheus data source variable, which it defines (so import asks for one)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "taskwarden" and dashboard["schemaVersion"] >= 36
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all({"h", "w", "x", "y"} <= set(p["gridPos"]) for p in dashboard["panels"])
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in (p for p in dashboard["panels"] if p["type"] != "row"):
+        for target in [panel, *panel["targets"]]:
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
 def _served(text: str) -> set[str]:
     names = set()
     for family in text_string_to_metric_families(text):
