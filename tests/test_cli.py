@@ -190,11 +190,15 @@ def test_worker_refuses_an_evicting_redis(tmp_path: Path) -> None:
 def test_redis_check_warns_when_nothing_persists(tmp_path: Path) -> None:
     """A Redis with no persistence is allowed, with a warning that says what a restart loses."""
     from taskwarden.redis_server import RedisServer, check_redis
+    from taskwarden.store.connection import connect
 
     with RedisServer(tmp_path / "volatile", persist=False) as volatile:
-        assert any("persists nothing" in w for w in check_redis(volatile.url))
+        assert any(
+            "persists nothing" in w
+            for w in check_redis(connect(volatile.url, decode_responses=True))
+        )
     with RedisServer(tmp_path / "durable", persist=True) as durable:
-        assert check_redis(durable.url) == []
+        assert check_redis(connect(durable.url, decode_responses=True)) == []
 
 
 def test_redis_older_than_6_2_is_refused() -> None:

@@ -80,6 +80,25 @@ def test_track_is_idempotent_and_get_finds_by_id_or_ref(tw: Client, warden: Ward
     assert by_ref["history"][0]["to"] == "pending"
 
 
+def test_track_many_answers_each_registration_in_order(tw: Client, warden: Warden) -> None:
+    """track_many sends any number of registrations (1000 a request) and answers each one at
+    its place: created, already watched, or refused with its reason."""
+    task = warden.sim.geobox.add_task(running_seconds=0.2)
+    regs = [{"provider": "geobox", "remote_id": task.uuid, "labels": {"team": "maps"}},
+            {"provider": "geobox", "remote_id": task.uuid},
+            {"provider": "nowhere", "remote_id": "x"},
+            *({"provider": "geobox", "remote_id": f"{task.uuid}-{i}"} for i in range(1100))]  # fmt: skip
+    results = tw.track_many(regs)
+    assert len(results) == len(regs)
+    assert [r["status"] for r in results[:3]] == ["created", "exists", "refused"]
+    assert results[0]["watch_id"] == results[1]["watch_id"] == tw.get(f"geobox:{task.uuid}")["id"]
+    assert "unknown provider" in results[2]["error"]
+    assert {r["status"] for r in results[3:]} == {"created"}
+    assert tw.get(f"geobox:{task.uuid}-1099")["remote_id"] == f"{task.uuid}-1099"
+    for result in results[3:]:  # no such tasks on the simulator: spare the session's warden
+        warden.store.cancel(result["watch_id"], time.time())
+
+
 def test_wait_returns_the_final_watch_and_draws_progress(
     tw: Client, warden: Warden, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -206,6 +206,7 @@ def test_metrics_serves_what_an_operator_alerts_on(
     store.redis.lpush(keys.QUEUE_ARCHIVE, "d")
     store.worker_heartbeat("poll@h", now, ttl=30, queues=list(keys.POLL_QUEUES))
     store.worker_heartbeat("gone@h", now - 100, ttl=30, queues=[keys.QUEUE_ARCHIVE])
+    store.redis.delete(keys.WORKER_HEARTBEAT + "gone@h")  # as if its TTL ran out: not live
     for reason in ("not json", "unknown task"):
         store.dead_letter(now, "queue", reason, {"x": 1})
     store.add_deliveries(now, [("d1", "{}"), ("d2", "{}"), ("d3", "{}")])

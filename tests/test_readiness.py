@@ -67,15 +67,37 @@ def test_queues_check_names_the_queues_nobody_consumes(
 
 
 def test_old_heartbeats_read_as_alive_with_unknown_queues(store: Store) -> None:
-    """A heartbeat written the old way (a bare time, no queue key) is a live worker whose
-    queues are unknown; a stopped worker's heartbeat and queues go together."""
-    store.redis.set(keys.WORKER_HEARTBEAT + "old@h", "12.5", px=30_000)
+    """A heartbeat without queues (as an older worker beats) is a live worker whose queues are
+    unknown; a stopped worker's heartbeat, queues and registry entry go together."""
+    store.worker_heartbeat("old@h", 12.5, ttl=30)
     store.worker_heartbeat("new@h", 13.0, ttl=30, queues=["b", "a"])
     assert store.worker_heartbeats() == {"new@h": 13.0, "old@h": 12.5}
     assert store.worker_queues() == {"new@h": ["a", "b"], "old@h": None}
     store.forget_worker("new@h")
     assert store.worker_queues() == {"old@h": None}
     assert store.redis.keys("*new@h*") == []
+    assert store.redis.zrange(keys.WORKERS, 0, -1) == ["old@h"]
+
+
+def test_workers_are_found_without_scanning_and_expired_ones_pruned(store: Store) -> None:
+    """Live workers come from the registry, not from the keyspace: no SCAN reaches Redis while
+    stats-like reads run, a worker whose heartbeat expired is dropped from the registry on the
+    next read, and one silent for twice its TTL is dropped when another worker beats."""
+    store.worker_heartbeat("live@h", 100.0, ttl=30, queues=["a"])
+    store.worker_heartbeat("gone@h", 99.0, ttl=0.05, queues=["a"])
+    store.worker_heartbeat("ancient@h", 10.0, ttl=30)
+    store.redis.delete(keys.WORKER_HEARTBEAT + "ancient@h")  # as if its TTL ran out long ago
+    store.redis.zadd(keys.WORKERS, {"ancient@h": 10.0})
+    wait_for(lambda: store.redis.exists(keys.WORKER_HEARTBEAT + "gone@h") == 0, timeout=10)
+    before = store.redis.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+    assert store.workers() == {"live@h": (100.0, ["a"])}
+    assert store.worker_heartbeats() == {"live@h": 100.0}
+    assert store.redis.info("commandstats").get("cmdstat_scan", {}).get("calls", 0) == before
+    assert store.redis.zrange(keys.WORKERS, 0, -1) == ["live@h"]
+    store.redis.set(keys.WORKER_HEARTBEAT + "stale@h", "1.0", px=30_000)
+    store.redis.zadd(keys.WORKERS, {"stale@h": 1.0})
+    store.worker_heartbeat("live@h", 100.0, ttl=30)  # 1.0 < 100 - 2 * 30: pruned on write
+    assert store.redis.zrange(keys.WORKERS, 0, -1) == ["live@h"]
 
 
 @contextmanager

@@ -24,6 +24,8 @@ from taskwarden.lifecycle import (
     State,
     WatchView,
     decide,
+    failure_decision,
+    held,
     kind_lineage,
 )
 from taskwarden.models import Registration, watch_id
@@ -183,14 +185,58 @@ def test_kind_lineage(kind: str | None, lineage: set[str]) -> None:
     assert kind_lineage(kind) == lineage
 
 
+# --- the default policy outlasts an outage of hours -------------------------------------------
+
+
+def test_the_default_policy_waits_out_an_outage_of_hours_and_keeps_checking() -> None:
+    """Under the defaults a watch failing every check for 23 hours is still retried (far past
+    the 8 attempts that used to end it in two minutes), never waits more than a minute between
+    checks, and gives up on the first failure a day after the first."""
+    policy = Settings().retry_policy("geobox")
+    view, now, checks = WatchView(R), NOW, 0
+    while now < NOW + 23 * 3600:
+        decision = decide(view, fail(), now, POLL, policy, jitter=1.0)
+        assert decision.state is R and decision.next_poll_at is not None
+        assert decision.next_poll_at - now <= 60.0
+        view = WatchView(R, errors=decision.errors, failing_since=decision.failing_since)
+        now, checks = decision.next_poll_at, checks + 1
+    assert checks > 1000 and view.failing_since == NOW
+    ended = decide(view, fail(), NOW + 24 * 3600, POLL, policy, jitter=1.0)
+    assert ended.state is E and ended.note is not None and "over 86400 s" in ended.note
+
+
+def test_a_give_up_note_holds_foreign_text_as_it_is() -> None:
+    """Braces in a platform's or a store's words never reach a formatter (no KeyError)."""
+    words = "Generic { store: S3, source: {attempts} }"
+    failure = Failure(words, retryable=True, kind="StorageUnavailable")
+    out = failure_decision(WatchView(R, errors=2), failure, NOW, BASE, 0.5)
+    assert out.state is E and out.note == f"gave up after 3 failed checks: {words}"
+    worded = failure_decision(
+        WatchView(R, errors=2), failure, NOW, BASE, 0.5, gave_up=lambda n, over: f"{n}: {words}"
+    )
+    assert worded.note == f"3: {words}"
+
+
+def test_a_held_failure_burns_nothing_and_shows_the_failure() -> None:
+    """While the circuit is open a failed check keeps the watch's count and leaves it due now,
+    past its deadline too, with the failure on show."""
+    view = WatchView(R, errors=2, failing_since=NOW - 30, deadline=NOW - 1, raw_status="RUNNING")
+    out = held(view, fail(), NOW)
+    assert (out.state, out.errors, out.next_poll_at) == (R, 2, NOW)
+    assert (out.failing_since, out.last_error, out.note) == (NOW - 30, "503", None)
+    fresh = held(WatchView(R), fail(), NOW)
+    assert (fresh.errors, fresh.failing_since) == (0, NOW)
+
+
 # --- resolution: global, then provider, then watch --------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("env", "watch", "expected"),
     [
-        # nothing set: the global defaults
-        ({}, None, {"maximum_attempts": 8, "initial_interval": 1.0, "non_retryable": set()}),
+        # nothing set: the global defaults, bounded by a day of failures rather than a count
+        ({}, None, {"maximum_attempts": 0, "maximum_elapsed": 86400.0, "maximum_interval": 60.0,
+                    "initial_interval": 1.0, "non_retryable": set()}),
         # the provider's setting replaces the global one, others are inherited
         (
             {"TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "5",

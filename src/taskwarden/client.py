@@ -20,7 +20,7 @@ the platform nothing beyond the warden's own polling. Errors form a small tree:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -34,6 +34,7 @@ from taskwarden.lifecycle import FINAL_STATES, State
 WatchDict = dict[str, Any]
 FINAL = frozenset(str(s) for s in FINAL_STATES)
 PAGE_MAX = 500  # the API's largest page
+BATCH_MAX = 1000  # the API's largest registration batch
 
 
 class ApiError(TaskwardenError):
@@ -142,6 +143,22 @@ class Client:
         body = {"provider": provider, "remote_id": remote_id, **options}
         watch: WatchDict = self._call("POST", "/v1/watches", json=body)["watch"]
         return watch
+
+    def track_many(self, registrations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Watch many remote tasks (each a dict with ``provider``, ``remote_id`` and the
+        options of :meth:`track`), sent :data:`BATCH_MAX` a request. Returns one result per
+        registration, in order: ``{"status": "created" | "exists" | "refused", "watch_id": ...,
+        "error": ...}``; a refused one does not stop the others."""
+        results: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] = []
+        for reg in registrations:
+            batch.append(reg)
+            if len(batch) == BATCH_MAX:
+                results += self._call("POST", "/v1/watches:batch", json=batch)["results"]
+                batch = []
+        if batch:
+            results += self._call("POST", "/v1/watches:batch", json=batch)["results"]
+        return results
 
     def get(self, ref: str) -> WatchDict:
         """One watch by id or ``provider:remote_id``, with its ``history`` (oldest first)."""

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from taskwarden.config import load_settings
+from taskwarden.config.redis_url import celery_broker
 from taskwarden.lifecycle import State
 from taskwarden.models import Watch, watch_id
 from taskwarden.processes import Service
@@ -245,7 +246,9 @@ Registered = list[tuple[Scenario, Scripted]]
 def _register(sim: SimulatorServer, redis_url: str) -> Registered:
     """Script the tasks on the simulator and register each by a plain Celery message."""
     tasks = [(s, s.make(sim)) for s in SCENARIOS]
-    producer = Celery(broker=redis_url, set_as_current=False)
+    broker, transport_options = celery_broker(redis_url)
+    producer = Celery(broker=broker, set_as_current=False)
+    producer.conf.broker_transport_options = transport_options
     with producer.connection_for_write() as conn:
         for scenario, scripted in tasks:
             kwargs: dict[str, Any] = {

@@ -26,12 +26,9 @@ WORKER_HEARTBEAT = HEARTBEAT + "worker:"  # string per Celery worker node with a
 # string per Celery worker node, beside its heartbeat and with the same TTL: the queues it
 # consumes (a JSON list). Not under WORKER_HEARTBEAT, whose keys hold bare times.
 WORKER_QUEUES = HEARTBEAT + "queues:"
-# sorted set: worker node -> when its heartbeat expires (unix s), so live workers are read
-# without a SCAN; written beside the heartbeat keys (a taskwarden older than this writes none)
-WORKERS = PREFIX + "workers"
-# sorted set per provider: non-final watch id -> when its current run of failed checks began;
-# written by the scripts that commit, cancel and remove (a success or an end takes it out)
-FAILING = PREFIX + "failing:"
+# sorted set: Celery worker node -> its last heartbeat (unix s). The registry of live workers,
+# so that finding them never walks the keyspace; pruned of nodes whose heartbeat key expired.
+WORKERS = HEARTBEAT + "workers"
 SCHEMA = PREFIX + "schema"  # string: the index layout the watches were brought up to (backfill)
 RUNNING = PREFIX + "running:"  # string per watch while an archive job runs: the run's token
 RATE = PREFIX + "rate:"  # string per provider: the rate limiter's next free slot (µs)
@@ -40,6 +37,8 @@ METRICS = PREFIX + "metrics"  # hash: counter and histogram cells, summed over e
 METRICS_RECENT = PREFIX + "metrics:recent:"  # hash per 10 s bucket (unix s), for recent rates
 WEBHOOKS_DUE = PREFIX + "webhooks:due"  # sorted set: delivery id -> when to (re)try (unix s)
 WEBHOOKS_PENDING = PREFIX + "webhooks:pending"  # hash: delivery id -> JSON (event, attempts)
+CIRCUIT = PREFIX + "circuit:"  # hash per provider: its circuit breaker (taskwarden.circuit)
+FAILING = PREFIX + "failing:"  # sorted set per provider: live watch id -> failing since
 WEBHOOKS_GROUP = "taskwarden-webhooks"  # consumer group on the events stream
 
 
@@ -63,13 +62,20 @@ def by_provider(provider: str) -> str:
     return BY_PROVIDER + provider
 
 
+_PAIR = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once: cheaper
+
+
 def label(key: str, value: str) -> str:
     # JSON, so that a '=' inside a key or value cannot make two pairs share a set
-    return LABEL + json.dumps([key, value], separators=(",", ":"), ensure_ascii=False)
+    return LABEL + _PAIR([key, value])
 
 
 def counts(provider: str) -> str:
     return COUNTS + provider
+
+
+def circuit(provider: str) -> str:
+    return CIRCUIT + provider
 
 
 def failing(provider: str) -> str:
@@ -93,6 +99,7 @@ def metrics_recent(bucket: int) -> str:
 
 # Celery task names: producers send these by name, with no import of this project.
 TASK_TRACK = "taskwarden.track"
+TASK_TRACK_MANY = "taskwarden.track_many"
 TASK_DISPATCH = "taskwarden.dispatch"
 TASK_POLL = "taskwarden.poll"
 TASK_ARCHIVE = "taskwarden.archive"

@@ -16,7 +16,7 @@ A watch registered with ``archive="final"`` also goes through ``archiving`` when
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -141,6 +141,12 @@ class PollPolicy:
         return min(self.maximum, max(self.initial, previous * self.backoff))
 
 
+DEFAULT_MAXIMUM_ELAPSED = 24 * 3600.0  # a day of failed checks before a watch gives up
+
+#: the note of a watch whose retry policy ran out: (attempts, " over N s" or "") -> text
+GaveUp = Callable[[int, str], str]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How failed checks are retried, in durable-workflow vocabulary, with full jitter.
@@ -150,17 +156,19 @@ class RetryPolicy:
     platform's ``Retry-After`` replaces the computed delay.
 
     A watch gives up (ends in ``error``) on the ``maximum_attempts``-th consecutive failure
-    (0: no limit on the count), or on the first failure ``maximum_elapsed`` seconds or more
-    after the first failure of the run (None: no limit on the time; the last retry is moved
-    up to that bound so that it is checked once more there). A failure whose kind, or an
-    ancestor of it, is in ``non_retryable`` ends the watch at once.
+    (0, the default: no limit on the count), or on the first failure ``maximum_elapsed``
+    seconds or more after the first failure of the run (default a day, so that a platform
+    outage of hours is waited out; None: no limit on the time; the last retry is moved up to
+    that bound so that it is checked once more there). ``maximum_interval`` keeps checks
+    coming through a long outage. A failure whose kind, or an ancestor of it, is in
+    ``non_retryable`` ends the watch at once.
     """
 
     initial_interval: float = 1.0
     backoff_coefficient: float = 2.0
     maximum_interval: float = 60.0
-    maximum_attempts: int = 8
-    maximum_elapsed: float | None = None
+    maximum_attempts: int = 0
+    maximum_elapsed: float | None = DEFAULT_MAXIMUM_ELAPSED
     non_retryable: frozenset[str] = frozenset()
 
     def delay(self, attempt: int, jitter: float, retry_after: float | None = None) -> float:
@@ -323,13 +331,14 @@ def failure_decision(
     retry: RetryPolicy,
     jitter: float,
     *,
-    gave_up: str = "gave up after {attempts} failed checks{over}: {message}",
+    gave_up: GaveUp | None = None,
 ) -> Decision:
     """What a failed check (or archive run) of ``watch`` leads to under ``retry``: a retry at
     some time, or ``error`` (permanent, a non-retryable kind, or the policy ran out).
 
-    Deadlines are not considered here; :func:`decide` applies them. ``gave_up`` is the note
-    when the policy ran out (fields ``attempts``, ``over``, ``message``).
+    Deadlines are not considered here; :func:`decide` applies them. ``gave_up`` words the note
+    when the policy ran out (by default "gave up after N failed checks: <message>"); it is a
+    function, never a template, so that no foreign text is ever formatted.
     """
     base = Decision.unchanged(watch)
     attempt = watch.errors + 1
@@ -344,12 +353,32 @@ def failure_decision(
     over_time = retry.maximum_elapsed is not None and elapsed >= retry.maximum_elapsed
     if retry.exhausted(attempt) or over_time:
         over = f" over {elapsed:.0f} s" if elapsed > 0 else ""
-        note = gave_up.format(attempts=attempt, over=over, message=failure.message)
+        if gave_up is None:
+            note = f"gave up after {attempt} failed checks{over}: {failure.message}"
+        else:
+            note = gave_up(attempt, over)
         return replace(failed, state=State.ERROR, note=note)
     at = now + retry.delay(attempt, jitter, failure.retry_after)
     if retry.maximum_elapsed is not None:
         at = min(at, since + retry.maximum_elapsed)
     return replace(failed, next_poll_at=at)
+
+
+def held(watch: WatchView, failure: Failure, now: float) -> Decision:
+    """A failed check of ``watch`` while its provider's circuit is open (the platform is down
+    for everyone): not counted against the watch (neither ``errors`` nor its deadline move),
+    the failure shown (``failing_since``, ``last_error``), and the watch left due, so that it
+    is checked as soon as the circuit lets it (see :mod:`taskwarden.circuit`)."""
+    since = watch.failing_since if watch.failing_since is not None else now
+    return replace(
+        Decision.unchanged(watch), last_error=failure.message, failing_since=since, next_poll_at=now
+    )
+
+
+def deferred(watch: WatchView, now: float) -> Decision:
+    """A claimed check of ``watch`` not sent, its provider's circuit being open: nothing about
+    the watch changes, and it is due again at once (see :mod:`taskwarden.circuit`)."""
+    return replace(Decision.unchanged(watch), failing_since=watch.failing_since, next_poll_at=now)
 
 
 def archives(mode: ArchiveMode, state: State) -> bool:

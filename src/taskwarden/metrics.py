@@ -6,7 +6,8 @@ pipeline per unit of work (a poll batch, an archive, a webhook batch;
 hash (``keys.METRICS``) incremented with HINCRBY / HINCRBYFLOAT, so all processes on all hosts
 add up to one set of totals. A scrape (:func:`exposition`) is built from that hash and the
 store's live figures (:class:`Live`: watches by provider and state, dispatch lag, queue depths,
-live workers, the oldest running and the failing watches, dead letters, the webhook backlog),
+live workers, the oldest running and the failing watches, open circuits, dead letters, the
+webhook backlog),
 all read by the caller through the store.
 
 Per-provider rates over the last minute (:func:`recent_rates`, for ``/v1/stats``) come from
@@ -80,6 +81,11 @@ WEBHOOK_DELIVERIES = Counter(
 WATCHES_REMOVED = Counter(
     "watches_removed", "Final watches the retention sweep removed from Redis.", ()
 )
+CIRCUIT_OPENED = Counter(
+    "circuit_opened",
+    "Times a provider's circuit breaker opened (its checks kept failing).",
+    ("provider",),
+)
 DEAD_LETTERS = Counter(
     "dead_letters",
     "Messages and registrations refused and kept on the dead-letter stream, by source.",
@@ -94,6 +100,7 @@ COUNTERS = (
     ARCHIVES,
     WEBHOOK_DELIVERIES,
     WATCHES_REMOVED,
+    CIRCUIT_OPENED,
     DEAD_LETTERS,
 )
 
@@ -220,7 +227,8 @@ class Live:
     queues: Mapping[str, int]  # queue -> messages waiting on it
     workers: Mapping[str, int]  # queue -> live worker nodes consuming it
     oldest_running: Mapping[str, float]  # provider -> age (s) of its oldest running watch
-    failing: Mapping[str, int]  # provider -> watches whose last check (or archive) failed
+    circuits: Mapping[str, bool]  # provider -> whether its circuit breaker is open
+    failing: Mapping[str, int]  # provider -> live watches whose checks are failing
     dead_letters: int  # entries kept on the dead-letter stream (capped)
     webhook_backlog: int  # webhook deliveries still to be made (due or retrying)
 
@@ -311,8 +319,14 @@ class _Collector(Collector):
             live.oldest_running,
         )
         yield _by_label(
+            "taskwarden_circuit_open",
+            "1 while a provider's circuit breaker is open (only probes are sent), else 0.",
+            "provider",
+            {provider: 1.0 if is_open else 0.0 for provider, is_open in live.circuits.items()},
+        )
+        yield _by_label(
             "taskwarden_watches_failing",
-            "Watches going on whose last check or archive run failed, by provider.",
+            "Live watches whose last checks failed, by provider.",
             "provider",
             live.failing,
         )

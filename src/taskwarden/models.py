@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +45,27 @@ def watch_id(provider: str, remote_id: str) -> str:
     return "w" + digest[:16]
 
 
+# what validate_remote_id takes, for the documents: any of those characters, but not "." or ".."
+_ID_CHAR = r"[^/\\\x00-\x1f\x7f]"
+_NOT_DOT = r"[^./\\\x00-\x1f\x7f]"
+REMOTE_ID_PATTERN = rf"^({_NOT_DOT}{_ID_CHAR}*|[.]{_NOT_DOT}{_ID_CHAR}*|[.][.]{_ID_CHAR}+)$"
+# a webhook: http(s), a host (a name, an IPv4 address or a bracketed IPv6 one; no user:password@),
+# a port, and a path, query or fragment without spaces or control characters
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zero: Python refuses one
+_V4 = rf"({_OCTET}[.]){{3}}{_OCTET}"
+_H = "[0-9A-Fa-f]{1,4}"
+_V6 = (
+    rf"({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
+    rf"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
+    rf"|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:)|::([Ff]{{4}}(:0{{1,4}})?:)?{_V4}|({_H}:){{1,4}}:{_V4}"
+)
+WEBHOOK_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._~!$&'()*+,;=%-]+|\[({_V6})\])(:[0-9]*)?"
+    r"([/?#][^\x00-\x20\x7f]*)?$"
+)
+_WEBHOOK = re.compile(WEBHOOK_PATTERN)
+
+
 def validate_remote_id(remote_id: str) -> str | None:
     """Return why ``remote_id`` is unacceptable, or None. Ids become archive path segments."""
     if not remote_id or len(remote_id) > 256:
@@ -61,9 +83,22 @@ class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: str = Field(min_length=1, max_length=64)
-    remote_id: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
+    remote_id: str = Field(
+        json_schema_extra={"minLength": 1, "maxLength": 256, "pattern": REMOTE_ID_PATTERN}
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"what the provider needs besides the id; at most {MAX_PARAMS_BYTES} bytes "
+        "as JSON. A provider may refuse a target by its own rules (422, saying why).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "maxProperties": MAX_LABELS,
+            "propertyNames": {"minLength": 1, "maxLength": 64},
+            "additionalProperties": {"type": "string", "maxLength": 256},
+        },
+    )
     timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
     archive: ArchiveMode = Field(
         "success",
@@ -74,7 +109,9 @@ class Registration(BaseModel):
         json_schema_extra={"enum": ["success", "final", False, True]},
     )
     abort_on_timeout: bool = False  # past the timeout, also abort the remote task
-    webhook: str | None = Field(None, max_length=2048)  # called on the final state
+    webhook: str | None = Field(  # called on the final state
+        None, max_length=2048, json_schema_extra={"pattern": WEBHOOK_PATTERN}
+    )
     retry: RetryOverride | None = None  # this watch's retry policy, over its provider's
     retention: float | None = Field(
         None,
@@ -112,6 +149,24 @@ class Registration(BaseModel):
             raise ValueError("must be an http(s) URL")
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not carry credentials (user:password@): it is shown to readers")
+        if not _WEBHOOK.fullmatch(value):
+            raise ValueError(
+                "must be an http(s) URL to a host name or IPv4 address, without spaces or "
+                "control characters"
+            )
+        return value
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry_as_json(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        # the settings take "A,B" for a list of kinds; a registration is JSON and says a list
+        if isinstance(value.get("non_retryable"), str):
+            raise ValueError("retry.non_retryable must be a list of error kinds")
+        attempts = value.get("maximum_attempts")
+        if isinstance(attempts, float) and attempts.is_integer():
+            return {**value, "maximum_attempts": int(attempts)}  # 3.0 is a JSON integer
         return value
 
     @field_validator("params")
@@ -148,7 +203,8 @@ class Registration(BaseModel):
         if not isinstance(data, dict):
             raise InvalidRegistration(f"a registration is a JSON object, got {type(data).__name__}")
         try:
-            reg = cls.model_validate(data)
+            # strictly, as the schema says: no "1" for a number, no 0 or "yes" for a boolean
+            reg = cls.model_validate(data, strict=True)
         except ValidationError as exc:
             reasons = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
@@ -297,6 +353,10 @@ def _small_details(details: Any) -> dict[str, Any]:
     return loaded
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with
+# separators builds an encoder per call, which was a good part of a registration's cost
+
+
 def encode(value: object) -> str:
     """A hash field value: '' for None, JSON for containers, '1'/'0' for bools."""
     if value is None:
@@ -304,7 +364,7 @@ def encode(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
+        return "{}" if value == {} else _COMPACT(value)
     return str(value)
 
 
@@ -313,4 +373,4 @@ def history_entry(
 ) -> str:
     """One line of a watch's history (the ``history:<id>`` list), as JSON."""
     entry = {"at": now, "from": old, "to": new, "raw": raw, "note": note}
-    return json.dumps(entry, separators=(",", ":"))
+    return _COMPACT(entry)

@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -59,8 +59,11 @@ class RedisServer:
         port: int | None = None,
         persist: bool = True,
         password: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
+        """``args``: more redis-server options (``--replicaof``, say)."""
         self.directory = directory
+        self.args = list(args)
         self.port = port or free_port()
         self.persist = persist
         self.password = password if password is not None else secrets.token_hex(16)
@@ -87,6 +90,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -133,12 +137,17 @@ class RedisServer:
         self.stop()
 
 
-def _reachable(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+def _answers(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def _reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return _answers(client)
     finally:
         client.close()
 
@@ -147,14 +156,19 @@ STARTUP_PATIENCE = 300.0  # seconds a long-running command waits at start-up for
 
 
 def wait_reachable(
-    url: str, patience: float = STARTUP_PATIENCE, on_wait: Callable[[float], None] | None = None
+    client: redis.Redis,
+    url: str,
+    patience: float = STARTUP_PATIENCE,
+    on_wait: Callable[[float], None] | None = None,
 ) -> None:
-    """Return once the Redis at ``url`` answers; retry after a pause that doubles from 0.5 s to
-    10 s (``on_wait`` is told each pause) and raise ``ConfigError`` after ``patience`` seconds.
-    A worker started before its Redis (a host booting, a compose stack) needs no supervisor."""
+    """Return once ``client`` (on the Redis at ``url``; for a Sentinel URL, the master:
+    :func:`taskwarden.store.connection.connect`) answers; retry after a pause that doubles from
+    0.5 s to 10 s (``on_wait`` is told each pause) and raise ``ConfigError`` after ``patience``
+    seconds. A worker started before its Redis (a host booting, a compose stack) needs no
+    supervisor."""
     deadline = time.monotonic() + patience
     pause = 0.5
-    while not _reachable(url):
+    while not _answers(client):
         if time.monotonic() + pause > deadline:
             raise ConfigError(
                 f"Redis at {url.split('@')[-1]} did not answer within {patience:.0f}s; "
@@ -196,8 +210,11 @@ def too_old(version: str) -> bool:
     return tuple(parts) < MINIMUM_VERSION
 
 
-def check_redis(url: str) -> list[str]:
+def check_redis(client: redis.Redis) -> list[str]:
     """Refuse a Redis that would lose watches; return warnings about weaker settings.
+
+    ``client`` (``decode_responses=True``) is on the Redis to check: for a Sentinel URL, the
+    master (:func:`taskwarden.store.connection.connect`). The caller closes it.
 
     An evicting ``maxmemory-policy`` silently drops keys (watches, leases, the schedule) under
     memory pressure, so it is refused, as is a Redis older than 6.2, which lacks the ``BLMOVE``
@@ -205,7 +222,6 @@ def check_redis(url: str) -> list[str]:
     AOF, no RDB snapshots) loses everything on a restart; that is allowed (tests, throwaway
     demos) but warned about.
     """
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
     try:
         version = str(client.info("server").get("redis_version", "0"))
         if too_old(version):
@@ -222,8 +238,6 @@ def check_redis(url: str) -> list[str]:
             "cannot read the Redis configuration (INFO or CONFIG GET is disabled); make sure it "
             "persists (appendonly yes) and never evicts (maxmemory-policy noeviction)"
         ]
-    finally:
-        client.close()
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
         raise ConfigError(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from taskwarden.circuit import Circuit, CircuitPolicy, observe
 from taskwarden.models import Registration
 from taskwarden.service.dispatching import dispatch
 from taskwarden.store import Claim, Store
@@ -100,3 +101,37 @@ def test_each_tick_sweeps_at_most_its_limit_even_with_a_full_poll_queue(store: S
         removed.append(result.removed)
     assert removed == [2, 2, 1]
     assert store.counts()["cancelled"] == 0
+
+
+POLICY = CircuitPolicy(failures=3, probe_interval=10.0, ramp=20.0)
+
+
+def tick(store: Store, broker: Broker, now: float) -> dict[str, int]:
+    result = dispatch(store, broker.send_polls, now=now, lease_seconds=1000, batch_size=BATCH,
+                      max_claims=1000, circuit=POLICY)  # fmt: skip
+    return result.claimed
+
+
+def test_an_open_circuit_claims_one_probe_per_interval_and_a_ramp_after_closing(
+    store: Store,
+) -> None:
+    """While geobox's circuit is open only one of its watches is claimed per probe interval
+    (the others stay due) and another provider is claimed as usual; once closed, the due
+    watches come back as a growing share over the ramp."""
+    due_watches(store, "geobox", 40)
+    due_watches(store, "up42", 3)
+    opened = observe(Circuit(), [False] * 3, NOW - 10, POLICY)  # first probe due at NOW
+    store.change_circuit("geobox", lambda c: (opened, None))
+    broker = Broker()
+    assert tick(store, broker, NOW) == {"geobox": 1, "up42": 3}
+    assert tick(store, broker, NOW + 1) == {}  # the next probe is a probe interval away
+    assert tick(store, broker, NOW + 9.9) == {}
+    assert tick(store, broker, NOW + 10) == {"geobox": 1}
+    assert store.due_count("geobox") == 38
+    assert store.circuits(["geobox"])["geobox"].probes == 2
+
+    closed = observe(store.circuits(["geobox"])["geobox"], [True], NOW + 11, POLICY)
+    store.change_circuit("geobox", lambda c: (closed, None))
+    assert tick(store, broker, NOW + 11) == {"geobox": BATCH}  # just closed: one batch
+    assert tick(store, broker, NOW + 21) == {"geobox": 18}  # half the ramp: half the 36 due
+    assert tick(store, broker, NOW + 31) == {"geobox": 18}  # the ramp is over: all the rest

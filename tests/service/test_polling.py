@@ -4,9 +4,13 @@ are sorted (stale, archiving, live), and that one ``now`` dates every decision."
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from taskwarden import keys
-from taskwarden.lifecycle import Remote, State
+from taskwarden.circuit import Circuit, CircuitPolicy, observe
+from taskwarden.errors import ProviderUnavailable
+from taskwarden.lifecycle import Observation, Remote, State
+from taskwarden.providers.base import Target
 from taskwarden.service import PollResult, poll_batch
 from taskwarden.store import Claim, Store
 from tests.service.doubles import ARCHIVE_LEASE, NOW, POLICIES, PROVIDER, Platform, Sent, register
@@ -117,3 +121,46 @@ def test_one_now_dates_every_decision_of_a_batch(store: Store) -> None:
         assert store.history(wid)[-1]["at"] == at  # oldest first: registered, then this
     assert len(sent.metrics) == 1  # one metrics batch per poll batch
     assert store.due_count(PROVIDER, at + POLICIES.poll.initial) == 3
+
+
+class Down(Platform):
+    """The double's platform during an outage: every check meets a 503."""
+
+    async def fetch_status(self, target: Target) -> Observation:
+        self.checked.append(target.remote_id)
+        raise ProviderUnavailable("503 Service Unavailable", provider=self.name, status_code=503)
+
+
+def test_an_open_circuit_checks_one_watch_of_a_batch_holds_it_and_leaves_the_rest_due(
+    store: Store,
+) -> None:
+    """A batch claimed before its provider's circuit opened checks only its first watch (one
+    more probe): its failure is held (count and deadline untouched, shown failing), the others
+    are not asked about and stay due; the first answer closes the circuit."""
+    policies = replace(POLICIES, circuit=CircuitPolicy(failures=3))
+    ids = [register(store, name) for name in ("a", "b", "c")]
+    opened = observe(Circuit(), [False] * 3, NOW, policies.circuit)
+    store.change_circuit(PROVIDER, lambda c: (opened, None))
+    down, sent = Down(), Sent()
+
+    result = asyncio.run(
+        poll_batch(store, down, claim(store, NOW), policies=policies, now=NOW + 1,
+                   send_archive=sent.archives.append, send_abort=sent.aborts.append,
+                   record=sent.metrics.append)
+    )  # fmt: skip
+
+    assert down.checked == ["a"] and result.polled == 1
+    a, b, c = store.get_many(ids)
+    assert a is not None and (a.errors, a.failing_since, a.polls) == (0, NOW + 1, 1)
+    assert b is not None and c is not None and (b.polls, c.polls) == (0, 0)
+    assert store.due_count(PROVIDER, NOW + 1) == 3
+    assert store.failing_counts([PROVIDER]) == {PROVIDER: 1}
+
+    up = Platform()
+    probe = store.claim_due(PROVIDER, NOW + 2, 1, lease_until=NOW + 2 + LEASE)
+    asyncio.run(
+        poll_batch(store, up, probe, policies=policies, now=NOW + 2,
+                   send_archive=sent.archives.append, send_abort=sent.aborts.append,
+                   record=sent.metrics.append)
+    )  # fmt: skip
+    assert not store.circuits([PROVIDER])[PROVIDER].is_open

@@ -10,23 +10,26 @@ assembles the routers of :mod:`taskwarden.api.routes`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute, APIRouter
+from starlette.exceptions import HTTPException
 
 from taskwarden import api_token
 from taskwarden.api.access import AccessLog
 from taskwarden.api.deps import Context
 from taskwarden.api.health import Readiness
+from taskwarden.api.openapi import document
 from taskwarden.api.routes import ROUTERS
 from taskwarden.config import Settings
-from taskwarden.models import Registration
+from taskwarden.config.redis_url import celery_broker
 from taskwarden.store import Store, StoreError
 
 SSE_HEARTBEAT = 15.0
@@ -37,8 +40,13 @@ def create_app(
 ) -> FastAPI:
     """The API app for a resolved Redis URL (the embedded server's, if any)."""
     store = Store.from_url(redis_url, connect_timeout=5, timeout=30, **settings.store_options())
-    producer = Celery("taskwarden-api", broker=redis_url, set_as_current=False)
-    producer.conf.update(task_serializer="json", broker_connection_retry_on_startup=False)
+    broker, transport_options = celery_broker(redis_url)
+    producer = Celery("taskwarden-api", broker=broker, set_as_current=False)
+    producer.conf.update(
+        task_serializer="json",
+        broker_connection_retry_on_startup=False,
+        broker_transport_options=transport_options,
+    )
     context = Context(
         settings=settings,
         store=store,
@@ -65,19 +73,13 @@ def create_app(
     app.add_middleware(AccessLog)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StoreError, _redis_down)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _allowing(ROUTERS))  # type: ignore[arg-type]
     for router in ROUTERS:
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                                 routes=app.routes)  # fmt: skip
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            reg = Registration.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(reg.pop("$defs", {}))
-            components["Registration"] = reg
-            _errors_as_sent(schema)
-            app.openapi_schema = schema
+            app.openapi_schema = document(app, settings, ROUTERS)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -99,22 +101,19 @@ async def _redis_down(_: Request, exc: StoreError) -> JSONResponse:
     return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
 
 
-def _errors_as_sent(schema: dict[str, Any]) -> None:
-    """FastAPI documents its own 422 shape; ours is ``Error`` (one sentence), and a route whose
-    only input is a string in its path cannot fail validation at all."""
-    for operations in schema["paths"].values():
-        for operation in operations.values():
-            responses = operation["responses"]
-            if "422" not in responses:
-                continue
-            params = operation.get("parameters", [])
-            if "requestBody" not in operation and all(p["in"] == "path" for p in params):
-                del responses["422"]
-            else:
-                responses["422"] = {
-                    "description": "Invalid input; `detail` says what and why",
-                    "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Error"}}},
-                }  # fmt: skip
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema["components"]["schemas"].pop(name, None)
+def _allowing(
+    routers: Iterable[APIRouter],
+) -> Callable[[Request, HTTPException], Awaitable[Response]]:
+    """FastAPI's answer to an HTTP error, except that a 405's ``Allow`` names every method of
+    the path (Starlette's names only those of the first route whose path matched)."""
+    routes = [(r.path_regex, r.methods or set()) for router in routers for r in router.routes
+              if isinstance(r, APIRoute)]  # fmt: skip
+
+    async def handle(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        path = request.scope["path"]
+        allowed = sorted({m for regex, methods in routes if regex.match(path) for m in methods})
+        return JSONResponse({"detail": exc.detail}, 405, headers={"Allow": ", ".join(allowed)})
+
+    return handle

@@ -21,7 +21,9 @@ from taskwarden.store import UNREACHABLE, EventFollower
 
 log = logs.get("taskwarden.api.events")
 
-STREAM_ID = re.compile(r"\$|\d{1,20}(-\d{1,20})?")
+# "$" (only new ones) or <ms>[-<seq>]: 19 digits at most, so that Redis takes every id it matches
+STREAM_ID_PATTERN = "^([$]|[0-9]{1,19}(-[0-9]{1,19})?)$"
+STREAM_ID = re.compile(STREAM_ID_PATTERN)
 BATCH = 100
 OUTAGE_BACKOFF_MAX = 10.0  # seconds between two tries to reach a Redis that stopped answering
 

@@ -7,7 +7,7 @@ documented and sent without a second definition here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,25 @@ class Registered(BaseModel):
     created: bool = Field(description="false: the task was already watched (idempotent)")
 
 
+class BatchItem(BaseModel):
+    """What became of one registration of a batch, at the same index as in the request."""
+
+    status: str = Field(
+        description="created; exists (already watched: `watch_id` is that watch); refused "
+        "(`error` says why, and the item is kept in the dead letters)",
+        json_schema_extra={"enum": ["created", "exists", "refused"]},
+    )
+    watch_id: str | None = Field(None, description="absent when refused")
+    error: str | None = Field(None, description="only when refused")
+
+
+class BatchRegistered(BaseModel):
+    created: int
+    exists: int
+    refused: int
+    results: list[BatchItem] = Field(description="one per registration sent, in its order")
+
+
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,11 +91,25 @@ class Forgotten(BaseModel):
     state: str = Field(description="the state it was in")
 
 
+class CircuitStats(BaseModel):
+    """A provider's circuit breaker: ``open`` while only probes are sent."""
+
+    state: Literal["closed", "open"]
+    failures: int  # outage failures in a row
+    opened_at: float | None = None
+    closed_at: float | None = None
+    probe_at: float | None = None  # while open: when the next probe may go
+    probes: int = 0
+    opened: int = 0
+
+
 class ProviderStats(BaseModel):
     counts: dict[str, int]
     polls_per_s: float
     errors_per_s: float
     rate_limit_waits_per_s: float
+    failing: int = 0  # live watches whose last checks failed
+    circuit: CircuitStats | None = None
 
 
 class WorkerBeat(BaseModel):
@@ -112,6 +145,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong bearer token",
         404: "No such watch",
         409: "The watch is in a state that does not allow this",
+        413: "Too many items in one request; `detail` says the limit",
         422: "Invalid input; `detail` says what and why",
         503: "Redis is unavailable",
     }

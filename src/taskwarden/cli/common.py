@@ -20,7 +20,7 @@ from taskwarden.errors import ConfigError
 from taskwarden.models import Watch
 from taskwarden.providers import check_settings
 from taskwarden.redis_server import check_redis, ensure_redis, wait_reachable
-from taskwarden.store import Store
+from taskwarden.store import Store, connection
 
 
 class ExitCode(IntEnum):
@@ -108,12 +108,19 @@ def start_checks(settings: Settings, url: str) -> None:
     use; then bring what an older taskwarden stored up to this version's layout. A Redis that
     does not answer yet (started after us, restarting) is waited for, for a few minutes."""
     log = logs.get("taskwarden.cli")
+    client = connection.connect(
+        url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5
+    )
     try:
-        wait_reachable(url, on_wait=lambda pause: log.warning("redis.waiting", retry_in=pause))
-        for warning in check_redis(url):
+        wait_reachable(
+            client, url, on_wait=lambda pause: log.warning("redis.waiting", retry_in=pause)
+        )
+        for warning in check_redis(client):
             log.warning("redis.unsafe", warning=warning)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
     hook = settings.webhooks.url
     if hook is not None and (why := webhooks.refusal(settings, hook)) is not None:
         raise click.ClickException(f"TASKWARDEN_WEBHOOKS__URL: {why}")

@@ -85,16 +85,22 @@ def events(follow: bool, after: str | None, last: int, as_json: bool) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 def stats(as_json: bool) -> None:
-    """Watches by state and by provider, and the dispatch lag."""
+    """Watches by state and by provider (with those whose checks are failing, and each
+    provider's circuit breaker), and the dispatch lag."""
     settings = common.settings()
     with common.open_store(settings) as store:
         counts = store.counts()
         providers = store.counts_by_provider()
         lag = store.dispatch_lag(time.time())
+        failing = store.failing_counts(list(providers))
+        circuits = store.circuits(list(providers))
     if as_json:
         data = {
             "counts": counts,
-            "providers": {name: {"counts": c} for name, c in providers.items()},
+            "providers": {
+                name: {"counts": c, "failing": failing[name], "circuit": circuits[name].state}
+                for name, c in providers.items()
+            },
             "dispatch_lag_seconds": lag,
         }
         click.echo(json.dumps(data, indent=2))
@@ -102,10 +108,16 @@ def stats(as_json: bool) -> None:
     from rich.table import Table
 
     states = [str(s) for s in State]
-    table = Table("provider", *states)
+    table = Table("provider", *states, "failing", "circuit")
     for name, by_state in sorted(providers.items()):
-        table.add_row(name, *(str(by_state.get(s, 0)) for s in states))
-    table.add_row("all", *(str(counts.get(s, 0)) for s in states), style="bold")
+        table.add_row(
+            name, *(str(by_state.get(s, 0)) for s in states), str(failing[name]),
+            circuits[name].state,
+        )  # fmt: skip
+    table.add_row(
+        "all", *(str(counts.get(s, 0)) for s in states), str(sum(failing.values())), "",
+        style="bold",
+    )  # fmt: skip
     common.print_table(table)
     click.echo(f"dispatch lag: {lag:.1f}s")
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from taskwarden import service
-from taskwarden.cli import common
+from taskwarden.cli import bulk, common
 from taskwarden.cli.common import ExitCode
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
@@ -21,8 +21,21 @@ from taskwarden.store import SORTS, BadQuery, StoreError
 
 
 @click.command()
-@click.argument("provider")
-@click.argument("remote_id")
+@click.argument("provider", required=False)
+@click.argument("remote_id", required=False)
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Register every task in FILE (JSON lines, or CSV with a header such as "
+    "provider,remote_id,labels; - for stdin). The other options apply to each one that does "
+    "not say otherwise.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto",
+    show_default=True, help="Of --from-file: auto reads JSON lines when the file starts with {.",
+)  # fmt: skip
 @click.option("--label", "labels", multiple=True, help="k=v, repeatable.")
 @click.option("--param", "params", multiple=True, help="k=v provider option, repeatable.")
 @click.option("--timeout", type=float, default=None, help="Seconds until the watch gives up.")
@@ -45,8 +58,10 @@ from taskwarden.store import SORTS, BadQuery, StoreError
 )
 @click.option("--json", "as_json", is_flag=True)
 def track(
-    provider: str,
-    remote_id: str,
+    provider: str | None,
+    remote_id: str | None,
+    from_file: IO[str] | None,
+    fmt: str,
     labels: tuple[str, ...],
     params: tuple[str, ...],
     timeout: float | None,
@@ -57,9 +72,31 @@ def track(
     retention: float | None,
     as_json: bool,
 ) -> None:
-    """Watch a remote task (idempotent: the same task is one watch)."""
+    """Watch a remote task (idempotent: the same task is one watch), or every task of a file
+    (--from-file: a summary, then each refusal by line; --json: every line's result; exit
+    status 2 when any was refused)."""
     if no_archive and archive_mode not in (None, "none"):
         raise click.UsageError(f"--no-archive contradicts --archive {archive_mode}")
+    if from_file is not None:
+        if provider is not None:
+            raise click.UsageError("give PROVIDER REMOTE_ID or --from-file, not both")
+        defaults: dict[str, Any] = {}
+        if labels:
+            defaults["labels"] = common.parse_pairs(labels, "--label")
+        if params:
+            defaults["params"] = common.parse_pairs(params, "--param")
+        if timeout is not None:
+            defaults["timeout"] = timeout
+        if no_archive or archive_mode is not None:
+            defaults["archive"] = False if no_archive or archive_mode == "none" else archive_mode
+        if abort_on_timeout:
+            defaults["abort_on_timeout"] = True
+        if webhook is not None:
+            defaults["webhook"] = webhook
+        track_file(from_file, fmt, defaults, as_json)
+        return
+    if provider is None or remote_id is None:
+        raise click.UsageError("give PROVIDER and REMOTE_ID, or --from-file FILE")
     settings = common.settings()
     mode = "none" if no_archive else archive_mode or "success"
     data = {
@@ -90,6 +127,33 @@ def track(
         click.echo(json.dumps({"watch_id": watch.id, "created": created}))
     else:
         click.echo(f"{watch.id} {'registered' if created else 'already watched'} ({watch.state})")
+
+
+def track_file(stream: IO[str], fmt: str, defaults: dict[str, Any], as_json: bool) -> None:
+    """Register every task ``stream`` holds (see :mod:`taskwarden.cli.bulk`), a chunk a round
+    trip, and say what became of each."""
+    settings = common.settings()
+    results: list[dict[str, Any]] = []
+    with common.open_store(settings) as store:
+        for chunk in bulk.chunks(bulk.read(stream, fmt)):
+            items = [bulk.with_defaults(item, defaults) for _, item in chunk]
+            outcomes = service.register_many(store, settings, items, source="cli")
+            results += [{"line": line, **outcome.to_dict()}
+                        for (line, _), outcome in zip(chunk, outcomes, strict=True)]  # fmt: skip
+    counts = {status: sum(1 for r in results if r["status"] == status)
+              for status in ("created", "exists", "refused")}  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({**counts, "results": results}))
+    else:
+        click.echo(
+            f"{counts['created']} registered, {counts['exists']} already watched, "
+            f"{counts['refused']} refused"
+        )
+        for result in results:
+            if result["status"] == "refused":
+                click.echo(f"line {result['line']}: {result['error']}", err=True)
+    if counts["refused"]:
+        sys.exit(ExitCode.INVALID)
 
 
 @click.command(name="ls")
@@ -157,10 +221,22 @@ def list_watches(
     table = Table("id", "provider", "remote id", "name", "state", "progress", "raw", "updated")
     for w in watches:
         table.add_row(
-            w.id, w.provider, w.remote_id, w.name or "-", str(w.state), common.bar(w.progress),
+            w.id, w.provider, w.remote_id, w.name or "-", _state(w), common.bar(w.progress),
             w.raw_status or "-", common.when(w.updated_at),
         )  # fmt: skip
     common.print_table(table)
+
+
+FAILING = "\N{WARNING SIGN}"  # marks a watch in ``ls`` whose checks are failing
+
+
+def _failing(watch: Watch) -> bool:
+    """Whether the checks (or archive runs) of a live watch are failing now."""
+    return not watch.state.final and (watch.errors > 0 or watch.failing_since is not None)
+
+
+def _state(watch: Watch) -> str:
+    return f"{watch.state} {FAILING}" if _failing(watch) else str(watch.state)
 
 
 @click.command()
@@ -187,6 +263,10 @@ def show(ref: str, as_json: bool) -> None:
     click.echo(f"{'deadline':<12} {common.when(watch.deadline)}")
     click.echo(f"{'archive':<12} {watch.archive or 'none'}")
     click.echo(f"{'polls':<12} {watch.polls}")
+    if _failing(watch):
+        counted = f"{watch.errors} failed checks in a row" if watch.errors else "checks failing"
+        since = common.when(watch.failing_since)
+        click.echo(f"{'failing':<12} {counted}, since {since} (last error above)")
     remote = (watch.remote_created_at, watch.remote_started_at, watch.remote_ended_at)
     words = ("created", "started", "ended")
     times = [(word, at) for word, at in zip(words, remote, strict=True) if at]

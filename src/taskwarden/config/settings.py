@@ -27,11 +27,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskwarden.circuit import CircuitPolicy
 from taskwarden.config.environment import unknown_variables
 from taskwarden.config.fields import OptionalSecret, OptionalStr, comma_list, http_url
 from taskwarden.config.providers import ProvidersSettings
+from taskwarden.config.redis_url import check as check_redis_url
 from taskwarden.errors import ConfigError
-from taskwarden.lifecycle import FINAL_STATES, RETRYABLE_KINDS, PollPolicy, RetryPolicy
+from taskwarden.lifecycle import (
+    DEFAULT_MAXIMUM_ELAPSED,
+    FINAL_STATES,
+    RETRYABLE_KINDS,
+    PollPolicy,
+    RetryPolicy,
+)
 
 ENV_PREFIX = "TASKWARDEN_"
 MAX_RETRY_SECONDS = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mistake
@@ -86,13 +94,16 @@ ErrorKinds = Annotated[
 
 class RetrySettings(BaseModel):
     """How failed status checks (and archive runs) are retried before the watch ends in
-    ``error``; see :class:`taskwarden.lifecycle.RetryPolicy`."""
+    ``error``; see :class:`taskwarden.lifecycle.RetryPolicy`. By default bounded by time, not
+    count: a platform outage of hours is waited out, checked at least every
+    ``maximum_interval`` seconds."""
 
     initial_interval: float = Field(1.0, gt=0)
     backoff_coefficient: float = Field(2.0, ge=1)
     maximum_interval: float = Field(60.0, gt=0)
-    maximum_attempts: int = Field(8, ge=0)  # 0: no limit on the count
-    maximum_elapsed: float | None = Field(None, gt=0)  # seconds since the first failure
+    maximum_attempts: int = Field(0, ge=0)  # 0: no limit on the count
+    # seconds since the first failure of a run (at most ten years: set that for "no limit")
+    maximum_elapsed: float | None = Field(DEFAULT_MAXIMUM_ELAPSED, gt=0, le=MAX_RETRY_SECONDS)
     non_retryable: ErrorKinds = []
 
     def policy(self) -> RetryPolicy:
@@ -103,6 +114,26 @@ class RetrySettings(BaseModel):
             maximum_attempts=self.maximum_attempts,
             maximum_elapsed=self.maximum_elapsed,
             non_retryable=frozenset(self.non_retryable),
+        )
+
+
+class CircuitSettings(BaseModel):
+    """Each provider's circuit breaker (``TASKWARDEN_CIRCUIT__*``); see
+    :mod:`taskwarden.circuit`."""
+
+    enabled: bool = True
+    failures: int = Field(10, ge=1, le=1_000_000)  # outage failures in a row that open it
+    window: float = Field(120.0, gt=0, le=MAX_RETRY_SECONDS)  # longer quiet: count anew
+    probe_interval: float = Field(10.0, gt=0, le=86_400)  # seconds between probes while open
+    ramp: float = Field(20.0, ge=0, le=86_400)  # seconds to claim the backlog again after
+
+    def policy(self) -> CircuitPolicy:
+        return CircuitPolicy(
+            enabled=self.enabled,
+            failures=self.failures,
+            window=self.window,
+            probe_interval=self.probe_interval,
+            ramp=self.ramp,
         )
 
 
@@ -170,6 +201,7 @@ class WebhookSettings(BaseModel):
             backoff_coefficient=self.backoff_coefficient,
             maximum_interval=self.maximum_interval,
             maximum_attempts=self.max_attempts,
+            maximum_elapsed=None,  # bounded by the count alone
         )
 
 
@@ -231,13 +263,15 @@ class Settings(BaseSettings):
             Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "taskwarden"
         )
     )
-    redis_url: str | None = None  # None: an embedded Redis under data_dir
+    # None: an embedded Redis under data_dir; redis+sentinel://...: a master Sentinel watches
+    redis_url: str | None = None
     archive_url: str | None = None  # None: file://<data_dir>/archive
     s3: S3Settings = S3Settings()
     providers: ProvidersSettings = ProvidersSettings()
     http: HttpSettings = HttpSettings()
     poll: PollSettings = PollSettings()
     retry: RetrySettings = RetrySettings()
+    circuit: CircuitSettings = CircuitSettings()
     api: ApiSettings = ApiSettings()
     # per provider, over `retry`: e.g. TASKWARDEN_RETRY_POLICIES__GEOBOX__MAXIMUM_ATTEMPTS=3
     retry_policies: dict[str, RetryOverride] = Field(default_factory=dict)
@@ -272,8 +306,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            check_redis_url(value)
         return value or None
 
     @property

@@ -11,9 +11,11 @@ from taskwarden.providers.registry import (
     GROUP,
     ProviderInfo,
     check_settings,
+    entry_point_reads,
     factories,
     installed,
     names,
+    reset,
     validate,
     validator,
 )
@@ -23,9 +25,11 @@ __all__ = [
     "GROUP",
     "ProviderInfo",
     "check_settings",
+    "entry_point_reads",
     "factories",
     "installed",
     "names",
+    "reset",
     "validate",
     "validator",
 ]

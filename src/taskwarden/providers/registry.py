@@ -11,12 +11,17 @@ points to its factory (a callable ``(settings, client) -> Provider``)::
 A plugin cannot replace a built-in provider of the same name. A provider may also check
 registrations up front (:class:`~taskwarden.providers.base.TargetValidator`): a built-in with a
 module-level ``validate``, a plugin with a ``validate`` attribute on its factory.
+
+The installed packages' entry points are read once per process, on first use (reading them
+opens every installed distribution's metadata: it was ~99% of a registration's cost), and kept;
+:func:`reset` forgets them, for a process (a test) that installs a plugin after the first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from importlib import import_module
 from importlib.metadata import entry_points
 
@@ -56,8 +61,21 @@ def _loader(target: str) -> Callable[[], ProviderFactory]:
     return load
 
 
+class _Reads:
+    """How many times this process read the entry points (see :func:`entry_point_reads`)."""
+
+    count = 0
+
+
 def installed() -> dict[str, ProviderInfo]:
-    """Every provider this process can use: the built-ins and the entry-point plugins."""
+    """Every provider this process can use: the built-ins and the entry-point plugins (read
+    once per process: see :func:`reset`)."""
+    return dict(_installed())
+
+
+@cache
+def _installed() -> dict[str, ProviderInfo]:
+    _Reads.count += 1
     found = {
         name: ProviderInfo(name, target, True, _loader(target)) for name, target in BUILTIN.items()
     }
@@ -67,18 +85,37 @@ def installed() -> dict[str, ProviderInfo]:
     return found
 
 
+@cache
+def _names() -> tuple[str, ...]:
+    return tuple(sorted(_installed()))
+
+
+def reset() -> None:
+    """Forget the providers read so far: the next use reads the entry points again (for a
+    process that installs a plugin after its first registration, such as a test)."""
+    _installed.cache_clear()
+    _names.cache_clear()
+    validator.cache_clear()
+
+
+def entry_point_reads() -> int:
+    """How many times this process has read the installed packages' entry points."""
+    return _Reads.count
+
+
 def factories() -> dict[str, ProviderFactory]:
     """Every installed provider's factory, by the name users register tasks under."""
     return {name: info.load() for name, info in installed().items()}
 
 
 def names() -> list[str]:
-    return sorted(installed())
+    return list(_names())
 
 
+@cache
 def validator(name: str) -> TargetValidator:
     """The registration check of provider ``name`` (:func:`accept` when it declares none)."""
-    info = installed().get(name)
+    info = _installed().get(name)
     if info is None:
         return accept
     if info.builtin:

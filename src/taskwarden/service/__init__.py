@@ -9,12 +9,22 @@ from taskwarden.service.aborting import abort_remote
 from taskwarden.service.archiving import archive_watch
 from taskwarden.service.dispatching import DispatchResult, dispatch
 from taskwarden.service.polling import PollResult, poll_batch
-from taskwarden.service.registration import check_webhook, parse, register
+from taskwarden.service.registration import (
+    MAX_BATCH,
+    Outcome,
+    check_webhook,
+    parse,
+    register,
+    register_many,
+    tally,
+)
 from taskwarden.service.rules import Policies, Record, SendAbort, SendArchive
 from taskwarden.service.runtime import Runtime
 
 __all__ = [
+    "MAX_BATCH",
     "DispatchResult",
+    "Outcome",
     "Policies",
     "PollResult",
     "Record",
@@ -28,4 +38,6 @@ __all__ = [
     "parse",
     "poll_batch",
     "register",
+    "register_many",
+    "tally",
 ]

@@ -126,14 +126,12 @@ def _archive_failed(
     platform's words as ``last_error`` while retried, each attempt's failure noted instead."""
     failure = failure_of(exc, f"archive: {exc}")
     ended = "" if landing is State.SUCCEEDED else f" (the task ended {landing})"
-    said = str(exc).replace("{", "{{").replace("}", "}}")  # a template: obstore's words hold {}
+
+    def gave_up(attempts: int, over: str) -> str:
+        return f"archive failed after {attempts} attempts{over}: {exc}{ended}"
+
     decision = failure_decision(
-        watch.view(),
-        failure,
-        now,
-        policies.retry_for(watch),
-        policies.jitter(),
-        gave_up=f"archive failed after {{attempts}} attempts{{over}}: {said}{ended}",
+        watch.view(), failure, now, policies.retry_for(watch), policies.jitter(), gave_up=gave_up
     )
     if decision.state is State.ERROR and not failure.retryable:
         return replace(decision, note=f"archive failed: {exc}{ended}")

@@ -11,6 +11,10 @@ than piling up in the broker, where it would outlive its lease.
 Retention: each tick also removes up to ``sweep_limit`` final watches whose retention has
 passed (:meth:`taskwarden.store.Store.sweep`), so a busy warden's Redis stays flat; a backlog
 of expired watches drains over the next ticks.
+
+Circuit breakers (:mod:`taskwarden.circuit`): a provider whose circuit is open has none of its
+watches claimed (they stay due) but one probe per probe interval; in the ramp after it closes,
+a growing share of its due watches.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from taskwarden import circuit as circuits
 from taskwarden import logs
+from taskwarden.circuit import NO_CIRCUIT, CircuitPolicy
 from taskwarden.store import Claim, Store
 
 SendPolls = Callable[[str, Sequence[Claim]], None]
@@ -34,6 +40,8 @@ class DispatchResult:
     claimed: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     removed: int = 0  # final watches the retention sweep removed
+    probes: list[str] = field(default_factory=list)  # providers sent a probe, circuit open
+    held: list[str] = field(default_factory=list)  # providers not claimed, circuit open
 
 
 def dispatch(
@@ -47,18 +55,32 @@ def dispatch(
     queued_batches: int = 0,
     max_queued_batches: int | None = None,
     sweep_limit: int = 0,
+    circuit: CircuitPolicy | None = None,
 ) -> DispatchResult:
-    """Claim every due watch (within the limits) and send them as poll batches, per provider;
-    then remove up to ``sweep_limit`` watches whose retention has passed."""
+    """Claim every due watch (within the limits and the providers' circuits) and send them as
+    poll batches, per provider; then remove up to ``sweep_limit`` watches whose retention has
+    passed."""
     started = time.perf_counter()
     result = DispatchResult(reaped=store.reap_leases(now))
     room = max_claims
     if max_queued_batches is not None:
         room = min(room, max(0, max_queued_batches - queued_batches) * batch_size)
-    for provider in store.providers():
+    policy = circuit or NO_CIRCUIT
+    names = store.providers()
+    states = store.circuits(names) if policy.enabled else {}
+    for provider in names:
+        limit = room
+        state = states.get(provider)
+        if state is not None and state.is_open:
+            _, probe = store.change_circuit(provider, lambda c: circuits.take_probe(c, now, policy))
+            (result.probes if probe else result.held).append(provider)
+            limit = min(room, 1) if probe else 0
+        elif state is not None and circuits.ramping(state, now, policy):
+            backlog = store.due_count(provider, now)
+            limit = circuits.room(state, now, policy, room, backlog, batch_size)
         taken = 0
-        while taken < room:
-            want = min(CLAIM_CHUNK, room - taken)
+        while taken < limit:
+            want = min(CLAIM_CHUNK, limit - taken)
             claims = store.claim_due(provider, now, want, lease_until=now + lease_seconds)
             for start in range(0, len(claims), batch_size):
                 send_polls(provider, claims[start : start + batch_size])
@@ -71,13 +93,15 @@ def dispatch(
         room -= taken
     if sweep_limit:
         result.removed = store.sweep(now, sweep_limit)
-    if result.claimed or result.reaped or result.removed:
+    if result.claimed or result.reaped or result.removed or result.probes:
         log.info(
             "dispatch.tick",
             claimed=result.claimed,
             batches=result.batches,
             reaped=result.reaped,
             removed=result.removed,
+            probes=result.probes,
+            circuit_open=result.held + result.probes,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
     return result

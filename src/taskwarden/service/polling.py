@@ -6,6 +6,12 @@ check the live ones concurrently (:func:`check_all`), decide each one's next ste
 :func:`~taskwarden.lifecycle.decide` (:func:`decide_all`), and commit every decision in one
 round trip, then send the archives and aborts they call for (:func:`commit_all`). The clock is
 read once, by the caller: ``now`` is the time of every decision in the batch.
+
+Between checking and deciding, what the checks say of the platform goes to its circuit
+(:func:`observe_circuit`); while the circuit is open, outage failures are held
+(:func:`~taskwarden.lifecycle.held`) instead of counted against their watches, and a batch
+claimed before it opened checks only its first watch, as one more probe, leaving the others
+due (:func:`defer_all`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from taskwarden import logs, metrics
+from taskwarden import circuit, logs, metrics
 from taskwarden.errors import PermanentError, RetryableError
-from taskwarden.lifecycle import INTERNAL_ERROR, Decision, Failure, Observation, State, decide
+from taskwarden.lifecycle import (
+    INTERNAL_ERROR,
+    Decision,
+    Failure,
+    Observation,
+    State,
+    decide,
+    deferred,
+    held,
+)
 from taskwarden.models import Watch, observed_fields
 from taskwarden.providers.base import Provider
 from taskwarden.service.rules import (
@@ -75,10 +90,15 @@ async def poll_batch(
     result.archives = resend_archives(store, batch.archiving, until, send_archive)
     if not batch.live:
         return result
+    if len(batch.live) > 1 and circuit_open(store, provider.name, policies):
+        batch.live, later = batch.live[:1], batch.live[1:]
+        _, stale, _ = commit_all(store, defer_all(later, now), set(), send_archive, send_abort)
+        result.stale += stale
     watches = [w for _, w in batch.live]
     seen = await check_all(provider, watches, policies.poll_concurrency)
-    commits = decide_all(batch.live, [s for s, _ in seen], now, policies)
     observed = metrics.Batch()
+    hold = observe_circuit(store, provider.name, [s for s, _ in seen], now, policies, observed)
+    commits = decide_all(batch.live, [s for s, _ in seen], now, policies, hold=hold)
     for watch, commit, (outcome, duration) in zip(watches, commits, seen, strict=True):
         observed.poll(watch.provider, _outcome(outcome), duration)
         _log_poll(watch, outcome, commit.decision, now, duration)
@@ -147,14 +167,71 @@ async def check(provider: Provider, watch: Watch) -> Seen:
         )
 
 
+def observe_circuit(
+    store: Store,
+    provider: str,
+    seen: Sequence[Seen],
+    now: float,
+    policies: Policies,
+    observed: metrics.Batch,
+) -> bool:
+    """Tell ``provider``'s circuit what the checks of a batch said of the platform; returns
+    whether it is open after (the batch's outage failures are then held)."""
+    if not policies.circuit.enabled:
+        return False
+    signals = [circuit.outage_signal(s) for s in seen]
+    if all(signal is None for signal in signals):
+        return False  # nothing to tell it, and no outage failure to hold
+
+    def change(before: circuit.Circuit) -> tuple[circuit.Circuit, circuit.Circuit]:
+        return circuit.observe(before, signals, now, policies.circuit), before
+
+    after, before = store.change_circuit(provider, change)
+    if after.is_open and not before.is_open:
+        observed.inc(metrics.CIRCUIT_OPENED, provider)
+        log.warning("circuit.opened", provider=provider, failures=after.failures)
+    elif before.is_open and not after.is_open:
+        down = now - before.opened_at if before.opened_at is not None else None
+        log.info("circuit.closed", provider=provider, open_s=down, probes=after.probes)
+    return after.is_open
+
+
+def circuit_open(store: Store, provider: str, policies: Policies) -> bool:
+    """Whether ``provider``'s circuit breaker is open now (never, when breakers are off)."""
+    return policies.circuit.enabled and store.circuits([provider])[provider].is_open
+
+
+def defer_all(live: Sequence[tuple[Claim, Watch]], now: float) -> list[Commit]:
+    """The commits that leave each of ``live`` unchecked and due now (its circuit is open)."""
+    return [
+        Commit(
+            claim,
+            deferred(watch.view(), now),
+            now,
+            previous=watch.state,
+            extra={"failing_since": watch.failing_since},
+        )
+        for claim, watch in live
+    ]
+
+
 def decide_all(
-    live: Sequence[tuple[Claim, Watch]], seen: Sequence[Seen], now: float, policies: Policies
+    live: Sequence[tuple[Claim, Watch]],
+    seen: Sequence[Seen],
+    now: float,
+    policies: Policies,
+    *,
+    hold: bool = False,
 ) -> list[Commit]:
-    """The commit of each checked watch: its next step (pure), and the fields that go with it."""
+    """The commit of each checked watch: its next step (pure), and the fields that go with it;
+    with ``hold`` (the provider's circuit is open) an outage failure is held, not counted."""
     commits: list[Commit] = []
     for (claim, watch), observed in zip(live, seen, strict=True):
         retry = policies.retry_for(watch)
-        decision = decide(watch.view(), observed, now, policies.poll, retry, policies.jitter())
+        if hold and isinstance(observed, Failure) and circuit.outage_signal(observed) is False:
+            decision = held(watch.view(), observed, now)
+        else:
+            decision = decide(watch.view(), observed, now, policies.poll, retry, policies.jitter())
         extra: dict[str, object] = {
             "polls": watch.polls + 1,
             "failing_since": decision.failing_since,

@@ -1,12 +1,16 @@
 """Registration, the same from every door (the queue message, the CLI, the HTTP API).
 
 Validate untrusted input, refuse it with one clear reason (and keep it in the dead-letter
-stream), or create the watch; the same task registered twice is the same watch.
+stream), or create the watch; the same task registered twice is the same watch. A batch
+(:func:`register_many`) is the same, item by item, in one round trip per chunk.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from taskwarden import logs, providers, webhooks
 from taskwarden.config import Settings
@@ -17,6 +21,35 @@ from taskwarden.providers.base import Target
 from taskwarden.store import Store
 
 log = logs.get("taskwarden.registration")
+
+MAX_BATCH = 1000  # registrations one HTTP batch may hold
+CHUNK = 500  # registrations validated and stored per round trip of a batch
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one registration of a batch: ``created``, ``exists`` (already watched:
+    ``watch_id`` is the existing watch) or ``refused`` (``error`` says why)."""
+
+    status: Literal["created", "exists", "refused"]
+    watch_id: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {"status": self.status}
+        if self.watch_id is not None:
+            out["watch_id"] = self.watch_id
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def tally(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """How many of ``outcomes`` were created, already watched and refused."""
+    return {
+        status: sum(1 for o in outcomes if o.status == status)
+        for status in ("created", "exists", "refused")
+    }
 
 
 def parse(data: object, settings: Settings | None = None) -> Registration:
@@ -67,3 +100,32 @@ def register(
         store.dead_letter(now, source, str(exc), data)
         raise
     return store.register(reg, now, settings.default_timeout)
+
+
+def register_many(
+    store: Store,
+    settings: Settings,
+    items: Sequence[object],
+    *,
+    source: str,
+    now: float | None = None,
+) -> list[Outcome]:
+    """Register each of ``items`` as :func:`register` does, one :class:`Outcome` per item in
+    order: each is validated on its own, and each refused one dead-lettered under ``source``
+    with its own reason; the rest are stored in one round trip (plus one for the refusals).
+    Safe to repeat after a failure (a Redis outage): what was created reads as ``exists``."""
+    now = time.time() if now is None else now
+    outcomes: list[Outcome | None] = [None] * len(items)
+    valid: list[tuple[int, Registration]] = []
+    refused: list[tuple[str, object]] = []
+    for i, data in enumerate(items):
+        try:
+            valid.append((i, parse(data, settings)))
+        except InvalidRegistration as exc:
+            outcomes[i] = Outcome("refused", error=str(exc))
+            refused.append((str(exc), data))
+    stored = store.register_many([reg for _, reg in valid], now, settings.default_timeout)
+    for (i, _), (wid, created) in zip(valid, stored, strict=True):
+        outcomes[i] = Outcome("created" if created else "exists", wid)
+    store.dead_letter_many(now, source, refused)
+    return [o for o in outcomes if o is not None]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from taskwarden import metrics
+from taskwarden.circuit import NO_CIRCUIT, CircuitPolicy
 from taskwarden.config import Settings
 from taskwarden.errors import RetryableError, TaskwardenError
 from taskwarden.lifecycle import Failure, PollPolicy, RetryPolicy
@@ -26,7 +27,8 @@ class Policies:
     """The rules a worker applies, resolved once per process from :class:`Settings`.
 
     ``retries`` holds each provider's retry policy (a watch's own ``retry`` goes over it, see
-    :meth:`retry_for`); ``jitter`` draws the uniform number in [0, 1) each decision spends.
+    :meth:`retry_for`); ``jitter`` draws the uniform number in [0, 1) each decision spends;
+    ``circuit`` says when a provider's circuit opens (:mod:`taskwarden.circuit`).
     """
 
     poll: PollPolicy
@@ -36,6 +38,7 @@ class Policies:
     archive_chunk_size: int
     max_output_bytes: int | None
     jitter: Callable[[], float]
+    circuit: CircuitPolicy = NO_CIRCUIT
 
     @classmethod
     def from_settings(
@@ -50,6 +53,7 @@ class Policies:
             archive_chunk_size=settings.archive_chunk_size,
             max_output_bytes=settings.max_output_bytes,
             jitter=jitter or random.Random().random,
+            circuit=settings.circuit.policy(),
         )
 
     def retry_for(self, watch: Watch) -> RetryPolicy:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import redis.asyncio
 from redis import Redis
 
 from taskwarden import keys
+from taskwarden.store import connection
 
 Entries = list[tuple[str, dict[str, str]]]
 
@@ -51,7 +51,7 @@ class EventFollower:
     def __init__(self, redis_url: str, block_s: float) -> None:
         # XREAD blocks for ``block_s`` seconds: the socket must wait longer than that (redis-py's
         # default read timeout, 5 s, broke every idle stream under the 15 s heartbeat)
-        self._client = redis.asyncio.Redis.from_url(
+        self._client = connection.connect_async(
             redis_url, decode_responses=True, socket_timeout=block_s + 10
         )
         self._block_ms = max(1, int(block_s * 1000))

@@ -7,11 +7,12 @@ the watches (names in :mod:`taskwarden.keys`):
   recent polls, errors and rate-limit waits per provider;
 - the live figures read from the indexes at scrape time (:meth:`StoreMetrics.live_figures`):
   watches by state and by provider, how long the longest-waiting due watch has waited, the
-  messages waiting on each broker queue, the live workers of each queue (the ``workers``
-  index), each provider's oldest running watch (the oldest entries of ``state:running``, read
-  a chunk at a time up to :data:`OLDEST_SCAN`), the watches whose checks are failing
-  (``failing:<provider>``), the dead-letter stream's length and the webhook backlog. No
-  SCAN and no walk over the watches: a scrape costs a few round trips whatever their number.
+  messages waiting on each broker queue, the live workers of each queue (from the
+  ``heartbeat:workers`` registry), each provider's oldest running watch (the oldest entries of
+  ``state:running``, read a chunk at a time up to :data:`OLDEST_SCAN`), the watches whose
+  checks are failing (``failing:<provider>``) and the open circuits
+  (:mod:`taskwarden.store.circuits`), the dead-letter stream's length and the webhook backlog.
+  No SCAN and no walk over the watches: a scrape costs a few round trips whatever their number.
 
 :class:`StoreMetrics` is mixed into :class:`~taskwarden.store.Store`.
 """
@@ -19,14 +20,16 @@ the watches (names in :mod:`taskwarden.keys`):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import cast
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 from redis import Redis
 
 from taskwarden import keys, metrics
 from taskwarden.lifecycle import State
-from taskwarden.store.ops import live_workers
+
+if TYPE_CHECKING:
+    from taskwarden.circuit import Circuit
 
 OLDEST_SCAN = 1000  # running watches read (oldest first) to find each provider's oldest
 OLDEST_CHUNK = 250
@@ -37,6 +40,12 @@ class StoreMetrics:
     provides ``redis``."""
 
     redis: Redis
+
+    if TYPE_CHECKING:  # what the other mixins of Store give a scrape
+
+        def workers(self) -> dict[str, tuple[float, list[str] | None]]: ...
+        def circuits(self, providers: Sequence[str]) -> dict[str, Circuit]: ...
+        def failing_counts(self, providers: Sequence[str]) -> dict[str, int]: ...
 
     # the totals every process adds to
 
@@ -111,8 +120,6 @@ class StoreMetrics:
         for queue in keys.ALL_QUEUES:
             for name in keys.broker_lists(queue):
                 pipe.llen(name)
-        for provider in watches:
-            pipe.zcard(keys.failing(provider))
         pipe.xlen(keys.DEADLETTERS)
         pipe.hlen(keys.WEBHOOKS_PENDING)
         raw = cast(list[int], pipe.execute())
@@ -120,11 +127,11 @@ class StoreMetrics:
         queues = {
             queue: sum(raw[i * width : (i + 1) * width]) for i, queue in enumerate(keys.ALL_QUEUES)
         }
-        rest = raw[len(keys.ALL_QUEUES) * width :]
-        failing = dict(zip(watches, rest[: len(watches)], strict=True))
-        dead, backlog = rest[len(watches) :]
-        nodes = live_workers(self.redis, now)
-        workers = {q: sum(1 for qs in nodes.values() if qs and q in qs) for q in keys.ALL_QUEUES}
+        dead, backlog = raw[len(keys.ALL_QUEUES) * width :]
+        # a node of a taskwarden from before workers reported their queues says none: not counted
+        nodes = [qs for _, qs in self.workers().values() if qs]
+        workers = {q: sum(1 for qs in nodes if q in qs) for q in keys.ALL_QUEUES}
+        providers = list(watches)
         running = {p for p, states in watches.items() if states.get(State.RUNNING)}
         oldest = self.oldest_running(running)
         return metrics.Live(
@@ -137,7 +144,8 @@ class StoreMetrics:
                 for p in watches
                 if p in oldest or p not in running
             },
-            failing=failing,
+            circuits={p: c.is_open for p, c in self.circuits(providers).items()},
+            failing=self.failing_counts(providers),
             dead_letters=int(dead),
             webhook_backlog=int(backlog),
         )

@@ -2,8 +2,10 @@
 and which index layout the stored watches were brought up to.
 
 - ``heartbeat:<component>`` and ``heartbeat:worker:<node>`` strings, each living for its TTL,
-  with ``heartbeat:queues:<node>`` beside the latter (names in :mod:`taskwarden.keys`), and the
-  ``workers`` sorted set (node -> when its heartbeat expires), read without a SCAN.
+  with ``heartbeat:queues:<node>`` beside the latter (names in :mod:`taskwarden.keys`), and
+  the ``heartbeat:workers`` sorted set (node -> last heartbeat): the live nodes are found
+  there, never by scanning keys, and a node whose heartbeat key expired is dropped from it
+  when read (and, past twice its TTL, when any node beats).
 - ``deadletters`` stream: refused input, capped, written by :func:`dead_letter` (the broker
   transport calls it with its own client) or :meth:`StoreOps.dead_letter`, which also count it
   in the ``metrics`` hash.
@@ -16,12 +18,14 @@ and which index layout the stored watches were brought up to.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, cast
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.commands.core import Script
 
 from taskwarden import keys, metrics
 from taskwarden.lifecycle import FINAL_STATES
@@ -32,10 +36,12 @@ MAX_DEAD_BODY = 4096  # bytes of a refused message kept: enough to see what was 
 # final watch
 SCHEMA_VERSION = 2
 BACKFILL_BATCH = 500  # watches read per round trip by a backfill
-WORKERS_KEPT = 3600.0  # seconds an expired node stays in the ``workers`` index before it goes
+MAX_WORKERS = 10_000  # worker nodes read at most (the most recent heartbeats)
 
 
-def dead_letter(client: Redis, now: float, source: str, reason: str, body: object) -> None:
+def dead_letter(
+    client: Redis | Pipeline, now: float, source: str, reason: str, body: object
+) -> None:
     """Append to the dead-letter stream (:meth:`StoreOps.dead_letter`; the broker transport
     writes with its own client). The body is kept as JSON, or failing that as its repr."""
     try:
@@ -53,15 +59,6 @@ def dead_letter(client: Redis, now: float, source: str, reason: str, body: objec
     client.hincrby(keys.METRICS, metrics.dead_letter_field(source), 1)
 
 
-def live_workers(client: Redis, now: float) -> dict[str, list[str] | None]:
-    """:meth:`StoreOps.live_workers`, for the other parts of the store."""
-    nodes = cast(list[str], client.zrangebyscore(keys.WORKERS, now, "+inf"))
-    if not nodes:
-        return {}
-    raw = cast(list[str | None], client.mget([keys.WORKER_QUEUES + n for n in nodes]))
-    return {n: json.loads(v) if v else None for n, v in zip(nodes, raw, strict=True)}
-
-
 @dataclass(frozen=True)
 class Backfill:
     """What :meth:`StoreOps.backfill_indexes` did: whether it scanned, and what it found."""
@@ -77,6 +74,7 @@ class StoreOps:
 
     redis: Redis
     retention: dict[str, float]
+    _workers: Script
 
     # liveness
 
@@ -92,14 +90,15 @@ class StoreOps:
     ) -> None:
         """Say worker ``node`` is alive for ``ttl`` seconds and, when given, which queues it
         consumes (in a key of its own: a reader from before queues were reported still reads
-        the heartbeat as a bare time)."""
+        the heartbeat as a bare time). The node goes in the workers registry, from which the
+        nodes silent for twice ``ttl`` are pruned."""
         px = int(ttl * 1000)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.worker_key(node), now, px=px)
         if queues is not None:
             pipe.set(keys.WORKER_QUEUES + node, json.dumps(sorted(queues)), px=px)
-        pipe.zadd(keys.WORKERS, {node: now + ttl})
-        pipe.zremrangebyscore(keys.WORKERS, "-inf", now - WORKERS_KEPT)  # long gone nodes
+        pipe.zadd(keys.WORKERS, {node: now})
+        pipe.zremrangebyscore(keys.WORKERS, "-inf", f"({now - 2 * ttl!r}")
         pipe.execute()
 
     def forget_worker(self, node: str) -> None:
@@ -109,37 +108,48 @@ class StoreOps:
         pipe.zrem(keys.WORKERS, node)
         pipe.execute()
 
-    def live_workers(self, now: float) -> dict[str, list[str] | None]:
-        """The queues of each worker node whose heartbeat has not expired by ``now``, from the
-        ``workers`` index (no SCAN: for a scrape). A worker of a taskwarden older than this
-        one writes no index entry and is not listed; :meth:`worker_queues` finds it."""
-        return live_workers(self.redis, now)
-
     @staticmethod
     def worker_key(node: str) -> str:
         return keys.WORKER_HEARTBEAT + node
 
+    def workers(self) -> dict[str, tuple[float, list[str] | None]]:
+        """Each live Celery worker node (its heartbeat key has not expired): its last
+        heartbeat and the queues it consumes (None for a node that does not say, a worker of a
+        taskwarden from before workers reported their queues). One round trip, whatever the
+        number of keys in Redis; at most :data:`MAX_WORKERS` nodes, the most recent."""
+        rows = cast(list[str], self._workers(
+            keys=[keys.WORKERS], args=[keys.WORKER_HEARTBEAT, keys.WORKER_QUEUES, MAX_WORKERS]
+        ))  # fmt: skip
+        found = {
+            rows[i]: (float(rows[i + 1]), json.loads(rows[i + 2]) if rows[i + 2] else None)
+            for i in range(0, len(rows), 3)
+        }
+        return dict(sorted(found.items()))
+
     def worker_heartbeats(self) -> dict[str, float]:
-        """Last heartbeat of each Celery worker node still alive (by its key's TTL)."""
-        names = sorted(self.redis.scan_iter(keys.WORKER_HEARTBEAT + "*", count=1000))
-        values = cast(list[str | None], self.redis.mget(names)) if names else []
-        prefix = len(keys.WORKER_HEARTBEAT)
-        return {n[prefix:]: float(v) for n, v in zip(names, values, strict=True) if v}
+        """Last heartbeat of each Celery worker node still alive (see :meth:`workers`)."""
+        return {node: at for node, (at, _) in self.workers().items()}
 
     def worker_queues(self) -> dict[str, list[str] | None]:
-        """The queues each live Celery worker node consumes; None for a node that does not say
-        (a worker of a taskwarden from before workers reported their queues)."""
-        nodes = list(self.worker_heartbeats())
-        if not nodes:
-            return {}
-        raw = cast(list[str | None], self.redis.mget([keys.WORKER_QUEUES + n for n in nodes]))
-        return {n: json.loads(v) if v else None for n, v in zip(nodes, raw, strict=True)}
+        """The queues each live Celery worker node consumes (see :meth:`workers`)."""
+        return {node: queues for node, (_, queues) in self.workers().items()}
 
     # refused input
 
     def dead_letter(self, now: float, source: str, reason: str, body: object) -> None:
         """Keep a refused registration for `taskwarden deadletters` (capped, oldest go first)."""
         dead_letter(self.redis, now, source, reason, body)
+
+    def dead_letter_many(
+        self, now: float, source: str, refused: Sequence[tuple[str, object]]
+    ) -> None:
+        """Keep each (reason, body) of ``refused`` as :meth:`dead_letter` does, in one trip."""
+        if not refused:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for reason, body in refused:
+            dead_letter(pipe, now, source, reason, body)
+        pipe.execute()
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """Refused registrations, newest first."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from taskwarden import keys
+from taskwarden.store import connection
 
 # KEYS[1]: the provider's timestamp key. ARGV: interval (s), burst. Returns the wait in µs.
 _RESERVE = """
@@ -57,7 +58,7 @@ class RateLimiter:
     @classmethod
     def from_url(cls, url: str, limits: dict[str, Limit]) -> RateLimiter:
         """A limiter on its own asyncio connection to the Redis at ``url``."""
-        return cls(aioredis.Redis.from_url(url), limits)
+        return cls(connection.connect_async(url), limits)
 
     def limited(self, provider: str) -> bool:
         return provider in self._limits

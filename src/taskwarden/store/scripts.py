@@ -6,9 +6,7 @@ the state), ``counts:<provider>`` (state -> n), ``updated`` (id -> updated at), 
 and one entry on the ``events`` stream (fields: watch_id, provider, remote_id, from, to, raw,
 progress, note, at; ``from`` empty on register). A change to a final state also scores the watch
 in ``finished`` by when it may be removed: now + its own ``retention`` field, else the
-retention of that state (an argument); a re-arm takes it out again. A commit whose check failed
-scores a non-final watch in ``failing:<provider>`` by when its failing began; any other commit,
-a cancel and a removal take it out. :data:`REMOVE` is the only
+retention of that state (an argument); a re-arm takes it out again. :data:`REMOVE` is the only
 script that deletes a watch, with every entry the others made.
 """
 
@@ -28,28 +26,65 @@ local function event(stream, maxlen, id, provider, remote_id, from, to, raw, pro
 end
 """
 
-# KEYS: watch, history, all, state:pending, provider:<p>, due:<p>, providers, updated, events,
-#   counts:<p>, then one label:<pair> per label.
-# ARGV: id, now, provider, remote_id, history entry, events maxlen, note, then field/value pairs.
+# KEYS: all, providers, updated, events.
+# ARGV: now, events maxlen, note, then the prefixes of watch, history, provider, due and counts
+#   keys, the state:pending key, then six per registration: id, provider, remote_id, history
+#   entry, its hash fields (a JSON array: field, value, ...), its label keys (a JSON array).
+# Returns 1 for each watch created, 0 for each that existed (in order). A batch of
+# registrations is one call, so that its arguments are few (packing them was most of a
+# pipelined registration's cost); each registration is still all-or-nothing.
 REGISTER = (
     _EVENT_LUA
     + """
-local id, now, provider, remote_id, entry, maxlen, note =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('LPUSH', KEYS[2], entry)
-for i = 3, 6 do redis.call('ZADD', KEYS[i], now, id) end
-redis.call('SADD', KEYS[7], provider)
-redis.call('ZADD', KEYS[8], now, id)
-redis.call('HINCRBY', KEYS[10], 'pending', 1)
-for i = 11, #KEYS do redis.call('ZADD', KEYS[i], now, id) end
-event(KEYS[9], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
-return 1
+local now, maxlen, note = ARGV[1], ARGV[2], ARGV[3]
+local watch, history, by_provider, due, counts, pending =
+  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local out, added = {}, {}
+for i = 10, #ARGV, 6 do
+  local id, provider, remote_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('EXISTS', watch .. id) == 1 then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', watch .. id, unpack(cjson.decode(ARGV[i + 4])))
+    redis.call('LPUSH', history .. id, ARGV[i + 3])
+    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('ZADD', pending, now, id)
+    redis.call('ZADD', by_provider .. provider, now, id)
+    redis.call('ZADD', due .. provider, now, id)
+    redis.call('ZADD', KEYS[3], now, id)
+    for _, key in ipairs(cjson.decode(ARGV[i + 5])) do redis.call('ZADD', key, now, id) end
+    event(KEYS[4], maxlen, id, provider, remote_id, '', 'pending', '', '', note, now)
+    added[provider] = (added[provider] or 0) + 1
+    out[#out + 1] = 1
+  end
+end
+-- once per provider, not per watch: the call is atomic, so no reader sees them apart
+for provider, n in pairs(added) do
+  redis.call('SADD', KEYS[2], provider)
+  redis.call('HINCRBY', counts .. provider, 'pending', n)
+end
+return out
 """
 )
+
+# KEYS: the workers sorted set. ARGV: heartbeat prefix, queues prefix, most nodes to read.
+# Returns node, last heartbeat, queues JSON ('' when the node reports none) for each live node,
+# the newest first, and drops the nodes whose heartbeat key has expired.
+WORKERS = """
+local nodes = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+local out = {}
+for _, node in ipairs(nodes) do
+  local at = redis.call('GET', ARGV[1] .. node)
+  if at then
+    out[#out + 1] = node
+    out[#out + 1] = at
+    out[#out + 1] = redis.call('GET', ARGV[2] .. node) or ''
+  else
+    redis.call('ZREM', KEYS[1], node)
+  end
+end
+return out
+"""
 
 CLAIM = """
 local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -87,8 +122,8 @@ return #ids
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
 #   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note, retention of
-#   ``state`` if final ('' otherwise), failing_prefix, when its failing checks began ('' when
-#   its last check did not fail), then field/value pairs.
+#   ``state`` if final ('' otherwise), failing_prefix, failing since ('' when its checks are not
+#   failing), then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -97,18 +132,18 @@ local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local raw, progress, note, keep = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
-local failing_prefix, failing = ARGV[17], ARGV[18]
+local failing_prefix, failing_since = ARGV[17], ARGV[18]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id', 'retention')
 if w[1] ~= fence then return 0 end
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
 for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-if failing ~= '' and not final[state] then
-  redis.call('ZADD', failing_prefix .. w[3], failing, id)
+if failing_since ~= '' then
+  redis.call('ZADD', failing_prefix .. w[3], failing_since, id)
 else
   redis.call('ZREM', failing_prefix .. w[3], id)
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[4], now, id)
 if w[2] ~= state then
   redis.call('ZREM', state_prefix .. w[2], id)
@@ -151,7 +186,6 @@ local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_st
   'retention')
 if not w[1] then return -1 end
 if final[w[1]] then return 0 end
-redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', now, 'finished_at', now,
   'next_poll_at', '')
@@ -164,6 +198,7 @@ redis.call('ZREM', due_prefix .. w[2], id)
 redis.call('ZREM', KEYS[3], id)
 if w[6] and w[6] ~= '' then keep = w[6] end
 redis.call('ZADD', KEYS[6], tonumber(now) + tonumber(keep), id)
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, limit - 1)
 event(KEYS[5], maxlen, id, w[2], w[3], w[1], 'cancelled', w[4], w[5], note, now)
@@ -173,7 +208,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own).
+#   outcome field (cleared: the next end decides its own), failing_prefix.
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -181,7 +216,7 @@ REARM = (
     + """
 local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local outcome_field = ARGV[8]
+local outcome_field, failing_prefix = ARGV[8], ARGV[9]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
   'raw_status', 'progress')
 if not w[1] then return -1 end
@@ -195,7 +230,8 @@ if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. '
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
   'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
-  outcome_field, '')
+  outcome_field, '', 'failing_since', '')
+redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
 redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)

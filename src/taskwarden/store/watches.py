@@ -10,9 +10,7 @@ Layout (names in :mod:`taskwarden.keys`):
   back to ``due`` (and bumps the fence again) so a lost job is dispatched anew.
 - ``watches``, ``provider:<name>``, ``label:<pair>`` (by created at), ``updated`` (by updated
   at) and ``state:<state>`` (by when the state was entered) sorted sets, for listing
-  (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n;
-  ``failing:<provider>`` sorted sets: the watches whose last check failed (by when the failing
-  began), for the metrics.
+  (:mod:`taskwarden.store.queries`); ``counts:<provider>`` hashes, state -> n.
 - ``events`` stream: one entry per state transition, written by the same script as the change
   (read through :mod:`taskwarden.store.events`), capped at ``max_events`` entries (about).
 - ``finished`` sorted set: every final watch, scored by when the retention sweep may remove
@@ -21,7 +19,9 @@ Layout (names in :mod:`taskwarden.keys`):
   :mod:`taskwarden.store.ops`, whose :class:`~taskwarden.store.ops.StoreOps` the store mixes in.
 - The webhook outbox (the events consumer group, pending and due deliveries):
   :mod:`taskwarden.store.webhooks`; the metric cells and the live figures (counts, dispatch
-  lag): :mod:`taskwarden.store.metrics`; both mixed in the same way.
+  lag): :mod:`taskwarden.store.metrics`; the providers' circuit breakers and the
+  ``failing:<provider>`` index of watches whose checks fail: :mod:`taskwarden.store.circuits`;
+  all mixed in the same way.
 
 Every multi-key change is one Lua script (:mod:`taskwarden.store.scripts`), so a crash between
 two writes cannot tear a watch.
@@ -39,7 +39,8 @@ import redis
 from taskwarden import keys
 from taskwarden.lifecycle import FINAL_STATES, Decision, State
 from taskwarden.models import FIELDS, Registration, Watch, encode, history_entry, watch_id
-from taskwarden.store import scripts
+from taskwarden.store import connection, scripts
+from taskwarden.store.circuits import StoreCircuits
 from taskwarden.store.events import StoreEvents
 from taskwarden.store.metrics import StoreMetrics
 from taskwarden.store.ops import StoreOps
@@ -49,6 +50,24 @@ from taskwarden.store.webhooks import StoreWebhooks
 
 MAX_EVENTS = 100_000  # transitions kept on the events stream (approximately: MAXLEN ~)
 DEFAULT_RETENTION = 30 * 24 * 3600.0  # seconds a final watch is kept, unless told otherwise
+REGISTER_CHUNK = 500  # registrations per round trip of register_many
+REGISTER_CALL = 100  # registrations per script call: holds Redis a few milliseconds at most
+
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _fields(wid: str, reg: Registration, now: float, default_timeout: float | None) -> list[str]:
+    """A new watch's hash fields that vary from one registration to the next, flat."""
+    timeout = reg.timeout if reg.timeout is not None else default_timeout
+    return [
+        "id", wid, "provider", reg.provider, "remote_id", reg.remote_id,
+        "params", encode(reg.params), "labels", encode(reg.labels),
+        "archive", encode(reg.archive), "abort_on_timeout", encode(reg.abort_on_timeout),
+        "retry", encode(reg.retry.fields() if reg.retry else None), "webhook", encode(reg.webhook),
+        FIELDS["retention"], encode(reg.retention), "timeout", encode(timeout),
+        "deadline", encode(now + timeout if timeout is not None else None),
+    ]  # fmt: skip
 
 
 class NotRearmable(Exception):
@@ -80,13 +99,14 @@ class Commit:
     extra: dict[str, object] | None = None  # more fields: name, outputs, manifest, polls
 
 
-class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
+class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, StoreCircuits):
     """All of taskwarden's state in one Redis, reached only through this class (its operational
     records through the methods of :class:`~taskwarden.store.ops.StoreOps`, the events stream
     through :class:`~taskwarden.store.events.StoreEvents`, the webhook outbox through
     :class:`~taskwarden.store.webhooks.StoreWebhooks`, metrics and live figures through
     :class:`~taskwarden.store.metrics.StoreMetrics`, retention through
-    :class:`~taskwarden.store.retention.StoreRetention`).
+    :class:`~taskwarden.store.retention.StoreRetention`, circuits and failing watches through
+    :class:`~taskwarden.store.circuits.StoreCircuits`).
 
     ``retention``: seconds a watch is kept once final, per final state (a state missing:
     :data:`DEFAULT_RETENTION`); ``max_events``: the events stream's cap."""
@@ -119,6 +139,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         self._webhook_record = client.register_script(scripts.WEBHOOK_RECORD)
         self._remove = client.register_script(scripts.REMOVE)
         self._note = client.register_script(scripts.NOTE)
+        self._workers = client.register_script(scripts.WORKERS)
 
     @classmethod
     def from_url(
@@ -138,9 +159,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
             options["socket_connect_timeout"] = connect_timeout
         if timeout is not None:
             options["socket_timeout"] = timeout
-        client = redis.Redis.from_url(
-            url, decode_responses=True, health_check_interval=30, **options
-        )
+        client = connection.connect(url, decode_responses=True, health_check_interval=30, **options)
         return cls(client, history_limit=history_limit, retention=retention, max_events=max_events)
 
     def close(self) -> None:
@@ -157,61 +176,49 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
         self, reg: Registration, now: float, default_timeout: float | None = None
     ) -> tuple[Watch, bool]:
         """Create the watch for ``reg`` unless it exists; return it and whether it is new."""
-        wid = watch_id(reg.provider, reg.remote_id)
-        timeout = reg.timeout if reg.timeout is not None else default_timeout
-        fields: dict[str, object] = {
-            "id": wid,
-            "provider": reg.provider,
-            "remote_id": reg.remote_id,
-            "state": State.PENDING,
-            "created_at": now,
-            "updated_at": now,
-            "params": reg.params,
-            "labels": reg.labels,
-            "archive": reg.archive,
-            "abort_on_timeout": reg.abort_on_timeout,
-            "retry": reg.retry.fields() if reg.retry else None,
-            "webhook": reg.webhook,
-            FIELDS["retention"]: reg.retention,
-            "timeout": timeout,
-            "deadline": now + timeout if timeout is not None else None,
-            "next_poll_at": now,
-            "fence": 0,
-            "errors": 0,
-            "polls": 0,
-        }
-        flat: list[str] = []
-        for key, value in fields.items():
-            flat += [key, encode(value)]
-        entry = history_entry(now, None, State.PENDING, None, "registered")
-        created = self._register(
-            keys=[
-                keys.watch(wid),
-                keys.history(wid),
-                keys.ALL,
-                keys.by_state(State.PENDING),
-                keys.by_provider(reg.provider),
-                keys.due(reg.provider),
-                keys.PROVIDERS,
-                keys.UPDATED,
-                keys.EVENTS,
-                keys.counts(reg.provider),
-                *(keys.label(k, v) for k, v in reg.labels.items()),
-            ],
-            args=[
-                wid,
-                now,
-                reg.provider,
-                reg.remote_id,
-                entry,
-                self.max_events,
-                "registered",
-                *flat,
-            ],
-        )
+        [(wid, created)] = self.register_many([reg], now, default_timeout)
         watch = self.get(wid)
         assert watch is not None  # it was just created or already existed
-        return watch, bool(created)
+        return watch, created
+
+    def register_many(
+        self,
+        regs: Sequence[Registration],
+        now: float,
+        default_timeout: float | None = None,
+        chunk: int = REGISTER_CHUNK,
+    ) -> list[tuple[str, bool]]:
+        """Create the watch of each of ``regs`` that does not exist, ``chunk`` registrations a
+        round trip (:data:`REGISTER_CALL` a script call); return each one's watch id and
+        whether it is new, in order (of two equal registrations, the second finds the first's
+        watch). Each registration is all-or-nothing, so a crash halfway leaves every watch
+        whole, created or not."""
+        out: list[tuple[str, bool]] = []
+        entry = history_entry(now, None, State.PENDING, None, "registered")
+        head = [repr(now), MAX_EVENTS, "registered", keys.WATCH, keys.HISTORY, keys.BY_PROVIDER,
+                keys.DUE, keys.COUNTS, keys.by_state(State.PENDING)]  # fmt: skip
+        names = [keys.ALL, keys.PROVIDERS, keys.UPDATED, keys.EVENTS]
+        same = _compact([
+            "state", encode(State.PENDING), "created_at", encode(now), "updated_at", encode(now),
+            "next_poll_at", encode(now), "fence", "0", "errors", "0", "polls", "0",
+        ])[1:-1]  # fmt: skip
+        for start in range(0, len(regs), chunk):
+            part = regs[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            ids = []
+            for first in range(0, len(part), REGISTER_CALL):
+                args: list[Any] = list(head)
+                for reg in part[first : first + REGISTER_CALL]:
+                    wid = watch_id(reg.provider, reg.remote_id)
+                    ids.append(wid)
+                    fields = _compact(_fields(wid, reg, now, default_timeout))
+                    labels = [keys.label(k, v) for k, v in reg.labels.items()]
+                    args += [wid, reg.provider, reg.remote_id, entry,
+                             f"{fields[:-1]},{same}]", _compact(labels)]  # fmt: skip
+                self._register(keys=names, args=args, client=pipe)
+            created = [flag for call in pipe.execute() for flag in call]
+            out += [(wid, bool(c)) for wid, c in zip(ids, created, strict=True)]
+        return out
 
     def get(self, wid: str) -> Watch | None:
         raw: dict[str, str] = self.redis.hgetall(keys.watch(wid))  # type: ignore[assignment]
@@ -350,9 +357,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 encode(d.note),
                 encode(self.retention.get(str(d.state))),
                 keys.FAILING,
-                encode(d.failing_since if d.failing_since is not None else commit.now)
-                if d.errors > 0
-                else "",
+                encode(None if d.state in FINAL_STATES else d.failing_since),
                 *flat,
             ],
             client=pipe,
@@ -395,6 +400,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention):
                 keys.COUNTS,
                 self.max_events,
                 FIELDS["outcome"],
+                keys.FAILING,
             ],
         )
         if result == -1:

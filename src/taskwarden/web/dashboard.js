@@ -293,8 +293,14 @@
         level = "bad";
       }
       const waits = p.rate_limit_waits_per_s;
+      const open = p.circuit && p.circuit.state === "open";
+      const failing = p.failing > 0 ? ` ${p.failing} failing` : "";
       return el("tr", { "data-provider": name },
-        el("td", {}, name),
+        el("td", {}, name,
+          open ? el("span", { class: "badge", "data-state": "error", "data-field": "circuit",
+            title: "the platform keeps failing: only a probe check goes, every " +
+              "probe interval, until it answers" }, "circuit open") : null,
+          failing ? el("span", { class: "muted small", "data-field": "failing" }, failing) : null),
         el("td", { class: "n" }, sum(p.counts, ACTIVE)),
         el("td", { class: "n" }, sum(p.counts, ["succeeded"])),
         el("td", { class: "n" }, sum(p.counts, FAILURES)),
@@ -384,8 +390,11 @@
     setText(cells.raw.querySelector(".raw"), w.raw_status || "");
     cells.raw.title = w.raw_status || "";
     const retrying = cells.raw.querySelector(".retrying");
-    const struggling = ACTIVE.includes(w.state) && w.errors > 0;
-    setText(retrying, struggling ? ` ⚠ ${w.errors} failed check${w.errors > 1 ? "s" : ""}` : "");
+    const struggling = ACTIVE.includes(w.state) && (w.errors > 0 || w.failing_since != null);
+    const since = typeof w.failing_since === "number"
+      ? `, failing for ${fmtSeconds(Math.max(0, serverNow() - w.failing_since))}` : "";
+    const count = w.errors > 0 ? ` ${w.errors} failed check${w.errors > 1 ? "s" : ""}` : " failing";
+    setText(retrying, struggling ? ` ⚠${count}${since}` : "");
     retrying.title = struggling ? w.last_error || "" : "";
 
     setText(cells.updated, ago(w.updated_at));

@@ -16,8 +16,9 @@ from celery import Celery, signals
 
 from taskwarden import keys, logs
 from taskwarden.config import Settings
+from taskwarden.config.redis_url import celery_broker
 from taskwarden.service import Runtime
-from taskwarden.worker import heartbeat
+from taskwarden.worker import broker, heartbeat
 from taskwarden.worker.tasks import define_tasks
 
 # One runtime per worker process, built after fork (``worker_process_init``) and keyed by pid
@@ -27,16 +28,30 @@ _runtime: dict[int, Runtime] = {}
 
 def create_app(settings: Settings, redis_url: str) -> Celery:
     """The Celery app for a resolved Redis URL (the embedded server's, if any)."""
-    app = Celery("taskwarden", broker=redis_url, set_as_current=False)
-    app.conf.update(celery_conf(settings))
+    broker_url, transport_options = celery_broker(redis_url)
+    app = Celery("taskwarden", broker=broker_url, set_as_current=False)
+    app.conf.update(celery_conf(settings, transport_options))
+    app.conf.taskwarden_redis_url = redis_url  # the store's URL (Celery's broker_url may differ)
     define_tasks(app, settings, lambda: runtime(app))
     _wire_signals(app, redis_url)
     return app
 
 
-def celery_conf(settings: Settings) -> dict[str, Any]:
+def celery_conf(
+    settings: Settings, transport_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Celery's settings for taskwarden: late acks, prefetch 1, JSON only, no results, the
-    task routes of :mod:`taskwarden.keys`, and beat's dispatch schedule."""
+    task routes of :mod:`taskwarden.keys`, and beat's dispatch schedule. ``transport_options``:
+    what the broker URL needs (:func:`~taskwarden.config.redis_url.celery_broker`; a
+    ``master_name`` means Redis Sentinel)."""
+    options = transport_options or {}
+    # kombu's Redis transport, but a worker killed while fetching cannot lose the message;
+    # stock (None): kombu's "redis", or its "sentinel", as the broker URL's scheme says
+    transport = failover = None
+    if settings.atomic_fetch:
+        sentinel = "master_name" in options
+        transport = f"taskwarden.worker.broker:{'SentinelTransport' if sentinel else 'Transport'}"
+        failover = broker.NoSwitch if sentinel else None  # kombu wants the callable
     return {
         "taskwarden_settings": settings,
         "task_acks_late": True,
@@ -46,9 +61,9 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
-        # kombu's Redis transport, but a worker killed while fetching cannot lose the message
-        "broker_transport": "taskwarden.worker.broker:Transport" if settings.atomic_fetch else None,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport": transport,
+        "broker_failover_strategy": failover,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout, **options},
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         # dead-letters what Celery would drop: undecodable messages, unknown tasks
@@ -77,7 +92,7 @@ def runtime(app: Celery) -> Runtime:
     pid = os.getpid()
     if pid not in _runtime:
         _runtime.clear()
-        _runtime[pid] = Runtime(app.conf.taskwarden_settings, app.conf.broker_url)
+        _runtime[pid] = Runtime(app.conf.taskwarden_settings, app.conf.taskwarden_redis_url)
     return _runtime[pid]
 
 

@@ -254,3 +254,40 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`: ``broker_transport`` names this class."""
 
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """:class:`Channel`'s atomic fetch on a master found through Redis Sentinel: kombu's
+    sentinel channel only changes how connections are made (its pool asks the sentinels for the
+    master, again after a failover), and the fetch only how messages are taken, so the two
+    compose by inheritance."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's sentinel transport with :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
+class NoSwitch:
+    """Celery's ``broker_failover_strategy`` for Sentinel: kombu never switches broker URLs.
+
+    kombu's failover walks the broker's ``;``-separated URLs on connection errors, and each
+    switch reads the transport from the URL's scheme again (``Connection.switch``), which would
+    swap :class:`SentinelTransport` for the stock ``sentinel`` one (and its losing fetch) after
+    the first failover. With Sentinel the URLs are the sentinels, which redis-py already asks in
+    turn for the master on every connection, so there is nothing to walk: kombu asks this
+    "cycle" whether to switch (its truth) and it says no.
+    """
+
+    def __init__(self, alternates: list[str]) -> None:
+        self.first = alternates[0]
+
+    def __iter__(self) -> NoSwitch:
+        return self
+
+    def __next__(self) -> str:
+        return self.first
+
+    def __bool__(self) -> bool:
+        return False

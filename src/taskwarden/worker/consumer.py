@@ -102,7 +102,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery is untyped
         if self._taskwarden_store is None:
             settings = self.app.conf.taskwarden_settings
             self._taskwarden_store = Store.from_url(
-                self.app.conf.broker_url, **settings.store_options()
+                self.app.conf.taskwarden_redis_url, **settings.store_options()
             )
         return self._taskwarden_store
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -13,7 +14,7 @@ from celery import Celery
 from taskwarden import keys, logs, metrics, service, webhooks
 from taskwarden.config import Settings
 from taskwarden.errors import InvalidRegistration
-from taskwarden.service import Runtime
+from taskwarden.service import Runtime, registration
 from taskwarden.store import UNREACHABLE, Claim, StoreError
 
 log = logs.get("taskwarden.tasks")
@@ -61,6 +62,31 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
         )
         return {"watch_id": watch.id, "created": created}
 
+    @app.task(name=keys.TASK_TRACK_MANY)
+    def track_many(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        store = runtime().store
+        items = args[0] if len(args) == 1 and not kwargs else kwargs.get("registrations")
+        if not isinstance(items, list) or (args and kwargs) or len(args) > 1:
+            reason = "send the registrations as one list (args=[[{...}, ...]])"
+            body = {"args": args, "kwargs": kwargs}
+            log.warning("track_many.invalid", error=reason)
+            _until_redis_answers(lambda: store.dead_letter(time.time(), "queue", reason, body))
+            return {"error": reason}
+        outcomes: list[service.Outcome] = []
+
+        def register(chunk: list[Any]) -> list[service.Outcome]:
+            return service.register_many(store, settings, chunk, source="queue")
+
+        for start in range(0, len(items), registration.CHUNK):
+            chunk = items[start : start + registration.CHUNK]
+            outcomes += _until_redis_answers(partial(register, chunk))
+        for i, outcome in enumerate(outcomes):
+            if outcome.status == "refused":
+                log.warning("track.invalid", index=i, error=outcome.error)
+        counts = service.tally(outcomes)
+        log.info("track_many.done", **counts)
+        return {**counts, "results": [o.to_dict() for o in outcomes]}
+
     @app.task(name=keys.TASK_DISPATCH)
     def dispatch() -> dict[str, Any]:
         rt = runtime()
@@ -78,6 +104,7 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             queued_batches=int(queued),
             max_queued_batches=settings.max_queued_batches,
             sweep_limit=settings.retention.sweep_limit,
+            circuit=settings.circuit.policy(),
         )
         if result.removed:
             swept = metrics.Batch()

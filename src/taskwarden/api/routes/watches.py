@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from taskwarden import keys, service
@@ -18,6 +20,8 @@ from taskwarden.store import SORTS, BadQuery, NotRearmable
 
 router = APIRouter(tags=["watches"])
 
+LABEL_FILTER = "^[^=]+="  # key=value: a key of at least one character, then anything
+
 
 @router.get("/v1/watches", dependencies=READS, response_model=schemas.WatchPage,
             responses=errors(401, 422, 503))  # fmt: skip
@@ -25,7 +29,9 @@ def list_watches(
     store: StoreDep,
     state: State | None = None,
     provider: str | None = None,
-    label: Annotated[list[str], Query(description="key=value, repeatable")] = [],  # noqa: B006 FastAPI copies defaults
+    label: Annotated[
+        list[str], Query(description="key=value, repeatable: watches with all of these labels")
+    ] = [],  # noqa: B006 FastAPI copies defaults
     q: Annotated[str | None, Query(description="substring of id, remote id or name")] = None,
     created_after: Annotated[float | None, Query(description="unix seconds, inclusive")] = None,
     created_before: Annotated[float | None, Query(description="unix seconds, exclusive")] = None,
@@ -33,16 +39,19 @@ def list_watches(
     updated_before: float | None = None,
     sort: Literal[SORTS] = "-created_at",  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="the `next_cursor` of the page before, with the same filters and sort"),
+    ] = None,
 ) -> dict[str, Any]:
     """Watches, filtered and sorted, a page at a time."""
     labels: dict[str, str] = {}
+    contradict = False  # one key with two values: no watch has both
     for pair in label:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise HTTPException(422, f"label: {pair!r} is not key=value")
-        if labels.setdefault(key, value) != value:
-            raise HTTPException(422, f"label: {key!r} given twice")
+        contradict |= labels.setdefault(key, value) != value
     try:
         items, next_cursor = store.list_watches(
             state=state, provider=provider, labels=labels, q=q or None,
@@ -52,6 +61,8 @@ def list_watches(
         )  # fmt: skip
     except BadQuery as exc:
         raise HTTPException(422, str(exc)) from None
+    if contradict:
+        return {"items": [], "next_cursor": None}
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -89,13 +100,70 @@ async def register(
     return {"watch": watch, "created": created}
 
 
-@router.post("/v1/watches/{ref}/cancel", dependencies=WRITES, response_model=schemas.Cancelled,
-             responses=errors(401, 404, 422, 503))  # fmt: skip
-def cancel(ctx: ContextDep, ref: str, body: schemas.CancelRequest | None = None) -> dict[str, Any]:
+@router.post(
+    "/v1/watches:batch", dependencies=WRITES, response_model=schemas.BatchRegistered,
+    response_model_exclude_none=True, responses=errors(401, 422, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "array", "maxItems": service.MAX_BATCH, "items": {
+            "description": "a registration (the Registration schema), validated on its own: "
+                           "one that is not valid is refused at its index, never the batch"}}}}}},
+)  # fmt: skip
+async def register_batch(
+    store: StoreDep, settings: SettingsDep, request: Request
+) -> dict[str, Any]:
+    """Watch many remote tasks at once (at most 1000): each item is validated, refused (and
+    dead-lettered) or registered on its own, and answered at its index."""
+    try:
+        data = await request.json()
+    except ValueError:
+        raise HTTPException(422, "body: not JSON") from None
+    if not isinstance(data, list):
+        raise HTTPException(422, "body: a JSON array of registrations")
+    if len(data) > service.MAX_BATCH:
+        raise HTTPException(
+            422, f"body: {len(data)} registrations; at most {service.MAX_BATCH} per batch"
+        )
+    outcomes = await run_in_threadpool(service.register_many, store, settings, data, source="api")
+    return {**service.tally(outcomes), "results": [o.to_dict() for o in outcomes]}
+
+
+async def cancel_request(request: Request) -> schemas.CancelRequest:
+    """The optional body of a cancel, read here so that a body that is not JSON is a 422 like
+    every other invalid input (FastAPI answers 400), and validated strictly (``"abort": 1``
+    is not a boolean)."""
+    raw = await request.body()
+    if not raw.strip():
+        return schemas.CancelRequest()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise HTTPException(422, "body: not JSON") from None
+    if data is None:
+        return schemas.CancelRequest()
+    try:
+        return schemas.CancelRequest.model_validate(data, strict=True)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise HTTPException(422, reasons) from None
+
+
+@router.post(
+    "/v1/watches/{ref}/cancel", dependencies=WRITES, response_model=schemas.Cancelled,
+    responses=errors(401, 404, 422, 503),
+    openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
+        "schema": {"anyOf": [{"$ref": "#/components/schemas/CancelRequest"},
+                             {"type": "null"}]}}}}},
+)  # fmt: skip
+def cancel(
+    ctx: ContextDep, ref: str, body: Annotated[schemas.CancelRequest, Depends(cancel_request)]
+) -> dict[str, Any]:
     """Stop watching; with ``abort``, also ask the platform to abort the task."""
     watch = find(ctx.store, ref)
     cancelled = ctx.store.cancel(watch.id, time.time(), "cancelled through the API")
-    if body is not None and body.abort:
+    if body.abort:
         ctx.producer.send_task(keys.TASK_ABORT, args=[watch.id], queue=keys.QUEUE_POLL)
     return {"watch": find(ctx.store, watch.id), "cancelled": bool(cancelled)}
 
