@@ -153,6 +153,7 @@ def main() -> int:
             "TASKWARDEN_RETRY__MAXIMUM_INTERVAL": "2",
             "TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "30",
             "TASKWARDEN_LEASE_SECONDS": "5",
+            "TASKWARDEN_POLL__CHECK_DEADLINE": "3",
             "TASKWARDEN_ARCHIVE_LEASE_SECONDS": "10",
             # a registration held by a killed worker comes back after this (the least allowed)
             "TASKWARDEN_VISIBILITY_TIMEOUT": "60",

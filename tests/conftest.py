@@ -151,6 +151,7 @@ def warden_env(
         "TASKWARDEN_RETRY__MAXIMUM_INTERVAL": "0.3",
         "TASKWARDEN_RETRY__MAXIMUM_ATTEMPTS": "5",
         "TASKWARDEN_LEASE_SECONDS": "5",
+        "TASKWARDEN_POLL__CHECK_DEADLINE": "3",
         "TASKWARDEN_LOG_FORMAT": "json",
         # the simulator hands over URLs on loopback (e.g. storage on "localhost")
         "TASKWARDEN_HTTP__ALLOW_PRIVATE_ADDRESSES": "true",

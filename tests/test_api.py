@@ -336,11 +336,18 @@ def test_cancel_and_abort(http: httpx.Client, store: Store) -> None:
     r = http.post(f"/v1/watches/{wid}/cancel", headers=AUTH)
     assert r.status_code == 200
     assert (r.json()["cancelled"], r.json()["watch"]["state"]) == (True, "cancelled")
-    again = http.post(f"/v1/watches/{wid}/cancel", json={"abort": True}, headers=AUTH)
+    again = http.post(f"/v1/watches/{wid}/cancel", headers=AUTH)
     assert (again.status_code, again.json()["cancelled"]) == (200, False)
+    ended = http.post(f"/v1/watches/{wid}/cancel", json={"abort": True}, headers=AUTH)
+    assert ended.status_code == 409
+    assert ended.json()["detail"] == f"watch {wid} had already ended (cancelled); no abort was sent"
+    assert store.redis.llen(keys.QUEUE_POLL) == 0
+    live = track(http, "t2").json()["watch"]["id"]
+    aborted = http.post(f"/v1/watches/{live}/cancel", json={"abort": True}, headers=AUTH)
+    assert (aborted.status_code, aborted.json()["cancelled"]) == (200, True)
     queued = [json.loads(m) for m in store.redis.lrange(keys.QUEUE_POLL, 0, -1)]
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in queued] == [
-        (keys.TASK_ABORT, repr([wid]))
+        (keys.TASK_ABORT, repr([live]))
     ]
     assert http.post("/v1/watches/geobox:zz/cancel", headers=AUTH).status_code == 404
     bad = http.post(f"/v1/watches/{wid}/cancel", json={"abort": "maybe"}, headers=AUTH)
@@ -361,6 +368,61 @@ def test_retry_rearms_only_error_and_timed_out(http: httpx.Client, store: Store)
     assert (r.json()["watch"]["state"], r.json()["watch"]["errors"]) == ("pending", 0)
     assert store.due_count("geobox", time.time()) == 1
     assert http.post("/v1/watches/geobox:zz/retry", headers=AUTH).status_code == 404
+
+
+def test_bulk_retry_takes_the_filter_in_resumable_batches_and_is_idempotent(
+    http: httpx.Client, store: Store
+) -> None:
+    """`:retry` re-arms the error watches a filter matches, `limit` at a time with a cursor to go
+    on; a dry run changes nothing and says what would; a repeat skips what was re-armed; other
+    labels and states are left alone."""
+    errs = [track(http, f"e{i}", labels={"run": "a"}).json()["watch"]["id"] for i in range(5)]
+    live = track(http, "live", labels={"run": "a"}).json()["watch"]["id"]
+    other = track(http, "other", labels={"run": "b"}).json()["watch"]["id"]
+    for wid in [*errs, other]:
+        to_state(store, wid, State.ERROR)
+    body: dict[str, Any] = {"label": ["run=a"], "limit": 4}
+    dry = http.post("/v1/watches:retry", json={**body, "dry_run": True}, headers=AUTH).json()
+    assert (dry["matched"], dry["changed"], dry["ids"], dry["skipped"]) == (4, 4, errs[:4], {})
+    assert dry["dry_run"] and dry["next_cursor"]
+    assert {store.get(w).state for w in errs} == {State.ERROR}  # type: ignore[union-attr]
+    first = http.post("/v1/watches:retry", json=body, headers=AUTH).json()
+    assert (first["changed"], first["ids"]) == (4, errs[:4])
+    rest = http.post("/v1/watches:retry", json={**body, "cursor": first["next_cursor"]},
+                     headers=AUTH).json()  # fmt: skip
+    assert (rest["ids"], rest["skipped"], rest["next_cursor"]) == ([errs[4]], {"pending": 1}, None)
+    assert [store.get(w).state for w in errs] == [State.PENDING] * 5  # type: ignore[union-attr]
+    assert store.get(other).state is State.ERROR  # type: ignore[union-attr]
+    again = http.post("/v1/watches:retry", json={**body, "limit": 100}, headers=AUTH).json()
+    assert (again["changed"], again["skipped"]) == (0, {"pending": 6})
+    assert store.get(live).state is State.PENDING  # type: ignore[union-attr]
+
+
+def test_bulk_cancel_by_state_with_abort_sends_one_abort_per_watch_cancelled(
+    http: httpx.Client, store: Store
+) -> None:
+    """`:cancel` with a state filter cancels only what it matches; with abort, the abort task is
+    queued for each watch cancelled and for none already ended; bad filters get a 422."""
+    running = [track(http, f"r{i}").json()["watch"]["id"] for i in range(3)]
+    for wid in running:
+        to_state(store, wid, State.RUNNING)
+    pending = track(http, "p").json()["watch"]["id"]
+    body = {"state": "running", "abort": True}
+    done = http.post("/v1/watches:cancel", json=body, headers=AUTH).json()
+    assert (done["changed"], done["ids"], done["next_cursor"]) == (3, running, None)
+    assert [store.get(w).state for w in running] == [State.CANCELLED] * 3  # type: ignore[union-attr]
+    assert store.get(pending).state is State.PENDING  # type: ignore[union-attr]
+    queued = [json.loads(m) for m in store.redis.lrange(keys.QUEUE_POLL, 0, -1)]
+    assert sorted(m["headers"]["argsrepr"] for m in queued) == sorted(repr([w]) for w in running)
+    again = http.post("/v1/watches:cancel", json={"abort": True}, headers=AUTH).json()
+    assert (again["ids"], again["skipped"]) == ([pending], {"cancelled": 3})
+    assert store.redis.llen(keys.QUEUE_POLL) == 4
+    assert http.post("/v1/watches:cancel", json=body).status_code == 401
+    for bad, why in [({"state": "nope"}, "state"), ({"label": ["x"]}, "label.0"),
+                     ({"cursor": "zz"}, "cursor"), ({"limit": 0}, "limit"),
+                     ({"sort": "id"}, "sort")]:  # fmt: skip
+        r = http.post("/v1/watches:cancel", json=bad, headers=AUTH)
+        assert r.status_code == 422 and why in r.json()["detail"], (bad, r.text)
 
 
 def test_delete_forgets_a_final_watch_and_refuses_a_live_one_unless_forced(
@@ -608,6 +670,12 @@ def test_openapi_document_matches_behaviour(http: httpx.Client, store: Store) ->
     check(wr, "post", http.post(f"{w}/{wid}/retry", headers=AUTH))
     check(wr, "post", http.post(f"{w}/nope/retry", headers=AUTH))
     check(wr, "post", http.post(f"{w}/{wid}/retry"))
+    check(wc, "post", http.post(f"{w}/{wid}/cancel", json={"abort": True}, headers=AUTH))
+    for action in ("cancel", "retry"):
+        path = f"/v1/watches:{action}"
+        check(path, "post", http.post(path, json={"dry_run": True}, headers=AUTH))
+        check(path, "post", http.post(path, json={"limit": 0}, headers=AUTH))
+        check(path, "post", http.post(path, json={}))
     gone = track(http, "t4").json()["watch"]["id"]
     wd = "/v1/watches/{ref}"
     check(wd, "delete", http.delete(f"{w}/{gone}", headers=AUTH))
@@ -681,7 +749,7 @@ def warden_api(
 @pytest.mark.slow
 def test_a_warden_with_the_api_is_ready(warden_api: tuple[str, SimulatorServer, Store]) -> None:
     """With beat, workers and the API running, readyz turns 200 with every check passing, and
-    both workers are seen by their heartbeats."""
+    the three workers (control, poll, archive) are seen by their heartbeats."""
     url, _, _ = warden_api
 
     def ready() -> dict[str, Any] | None:
@@ -694,7 +762,7 @@ def test_a_warden_with_the_api_is_ready(warden_api: tuple[str, SimulatorServer, 
     body = wait_for(ready, timeout=90, every=0.5)
     assert all(c["ok"] for c in body["checks"].values())
     workers = httpx.get(f"{url}/v1/stats").json()["workers"]
-    assert {n.split("-")[0] for n in workers} == {"poll", "archive"}
+    assert {n.split("-")[0] for n in workers} == {"control", "poll", "archive"}
 
 
 @pytest.mark.slow

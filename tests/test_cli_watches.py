@@ -20,7 +20,7 @@ from taskwarden.cli.common import ExitCode, parse_moment
 from taskwarden.models import FIELDS, watch_id
 from taskwarden.simulator.server import SimulatorServer
 
-from .conftest import Warden, running_warden, wait_for
+from .conftest import Warden, running_warden, wait_for, warden_env
 
 NOW = 1_800_000_000.0
 
@@ -393,3 +393,89 @@ def test_forget_removes_a_final_watch_and_refuses_a_live_one_unless_forced(
     again = _track(warden, task.uuid)
     assert again == wid and warden.store.history(wid)[0]["note"] == "registered"
     assert all(h["at"] >= before for h in warden.store.history(wid))  # none of the old watch's
+
+
+def test_cancel_and_retry_take_the_ls_filters_with_a_dry_run(warden: Warden) -> None:
+    """`cancel --label` cancels every live watch of a run (a dry run first prints how many and
+    which, and changes nothing); `retry --state error --label` re-arms that run's error watches
+    and leaves the rest; a ref with filters, or neither, is a usage error (exit 2)."""
+    run = uuid.uuid4().hex[:8]
+    going = [warden.sim.geobox.add_task(running_seconds=600, outcome="never") for _ in range(3)]
+    ids = [_track(warden, t.uuid, "--label", f"run={run}") for t in going]
+    lost = _track(warden, str(uuid.uuid4()), "--label", f"run={run}")  # no such task: error
+    assert warden.wait_final(lost).state == "error"
+
+    dry = warden.cli("cancel", "--label", f"run={run}", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[0] == "would be cancelled: 3 of 4 matching"
+    assert [line.strip() for line in dry.stdout.splitlines()[1:4]] == ids
+    assert "left alone: 1 error" in dry.stdout
+    assert {warden.store.get(w).state for w in ids} <= {"pending", "running"}  # type: ignore[union-attr]
+
+    done = warden.cli("cancel", "--label", f"run={run}", "--json")
+    assert done.returncode == 0, done.stderr
+    tally = json.loads(done.stdout)
+    assert (tally["changed"], tally["ids"], tally["skipped"]) == (3, ids, {"error": 1})
+    assert [warden.store.get(w).state for w in ids] == ["cancelled"] * 3  # type: ignore[union-attr]
+    again = warden.cli("cancel", "--label", f"run={run}", "--json")
+    assert json.loads(again.stdout)["changed"] == 0
+
+    retried = warden.cli("retry", "--state", "error", "--label", f"run={run}", "--json")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["ids"] == [lost]
+    assert warden.wait_final(lost).state == "error"  # still no such task; it was checked again
+    history = json.loads(warden.cli("show", lost, "--json").stdout)["history"]
+    assert [h["to"] for h in history].count("error") == 2
+
+    both = warden.cli("retry", lost, "--state", "error")
+    assert both.returncode == ExitCode.INVALID and "not both (--state)" in both.stderr
+    neither = warden.cli("cancel")
+    assert neither.returncode == ExitCode.INVALID and "at least one filter" in neither.stderr
+
+
+def test_cancel_abort_of_an_ended_watch_is_refused_and_sends_nothing(warden: Warden) -> None:
+    """`cancel --abort` of a watch that had already ended exits 2 and its history gains no
+    "abort sent" line; of a live one it cancels and the platform is asked to abort."""
+    task = warden.sim.geobox.add_task(running_seconds=0.2, file_size=10)
+    wid = _track(warden, task.uuid)
+    assert warden.wait_final(wid).state == "succeeded"
+    out = warden.cli("cancel", wid, "--abort")
+    assert out.returncode == ExitCode.INVALID
+    assert "had already ended (succeeded); no abort sent" in out.stderr
+    history = json.loads(warden.cli("show", wid, "--json").stdout)["history"]
+    assert not any("abort" in (h.get("note") or "") for h in history)
+
+    live = warden.sim.geobox.add_task(running_seconds=600, outcome="never")
+    lid = _track(warden, live.uuid)
+    assert warden.cli("cancel", lid, "--abort").returncode == 0
+
+    def noted() -> bool:
+        notes = [h.get("note") or "" for h in warden.store.history(lid)]
+        return "abort sent to the platform" in notes
+
+    wait_for(noted)
+
+
+def test_track_warns_when_no_worker_consumes_the_poll_queue(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """With no warden running, `track` still registers but says on stderr that nothing will
+    check the watch; with a live worker heartbeat it says nothing of the kind."""
+    env = {**os.environ, **warden_env(redis_url, sim, tmp_path)}
+
+    def track() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "taskwarden", "track", "geobox",
+                               str(uuid.uuid4())], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+
+    out = track()
+    assert out.returncode == 0, out.stderr
+    assert "registered (pending)" in out.stdout
+    assert "warning: no worker heartbeat is live on 'taskwarden.poll'" in out.stderr
+    from taskwarden.store import Store
+
+    store = Store.from_url(redis_url)
+    store.worker_heartbeat("poll@here", time.time(), 60, queues=[keys.QUEUE_POLL])
+    quiet = track()
+    store.redis.close()
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr

@@ -196,6 +196,35 @@ def test_cancel_ends_a_running_watch(tw: Client, warden: Warden) -> None:
     assert tw.wait(wid, timeout=5, progress_bar=False)["state"] == "cancelled"
 
 
+def test_cancel_and_retry_matching_follow_the_batches_of_a_filter(
+    tw: Client, warden: Warden, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cancel_matching cancels every live watch of a label across batches (a dry run changes
+    nothing), retry_matching re-arms the error ones; each returns the tally; cancel with abort
+    of an ended watch is a Conflict."""
+    from taskwarden.simulator.geobox import GeoboxTaskSpec
+
+    run = uuid.uuid4().hex[:8]
+    tasks = [warden.sim.geobox.add_task(running_seconds=600, outcome="never") for _ in range(3)]
+    ids = [tw.track("geobox", t.uuid, labels={"run": run})["id"] for t in tasks]
+    lost = str(uuid.uuid4())
+    err = tw.track("geobox", lost, labels={"run": run})["id"]
+    assert tw.wait(err, timeout=60, progress_bar=False, interval=0.2)["state"] == "error"
+    monkeypatch.setattr(client_module, "PAGE_MAX", 2)  # four watches take two batches
+    dry = tw.cancel_matching(labels={"run": run}, dry_run=True)
+    assert (dry["changed"], dry["ids"], dry["skipped"]) == (3, ids, {"error": 1})
+    assert {tw.get(w)["state"] for w in ids} <= {"pending", "running"}
+    done = tw.cancel_matching(labels={"run": run}, abort=True)
+    assert (done["matched"], done["changed"], done["ids"]) == (4, 3, ids)
+    assert {tw.get(w)["state"] for w in ids} == {"cancelled"}
+    with pytest.raises(Conflict, match="already ended"):
+        tw.cancel(ids[0], abort=True)
+    warden.sim.geobox.add_task(GeoboxTaskSpec(uuid=lost, running_seconds=0.2))
+    again = tw.retry_matching(labels={"run": run}, state="error")
+    assert (again["changed"], again["ids"]) == (1, [err])
+    assert tw.wait(err, timeout=60, progress_bar=False, interval=0.2)["state"] == "succeeded"
+
+
 def test_forget_removes_a_watch_and_refuses_a_live_one_unless_forced(
     tw: Client, warden: Warden
 ) -> None:

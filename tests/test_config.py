@@ -68,6 +68,22 @@ def test_default_archive_is_under_data_dir(
     assert load_settings().resolved_archive_url == f"file://{tmp_path}/archive"
 
 
+@pytest.mark.parametrize(("lease", "deadline"), [("30", "30"), ("10", "30"), ("5", "9.5")])
+def test_a_lease_no_longer_than_the_check_deadline_is_refused(
+    monkeypatch: pytest.MonkeyPatch, lease: str, deadline: str
+) -> None:
+    """A check must be able to end inside its lease: a lease up to the deadline is refused, and
+    the message names both variables and their values."""
+    monkeypatch.setenv("TASKWARDEN_LEASE_SECONDS", lease)
+    monkeypatch.setenv("TASKWARDEN_POLL__CHECK_DEADLINE", deadline)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert f"TASKWARDEN_LEASE_SECONDS ({lease}) must exceed" in str(err.value)
+    assert f"TASKWARDEN_POLL__CHECK_DEADLINE ({deadline})" in str(err.value)
+    monkeypatch.setenv("TASKWARDEN_LEASE_SECONDS", str(float(deadline) + 1))
+    assert load_settings().poll.check_deadline == float(deadline)
+
+
 def test_retention_by_final_state_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """TASKWARDEN_RETENTION__FINISHED applies to every final state without its own value; a
     state's own variable overrides it; the default is 30 days; a bad value names its variable."""

@@ -22,7 +22,11 @@ from .conftest import Warden, running_warden, wait_for
 # loaded machine
 pytestmark = pytest.mark.timeout(300)
 
-FAST_LEASES = {"TASKWARDEN_ARCHIVE_LEASE_SECONDS": "5", "TASKWARDEN_LEASE_SECONDS": "3"}
+FAST_LEASES = {
+    "TASKWARDEN_ARCHIVE_LEASE_SECONDS": "5",
+    "TASKWARDEN_LEASE_SECONDS": "3",
+    "TASKWARDEN_POLL__CHECK_DEADLINE": "2.5",
+}
 
 
 def children(pid: int) -> list[int]:
@@ -135,20 +139,20 @@ def test_redis_restart_under_load_loses_no_watch(tmp_path: Path, sim: SimulatorS
 def test_a_registration_reaching_a_worker_as_it_is_killed_is_not_lost(
     tmp_path: Path, sim: SimulatorServer
 ) -> None:
-    """The poll worker's main process frozen while a registration message arrives, then killed:
-    the instant in which Celery's stock Redis transport loses a message (it is off the queue and
-    not yet recorded; tests/test_broker.py). taskwarden's transport keeps it: the restarted
+    """The control worker's main process (registrations' consumer) frozen while a registration
+    message arrives, then killed: the instant in which Celery's stock Redis transport loses a
+    message (it is off the queue and not yet recorded; tests/test_broker.py). taskwarden's transport keeps it: the restarted
     worker registers it and the task is followed to its end."""
     warm_up, task = sim.geobox.add_tasks([{"running_seconds": 0.5, "file_size": 10}] * 2)
     with running_warden(tmp_path, sim, processes=1) as w:
         w.send_track(provider="geobox", remote_id=warm_up.uuid)  # the worker is up and idle
         assert w.wait_final(watch_id("geobox", warm_up.uuid), timeout=60).state is State.SUCCEEDED
-        main = w.service.processes[list(w.service.argvs).index("poll")].pid
+        main = w.service.processes[list(w.service.argvs).index("control")].pid
         os.kill(main, signal.SIGSTOP)
         w.send_track(provider="geobox", remote_id=task.uuid)
         time.sleep(0.5)  # a pending fetch would have been answered by now
         os.kill(main, signal.SIGKILL)
-        wait_for(lambda: w.service.restarts.get("poll", 0) >= 1, timeout=10)
+        wait_for(lambda: w.service.restarts.get("control", 0) >= 1, timeout=10)
         assert w.wait_final(watch_id("geobox", task.uuid), timeout=90).state is State.SUCCEEDED
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -381,6 +382,153 @@ def test_a_watch_beyond_the_first_page_is_reached_and_stays_live(
         expect(rows.last).to_have_attribute("data-watch-id", oldest)
         expect(page.locator("#page-next")).to_be_disabled()
 
+        assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+        assert tab.problems == []
+
+
+def test_the_watch_detail_view_opens_from_a_row_and_by_its_url_and_acts_with_the_token(
+    dash: Dash, tab: Tab
+) -> None:
+    """A row opens the watch's detail (state, history, archived outputs) at an address of its
+    own, which a reload keeps with the filters; its actions are refused without the token and
+    say why, retry re-arms an error watch, retry of a running one is refused with the reason,
+    cancel on the filter says how many first, and an abort of an ended watch is refused."""
+    page, geobox, warden = tab.page, dash.sim.geobox, dash.warden
+    run = uuid.uuid4().hex[:8]
+    done = geobox.add_task(name="detail: archived", running_seconds=0.3, file_name="out.tif",
+                           file_size=5000)  # fmt: skip
+    going = geobox.add_task(name="detail: endless", running_seconds=900, outcome="never")
+    lost = str(uuid.uuid4())  # no such task: its watch ends in error
+    for remote in (done.uuid, going.uuid, lost):
+        warden.send_track(provider="geobox", remote_id=remote, labels={"run": run})
+    wid, gid, lid = (watch_id("geobox", r) for r in (done.uuid, going.uuid, lost))
+    archived = warden.wait_final(wid)
+    assert archived.state == "succeeded" and archived.outputs
+    assert warden.wait_final(lid).state == "error"
+    dialogs: list[str] = []
+
+    def confirm(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", confirm)
+
+    page.goto(dash.url + f"/?label=run%3D{run}")
+    rows = page.locator("#watches tbody tr")
+    expect(rows).to_have_count(3, timeout=WAIT_MS)
+    page.locator(f'#watches tr[data-watch-id="{wid}"]').click()
+    detail = page.locator("#detail")
+    expect(detail).to_be_visible()
+    expect(page.locator("#d-id")).to_have_text(wid)
+    expect(detail).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    assert f"watch={wid}" in page.url and "label=run%3D" in page.url
+    history = page.locator("#d-history li")
+    expect(history.last).to_have_attribute("data-to", "succeeded")
+    assert history.count() == len(warden.store.history(wid))
+    out = archived.outputs[0]
+    output_row = page.locator(f'#d-outputs tr[data-key="{out["key"]}"]')
+    expect(output_row).to_contain_text(out["sha256"])
+    expect(page.locator('#d-fields [data-field="manifest"]')).to_have_text(archived.manifest or "")
+    keep_screenshot(page, "dashboard-watch-detail.png")
+
+    page.reload()  # the address alone brings back the filter and the open watch
+    expect(page.locator("#d-id")).to_have_text(wid, timeout=WAIT_MS)
+    expect(detail).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    expect(page.locator("#f-label")).to_have_value(f"run={run}")
+    expect(rows).to_have_count(3, timeout=WAIT_MS)
+
+    msg = page.locator("#d-msg")
+    page.goto(dash.url + f"/?label=run%3D{run}&watch={lid}")  # opened by its address
+    expect(detail).to_have_attribute("data-state", "error", timeout=WAIT_MS)
+    kind = warden.store.get(lid).last_error_kind  # type: ignore[union-attr]
+    assert kind is not None
+    expect(page.locator('#d-fields [data-field="last_error"]')).to_contain_text(kind + ": ")
+    page.locator("#d-retry").click()
+    expect(msg).to_contain_text("Refused: missing bearer token", timeout=WAIT_MS)
+    expect(msg).to_contain_text("actions need the API token")
+    assert warden.store.get(lid).state == "error"  # type: ignore[union-attr]
+
+    token = (Path(warden.env["TASKWARDEN_DATA_DIR"]) / "api-token").read_text().strip()
+    page.locator("#token").fill(token)
+    page.locator("#token-form button[type=submit]").click()
+    page.locator(f'#watches tr[data-watch-id="{gid}"]').click()
+    expect(detail).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    page.locator("#d-retry").click()
+    expect(msg).to_contain_text(f"Refused: watch {gid} is running; only error or timed_out",
+                                timeout=WAIT_MS)  # fmt: skip
+
+    bulk = page.locator("#bulk-msg")
+    page.locator("#bulk-cancel").click()
+    expect(bulk).to_have_text("1 watch cancelled.", timeout=WAIT_MS)
+    assert dialogs == ["1 watch of 3 matching will be cancelled. Go on?"]
+    assert warden.store.get(gid).state == "cancelled"  # type: ignore[union-attr]
+    expect(detail).to_have_attribute("data-state", "cancelled", timeout=WAIT_MS)
+    page.locator("#d-abort").click()
+    expect(msg).to_contain_text(f"Refused: watch {gid} had already ended (cancelled)",
+                                timeout=WAIT_MS)  # fmt: skip
+    assert not any("abort" in (h.get("note") or "") for h in warden.store.history(gid))
+
+    page.locator(f'#watches tr[data-watch-id="{lid}"]').click()
+    expect(detail).to_have_attribute("data-state", "error", timeout=WAIT_MS)
+    page.locator("#d-retry").click()
+    expect(msg).to_contain_text(f"Re-armed: {lid}", timeout=WAIT_MS)
+    moves = [(h.get("from"), h["to"]) for h in warden.store.history(lid)]
+    assert ("error", "pending") in moves
+    keep_screenshot(page, "dashboard-actions.png")
+    refused = [p for p in tab.problems if "the server responded with a status of" not in p]
+    assert refused == []
+
+
+def fail_checks(store: Store, wid: str, errors: int) -> None:
+    """Commit a failed check of a pending watch, as a poll worker would: still pending, its
+    ``errors``-th failure in a row recorded with its message and kind."""
+    now = time.time()
+    store.redis.zadd(keys.due("geobox"), {wid: 0})
+    claim = next(c for c in store.claim_due("geobox", now, 10_000, now + 60) if c.watch_id == wid)
+    decision = Decision(State.PENDING, None, None, 1.0, errors, now + 3600,
+                        last_error="geobox answered 503", failing_since=now)  # fmt: skip
+    assert store.commit(
+        Commit(claim, decision, now, extra={"last_error_kind": "ProviderUnavailable"})
+    )
+
+
+def test_stuck_watches_are_shown_and_open_their_detail_and_back_closes_it(
+    store: Store, redis_url: str, sim: SimulatorServer, tab: Tab, tmp_path: Path
+) -> None:
+    """The Stuck panel lists a live watch whose checks keep failing (with how many and the
+    error) and the oldest running watch; a click opens its detail at its own address, and the
+    browser's Back closes it again without a reload."""
+    started = time.time() - 600
+    for i, remote in enumerate(("stuck-failing", "stuck-old", "stuck-new")):
+        reg = Registration.model_validate({"provider": "geobox", "remote_id": remote})
+        store.register(reg, started + i)
+    failing, old, new = (watch_id("geobox", r) for r in ("stuck-failing", "stuck-old", "stuck-new"))
+    fail_checks(store, failing, 4)
+    start_running(store, old, 0.1)
+    start_running(store, new, 0.2)
+    settings = warden_env(redis_url, sim, tmp_path / "data")
+    settings["TASKWARDEN_ARCHIVE_URL"] = (tmp_path / "archive").as_uri()
+    with serving_api(settings, tmp_path) as url:
+        page = tab.page
+        page.goto(url + "/")
+        stuck = page.locator(f'#stuck-failing li[data-watch-id="{failing}"]')
+        expect(stuck).to_contain_text("4 failed checks: geobox answered 503", timeout=WAIT_MS)
+        oldest = page.locator("#stuck-oldest li")
+        expect(oldest).to_have_count(2)
+        expect(oldest.first).to_have_attribute("data-watch-id", old)
+        page.evaluate("window.__sameDocument = true")  # a reload would lose it
+        keep_screenshot(page, "dashboard-stuck.png")
+
+        stuck.click()
+        expect(page.locator("#d-id")).to_have_text(failing, timeout=WAIT_MS)
+        expect(page.locator('#d-fields [data-field="last_error"]')).to_have_text(
+            "ProviderUnavailable: geobox answered 503", timeout=WAIT_MS
+        )
+        expect(page.locator('#d-fields [data-field="failed_checks_in_a_row"]')).to_contain_text("4")
+        assert page.url.endswith(f"?watch={failing}")
+        page.go_back()
+        expect(page.locator("#detail")).to_be_hidden(timeout=WAIT_MS)
+        assert "watch=" not in page.url
         assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
         assert tab.problems == []
 

@@ -97,3 +97,36 @@ def test_the_platform_never_sees_more_than_the_configured_rate(
             )
     # it was limited, not stalled (a third of the rate: a loaded machine serves it slower)
     assert samples[-1][1] - samples[0][1] >= 10
+
+
+def test_a_backlog_beyond_the_rate_waits_unclaimed_and_no_request_is_wasted(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """30 watches due at once, a limit of 1/s and an 8 s lease (3 s check deadline): dispatch
+    claims only what the limit serves within a lease, so no claim outlives its lease waiting
+    for a slot. The platform sees exactly one request per watch, every watch ends after one
+    check, and the dispatch lag shows the backlog while it lasts."""
+    settings = {
+        "TASKWARDEN_RATE_LIMITS__GEOBOX__RATE": "1",
+        "TASKWARDEN_RATE_LIMITS__GEOBOX__BURST": "1",
+        "TASKWARDEN_LEASE_SECONDS": "8",
+        "TASKWARDEN_POLL__CHECK_DEADLINE": "3",
+    }
+    tasks = sim.geobox.add_tasks([{"pending_seconds": 0, "running_seconds": 0} for _ in range(30)])
+    ids = [watch_id("geobox", t.uuid) for t in tasks]
+    with running_warden(tmp_path, sim, **settings) as w:
+        for task in tasks:
+            w.send_track(provider="geobox", remote_id=task.uuid, archive=False)
+        lags: list[float] = []
+
+        def ended() -> bool:
+            lags.append(w.store.dispatch_lag(time.time()))
+            return all((x := w.store.get(wid)) is not None and x.state.final for wid in ids)
+
+        wait_for(ended, timeout=120, every=0.5)
+        for wid in ids:
+            watch = w.store.get(wid)
+            assert watch is not None and (watch.state, watch.polls) == (State.SUCCEEDED, 1)
+    for task in tasks:
+        assert sim.stats.count(task=task.uuid) == 1, task.uuid
+    assert max(lags) > 5  # the last watches waited about 30 s for their turn

@@ -23,7 +23,7 @@ from taskwarden.worker import heartbeat as worker_heartbeat
 from tests.conftest import wait_for
 from tests.test_api import serve, settings_for
 
-POLL, ARCHIVE = list(keys.POLL_QUEUES), [keys.QUEUE_ARCHIVE]
+CONTROL, POLL, ARCHIVE = list(keys.CONTROL_QUEUES), list(keys.POLL_QUEUES), [keys.QUEUE_ARCHIVE]
 
 
 @pytest.fixture
@@ -41,12 +41,13 @@ def queues_check(client: httpx.Client) -> dict[str, Any]:
     ("beats", "ok", "named"),
     [
         ({}, False, list(keys.ALL_QUEUES)),
-        ({"poll-1@h": POLL}, False, [keys.QUEUE_ARCHIVE]),
-        ({"archive-1@h": ARCHIVE}, False, POLL),
-        ({"poll-1@h": POLL, "archive-1@h": ARCHIVE}, True, list(keys.ALL_QUEUES)),
+        ({"poll-1@h": POLL}, False, [*CONTROL, keys.QUEUE_ARCHIVE]),
+        ({"archive-1@h": ARCHIVE}, False, CONTROL + POLL),
+        ({"poll-1@h": POLL, "archive-1@h": ARCHIVE}, False, CONTROL),
+        ({"c@h": CONTROL, "poll-1@h": POLL, "archive-1@h": ARCHIVE}, True, list(keys.ALL_QUEUES)),
         ({"all-1@h": [*keys.ALL_QUEUES, "other"]}, True, list(keys.ALL_QUEUES)),
         # an older worker says nothing of its queues: it may consume the archive queue
-        ({"poll-1@h": POLL, "old@h": None}, True, [keys.QUEUE_ARCHIVE, "old@h"]),
+        ({"poll-1@h": POLL, "old@h": None}, True, [*CONTROL, keys.QUEUE_ARCHIVE, "old@h"]),
         ({"old@h": None}, True, ["old@h"]),
     ],
 )
@@ -102,7 +103,8 @@ def test_workers_are_found_without_scanning_and_expired_ones_pruned(store: Store
 
 @contextmanager
 def worker(role: str, redis_url: str, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real worker of ``role`` ("poll" or "archive"), started as ``taskwarden run`` does."""
+    """A real worker of ``role`` ("control", "poll" or "archive"), started as ``taskwarden run``
+    does."""
     env = {
         **os.environ,
         "TASKWARDEN_REDIS_URL": redis_url,
@@ -128,15 +130,16 @@ def worker(role: str, redis_url: str, tmp: Path) -> Iterator[subprocess.Popen[by
 def test_real_workers_report_their_queues_and_readyz_follows(
     api: httpx.Client, store: Store, redis_url: str, tmp_path: Path
 ) -> None:
-    """A real poll worker reports the queues of its -Q, and readyz fails naming the archive
-    queue until an archive worker runs; a queue cancelled at run time (celery control
-    cancel_consumer) is reported gone and named; a stopped worker's queues go with it."""
+    """Real control and poll workers report the queues of their -Q, and readyz fails naming
+    the archive queue until an archive worker runs; a queue cancelled at run time (celery
+    control cancel_consumer) is reported gone and named; a stopped worker's queues go with it."""
 
     def reported(node_prefix: str) -> list[str] | None:
         found = [q for n, q in store.worker_queues().items() if n.startswith(node_prefix)]
         return found[0] if found else None
 
-    with worker("poll", redis_url, tmp_path):
+    with worker("control", redis_url, tmp_path), worker("poll", redis_url, tmp_path):
+        assert wait_for(lambda: reported("control-"), timeout=60) == sorted(keys.CONTROL_QUEUES)
         assert wait_for(lambda: reported("poll-"), timeout=60) == sorted(keys.POLL_QUEUES)
         check = queues_check(api)
         assert not check["ok"]

@@ -79,6 +79,8 @@ def assert_consistent(store: Store) -> None:
         assert set(r.zrange(keys.due(provider), 0, -1)) <= by_provider[provider] - final
     assert {k: set(r.zrange(k, 0, -1)) for k in r.keys(keys.LABEL + "*")} == labels
     assert set(r.zrange(keys.LEASES, 0, -1)) <= ids
+    for key in r.keys(keys.IN_FLIGHT + "*"):
+        assert set(r.zrange(key, 0, -1)) <= ids, key
     assert {k[len(keys.HISTORY) :] for k in r.keys(keys.HISTORY + "*")} == ids
     assert {k[len(keys.RUNNING) :] for k in r.keys(keys.RUNNING + "*")} <= ids
 
@@ -157,8 +159,8 @@ def test_a_re_armed_watch_leaves_the_index_and_is_scored_again_when_it_ends(kept
 
 def test_forget_removes_one_watch_now_and_refuses_a_live_one_unless_forced(kept: Store) -> None:
     """forget removes a final watch whatever its retention (a note after it leaves nothing); a
-    live one is refused naming its state, unless forced; a check in flight then writes nothing;
-    an unknown id is not found."""
+    live one is refused naming its state, unless forced (it leaves the in-flight count too); a
+    check in flight then writes nothing; an unknown id is not found."""
     done, _ = kept.register(reg("done", labels={"a": "1"}), NOW)
     end(kept, done.id, State.SUCCEEDED, NOW)
     assert kept.forget(done.id) == Forgotten(found=True, removed=True)
@@ -168,7 +170,9 @@ def test_forget_removes_one_watch_now_and_refuses_a_live_one_unless_forced(kept:
     in_flight = claim(kept, live.id, NOW)
     assert kept.forget(live.id) == Forgotten(found=True, removed=False, state="pending")
     assert kept.get(live.id) is not None
+    assert kept.in_flight("geobox", NOW) == 1
     assert kept.forget(live.id, force=True) == Forgotten(found=True, removed=True)
+    assert kept.in_flight("geobox", NOW) == 0  # a removed watch's check is in flight no more
     decision = Decision(State.RUNNING, "RUN", None, 2.0, 0, NOW + 30, note="late")
     assert not kept.commit(Commit(in_flight, decision, NOW + 1, previous=State.PENDING))
     assert kept.get(live.id) is None

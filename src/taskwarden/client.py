@@ -228,7 +228,8 @@ class Client:
 
     def cancel(self, ref: str, abort: bool = False) -> WatchDict:
         """Stop watching; ``abort`` also asks the platform to abort the remote task. Returns the
-        watch (a watch that had already ended is returned unchanged)."""
+        watch (a watch that had already ended is returned unchanged; with ``abort``, that is
+        a :class:`Conflict` and nothing is sent)."""
         watch: WatchDict = self._call(
             "POST", f"/v1/watches/{_ref(ref)}/cancel", json={"abort": abort}
         )["watch"]
@@ -245,6 +246,38 @@ class Client:
         """Re-arm a watch that ended in ``error`` or ``timed_out`` (``Conflict`` otherwise)."""
         watch: WatchDict = self._call("POST", f"/v1/watches/{_ref(ref)}/retry")["watch"]
         return watch
+
+    def cancel_matching(
+        self, *, abort: bool = False, dry_run: bool = False, **filters: Any
+    ) -> dict[str, Any]:
+        """Cancel every watch the filters match (those of :meth:`list`: state, provider, labels,
+        q, created/updated after/before), with ``abort`` the remote tasks too, following the
+        API's batches (``POST /v1/watches:cancel``). Returns the tally: ``matched``,
+        ``changed``, ``ids`` (those cancelled; on a ``dry_run``, those that would be) and
+        ``skipped`` by state. Watches already ended are skipped, so a repeat is harmless."""
+        return self._bulk("cancel", {"abort": abort, "dry_run": dry_run}, filters)
+
+    def retry_matching(self, *, dry_run: bool = False, **filters: Any) -> dict[str, Any]:
+        """Re-arm every ``error`` and ``timed_out`` watch the filters match (as
+        :meth:`cancel_matching`, through ``POST /v1/watches:retry``)."""
+        return self._bulk("retry", {"dry_run": dry_run}, filters)
+
+    def _bulk(self, action: str, body: dict[str, Any], filters: dict[str, Any]) -> dict[str, Any]:
+        labels = filters.pop("labels", None) or {}
+        body = {**body, "label": [f"{k}={v}" for k, v in labels.items()], "limit": PAGE_MAX}
+        body |= {key: _seconds(value) for key, value in filters.items() if value is not None}
+        total: dict[str, Any] = {"matched": 0, "changed": 0, "ids": [], "skipped": {}}
+        cursor = None
+        while True:
+            done = self._call("POST", f"/v1/watches:{action}", json={**body, "cursor": cursor})
+            total["matched"] += done["matched"]
+            total["changed"] += done["changed"]
+            total["ids"] += done["ids"]
+            for state, n in done["skipped"].items():
+                total["skipped"][state] = total["skipped"].get(state, 0) + n
+            cursor = done["next_cursor"]
+            if cursor is None:
+                return total
 
     def stats(self) -> dict[str, Any]:
         """Counts by state and provider, dispatch lag, poll and error rates."""

@@ -11,6 +11,9 @@ WATCH = PREFIX + "watch:"  # hash per watch: WATCH + id
 HISTORY = PREFIX + "history:"  # list per watch, newest first: HISTORY + id
 DUE = PREFIX + "due:"  # sorted set per provider: DUE + provider, score = next check (unix s)
 LEASES = PREFIX + "leases"  # sorted set: watch id -> lease expiry (unix s)
+# sorted set per provider: watch id -> when dispatch claimed it for a check (unix s); left when
+# the check commits, its lease is reaped, or the watch is cancelled or re-armed
+IN_FLIGHT = PREFIX + "inflight:"
 PROVIDERS = PREFIX + "providers"  # set of provider names that have watches
 ALL = PREFIX + "watches"  # sorted set: watch id -> created at
 BY_STATE = PREFIX + "state:"  # sorted set per state: id -> updated at
@@ -70,6 +73,10 @@ def label(key: str, value: str) -> str:
     return LABEL + _PAIR([key, value])
 
 
+def in_flight(provider: str) -> str:
+    return IN_FLIGHT + provider
+
+
 def counts(provider: str) -> str:
     return COUNTS + provider
 
@@ -112,5 +119,8 @@ QUEUE_DISPATCH = "taskwarden.dispatch"
 QUEUE_POLL = "taskwarden.poll"
 QUEUE_ARCHIVE = "taskwarden.archive"
 QUEUE_WEBHOOK = "taskwarden.webhook"  # its own queue, so a backlog of polls cannot hold it up
-POLL_QUEUES = (QUEUE_DEFAULT, QUEUE_DISPATCH, QUEUE_POLL, QUEUE_WEBHOOK)
-ALL_QUEUES = (*POLL_QUEUES, QUEUE_ARCHIVE)
+# registrations and dispatch, consumed by a worker of their own (`taskwarden run`'s "control"),
+# so that platforms that hang can hold up polls, never the intake nor the scheduling
+CONTROL_QUEUES = (QUEUE_DEFAULT, QUEUE_DISPATCH)
+POLL_QUEUES = (QUEUE_POLL, QUEUE_WEBHOOK)
+ALL_QUEUES = (*CONTROL_QUEUES, *POLL_QUEUES, QUEUE_ARCHIVE)

@@ -305,7 +305,8 @@ class _Collector(Collector):
         yield watches
         yield GaugeMetricFamily(
             "taskwarden_dispatch_lag_seconds",
-            "Seconds the oldest due watch has waited past its due time.",
+            "Seconds the longest-waiting watch has waited for its check (due and unclaimed, or"
+            " claimed and not yet committed).",
             value=live.dispatch_lag,
         )
         yield _by_label("taskwarden_queue_messages", "Messages waiting on each broker queue.",

@@ -30,6 +30,7 @@ FIELDS = {
     "remote_ended_at": "remote_ended_at",
     "details": "details",
     "retention": "retention",
+    "last_error_kind": "last_error_kind",
 }
 _ARCHIVE_MODES: dict[str, ArchiveMode] = {
     "success": "success",
@@ -241,6 +242,9 @@ class Watch:
     errors: int = 0
     polls: int = 0
     last_error: str | None = None
+    # the error-tree class of the failed check that wrote ``last_error`` ("ProviderUnavailable",
+    # "TaskNotFound"...); None for the platform's own words or a failure of an older version
+    last_error_kind: str | None = None
     next_poll_at: float | None = None
     finished_at: float | None = None
     fence: int = 0
@@ -306,6 +310,7 @@ class Watch:
             errors=int(raw.get("errors") or 0),
             polls=int(raw.get("polls") or 0),
             last_error=raw.get("last_error") or None,
+            last_error_kind=raw.get(FIELDS["last_error_kind"]) or None,
             next_poll_at=num("next_poll_at"),
             finished_at=num("finished_at"),
             fence=int(raw.get("fence") or 0),

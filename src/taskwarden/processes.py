@@ -1,5 +1,5 @@
-"""Start taskwarden's processes: the beat scheduler, a poll worker, an archive worker and
-(optionally) the HTTP API.
+"""Start taskwarden's processes: the beat scheduler, a control worker (registrations and
+dispatch), a poll worker, an archive worker and (optionally) the HTTP API.
 
 Used by ``taskwarden run``, the demo, the end-to-end tests and the benchmarks, so that all of
 them run the very same processes a deployment runs. Settings travel as ``TASKWARDEN_*``
@@ -31,7 +31,11 @@ def commands(
         poll += ["-c", str(poll_concurrency)]
     archive = [*me, "worker", "-Q", keys.QUEUE_ARCHIVE, "-n", f"archive-{os.getpid()}@%h",
                "-c", str(archive_concurrency)]  # fmt: skip
-    roles = {"beat": [*me, "beat"], "poll": poll, "archive": archive}
+    # its own process: a poll worker whose every slot waits on a platform that hangs still
+    # takes registrations and dispatches the other providers' checks
+    control = [*me, "worker", "-Q", ",".join(keys.CONTROL_QUEUES), "-n",
+               f"control-{os.getpid()}@%h", "-c", "1"]  # fmt: skip
+    roles = {"beat": [*me, "beat"], "control": control, "poll": poll, "archive": archive}
     if api:
         roles["api"] = [*me, "api"]  # on TASKWARDEN_API__HOST and __PORT
     return roles

@@ -22,6 +22,7 @@ POLICIES = Policies(
     retries={PROVIDER: RetryPolicy()},
     archive_lease_seconds=ARCHIVE_LEASE,
     poll_concurrency=4,
+    check_deadline=5.0,
     archive_chunk_size=8 * 1024 * 1024,
     max_output_bytes=None,
     jitter=lambda: 0.5,

@@ -9,7 +9,7 @@ import pytest
 
 from taskwarden.circuit import Circuit, CircuitPolicy, observe
 from taskwarden.models import Registration
-from taskwarden.service.dispatching import dispatch
+from taskwarden.service.dispatching import dispatch, in_flight_cap
 from taskwarden.store import Claim, Store
 
 NOW = 1_700_000_000.0
@@ -88,6 +88,97 @@ def test_the_poll_queue_room_is_shared_by_every_provider(store: Store) -> None:
     assert {provider for provider, _ in broker.batches} == set(got)
 
 
+@pytest.mark.parametrize(
+    ("max_in_flight", "lease", "deadline", "rate", "burst", "cap"),
+    [
+        (1000, 120, 30, None, 1, 1000),  # no rate limit: the cap alone
+        (1000, 120, 30, 1.0, 1, 73),  # 1/s over 80 % of the 90 s a lease leaves, + the burst
+        (1000, 120, 30, 100.0, 10, 1000),  # a fast limit: the cap is lower
+        (1000, 8, 3, 1.0, 1, 5),  # 1/s, 5 s left: 4 + 1
+        (1000, 31, 30, 0.1, 1, 1),  # never less than one
+    ],
+)
+def test_in_flight_cap_is_what_the_rate_limit_serves_within_a_lease(
+    max_in_flight: int, lease: float, deadline: float, rate: float | None, burst: int, cap: int
+) -> None:
+    """A rate-limited provider may have in flight what its limit starts while a lease still
+    leaves room for a whole check; never more than the general cap, never less than one."""
+    assert in_flight_cap(max_in_flight, lease, deadline, rate, burst) == cap
+
+
+def test_a_provider_at_its_cap_is_not_claimed_and_the_others_are(store: Store) -> None:
+    """A provider whose checks in flight reach its cap gets no new claims (its due watches stay
+    due) while another is claimed in full; once its checks commit or their leases are reaped,
+    it is claimed again."""
+    due_watches(store, "hung", 6)
+    due_watches(store, "healthy", 2)
+    broker = Broker()
+    kw = {"lease_seconds": 30, "batch_size": BATCH, "max_claims": 1000, "max_in_flight": 3}
+    first = dispatch(store, broker.send_polls, now=NOW, **kw)  # type: ignore[arg-type]
+    assert first.claimed == {"hung": 3, "healthy": 2}
+    assert store.in_flight("hung", NOW - 30) == 3
+    store.register(Registration.model_validate({"provider": "healthy", "remote_id": "new"}), NOW)
+    second = dispatch(store, broker.send_polls, now=NOW + 1, **kw)  # type: ignore[arg-type]
+    assert second.claimed == {"healthy": 1}
+    assert second.at_cap == {"hung": 3}
+    assert store.due_count("hung", NOW + 1) == 3
+    # the leases run out: reaped, off the in-flight count, claimed again
+    third = dispatch(store, broker.send_polls, now=NOW + 32, **kw)  # type: ignore[arg-type]
+    assert third.reaped == 6
+    assert third.claimed == {"hung": 3, "healthy": 3}
+
+
+def test_per_provider_caps_override_the_general_one(store: Store) -> None:
+    """``in_flight_caps`` sets one provider's cap (a rate-limited one's); the rest keep
+    ``max_in_flight``."""
+    due_watches(store, "limited", 5)
+    due_watches(store, "free", 5)
+    broker = Broker()
+    result = dispatch(
+        store,
+        broker.send_polls,
+        now=NOW,
+        lease_seconds=30,
+        batch_size=BATCH,
+        max_claims=1000,
+        max_in_flight=4,
+        in_flight_caps={"limited": 2},
+    )
+    assert result.claimed == {"limited": 2, "free": 4}
+
+
+def test_dispatch_lag_counts_checks_held_in_leases(store: Store) -> None:
+    """The lag is the longest wait of a watch not yet checked: a due one counts from when it
+    fell due, a claimed one not yet committed from its claim, until its check commits or its
+    lease is reaped (back on the schedule, due again)."""
+    due_watches(store, "geobox", 2)
+    assert store.dispatch_lag(NOW + 4) == pytest.approx(5.0)  # due since NOW - 1
+    claims = store.claim_due("geobox", NOW + 4, 10, lease_until=NOW + 34)
+    assert len(claims) == 2 and store.due_count("geobox") == 0
+    assert store.dispatch_lag(NOW + 20) == pytest.approx(16.0)  # held since the claim
+    store.reap_leases(NOW + 40)
+    assert store.dispatch_lag(NOW + 41) == pytest.approx(1.0)  # due again since the reap
+
+
+def test_a_provider_holds_no_more_poll_messages_than_its_cap_fills(store: Store) -> None:
+    """Watches that fall due one at a time are sent one per message; a provider still holds at
+    most ceil(max_in_flight / batch_size) messages, the worker slots a hung platform could
+    hold, however few checks each carries."""
+    broker = Broker()
+    claimed = []
+    for tick in range(4):
+        reg = Registration.model_validate({"provider": "hung", "remote_id": f"late-{tick}"})
+        store.register(reg, NOW + tick)
+        result = dispatch(
+            store, broker.send_polls, now=NOW + tick, lease_seconds=30, batch_size=BATCH,
+            max_claims=1000, max_in_flight=2 * BATCH,
+        )  # fmt: skip
+        claimed.append(result.claimed.get("hung", 0))
+    assert claimed == [1, 1, 0, 0]
+    assert len(broker.batches) == 2
+    assert store.due_count("hung") == 2
+
+
 def test_each_tick_sweeps_at_most_its_limit_even_with_a_full_poll_queue(store: Store) -> None:
     """The retention sweep runs every tick, back-pressure or not, removing at most
     ``sweep_limit`` expired watches; a backlog drains over the following ticks."""
@@ -135,3 +226,34 @@ def test_an_open_circuit_claims_one_probe_per_interval_and_a_ramp_after_closing(
     assert tick(store, broker, NOW + 11) == {"geobox": BATCH}  # just closed: one batch
     assert tick(store, broker, NOW + 21) == {"geobox": 18}  # half the ramp: half the 36 due
     assert tick(store, broker, NOW + 31) == {"geobox": 18}  # the ramp is over: all the rest
+
+
+def test_a_provider_at_its_cap_takes_no_probe_and_its_ramp_is_capped(store: Store) -> None:
+    """An open circuit's probe waits while the provider's checks in flight fill its cap (the
+    probe's turn is not spent: it goes once a check commits or its lease is reaped); after the
+    circuit closes, the ramp claims no more than the cap leaves."""
+    due_watches(store, "geobox", 40)
+    broker = Broker()
+    kw = {"lease_seconds": 30, "batch_size": BATCH, "max_claims": 1000, "max_in_flight": 2}
+    assert dispatch(store, broker.send_polls, now=NOW, **kw).claimed == {"geobox": 2}  # type: ignore[arg-type]
+    opened = observe(Circuit(), [False] * 3, NOW - 10, POLICY)  # first probe due at NOW
+    store.change_circuit("geobox", lambda c: (opened, None))
+    full = dispatch(store, broker.send_polls, now=NOW + 1, circuit=POLICY, **kw)  # type: ignore[arg-type]
+    assert (full.claimed, full.probes, full.held, full.at_cap) == (
+        {},
+        [],
+        ["geobox"],
+        {"geobox": 2},
+    )
+    assert store.circuits(["geobox"])["geobox"].probes == 0
+
+    store.reap_leases(NOW + 31)  # the two checks' leases run out
+    freed = dispatch(store, broker.send_polls, now=NOW + 31, circuit=POLICY, **kw)  # type: ignore[arg-type]
+    assert (freed.claimed, freed.probes) == ({"geobox": 1}, ["geobox"])
+    assert store.circuits(["geobox"])["geobox"].probes == 1
+
+    closed = observe(store.circuits(["geobox"])["geobox"], [True], NOW + 52, POLICY)
+    store.change_circuit("geobox", lambda c: (closed, None))
+    ramp = dispatch(store, broker.send_polls, now=NOW + 62, circuit=POLICY, **kw)  # type: ignore[arg-type]
+    # half the ramp would be 20 of the 39 due; the cap leaves 2 (the probe's lease was reaped)
+    assert ramp.reaped == 1 and ramp.claimed == {"geobox": 2}

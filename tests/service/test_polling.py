@@ -9,9 +9,11 @@ from dataclasses import replace
 from taskwarden import keys
 from taskwarden.circuit import Circuit, CircuitPolicy, observe
 from taskwarden.errors import ProviderUnavailable
-from taskwarden.lifecycle import Observation, Remote, State
+from taskwarden.lifecycle import Failure, Observation, Remote, State
+from taskwarden.models import Watch
 from taskwarden.providers.base import Target
 from taskwarden.service import PollResult, poll_batch
+from taskwarden.service.polling import check, extend_deadline
 from taskwarden.store import Claim, Store
 from tests.service.doubles import ARCHIVE_LEASE, NOW, POLICIES, PROVIDER, Platform, Sent, register
 
@@ -123,6 +125,61 @@ def test_one_now_dates_every_decision_of_a_batch(store: Store) -> None:
     assert store.due_count(PROVIDER, at + POLICIES.poll.initial) == 3
 
 
+class Hanging(Platform):
+    """A platform double that never answers about ``hung`` tasks; a check that says it waited
+    ``waited`` seconds for a rate-limit slot pushes its deadline back by as long."""
+
+    def __init__(self, hung: set[str], waited: float = 0.0, takes: float = 0.0) -> None:
+        super().__init__()
+        self.hung, self.waited, self.takes = hung, waited, takes
+
+    async def fetch_status(self, target: Target) -> Observation:
+        if target.remote_id in self.hung:
+            await asyncio.Event().wait()  # for ever
+        extend_deadline(self.waited)
+        await asyncio.sleep(self.takes)
+        return await super().fetch_status(target)
+
+
+def test_a_check_past_its_deadline_is_a_retryable_failure_and_the_others_commit(
+    store: Store,
+) -> None:
+    """A check that never ends is cut off at the check deadline: it commits as a retryable
+    error (due again, its error recorded), and the batch's other checks commit as usual."""
+    hung_id, ok_id = register(store, "hung"), register(store, "ok")
+    platform, sent = Hanging({"hung"}), Sent()
+    policies = replace(POLICIES, check_deadline=0.2)
+    result = asyncio.run(
+        poll_batch(
+            store, platform, claim(store, NOW), policies=policies, now=NOW,
+            send_archive=sent.archives.append, send_abort=sent.aborts.append,
+            record=sent.metrics.append,
+        )
+    )  # fmt: skip
+    assert result == PollResult(polled=2, committed=2, stale=0, archives=0)
+    hung, ok = store.get(hung_id), store.get(ok_id)
+    assert hung is not None and ok is not None
+    assert (hung.state, hung.errors) == (State.PENDING, 1)
+    assert hung.last_error == "no complete answer within the check deadline (0.2 s)"
+    assert hung.next_poll_at is not None and store.due_count(PROVIDER) == 2
+    assert (ok.state, ok.errors, ok.last_error) == (State.RUNNING, 0, None)
+    assert store.in_flight(PROVIDER, NOW - LEASE) == 0  # both checks left the in-flight count
+
+
+def test_a_rate_limit_wait_does_not_count_against_the_deadline() -> None:
+    """A check that waited for its rate-limit slot longer than the deadline, and then took less
+    than the deadline, ends with what the platform said."""
+    platform = Hanging(set(), waited=0.5, takes=0.3)
+    watch = Watch("w", PROVIDER, "slow", State.RUNNING, created_at=NOW, updated_at=NOW)
+    seen = asyncio.run(check(platform, watch, deadline=0.1))
+    assert isinstance(seen, Observation) and seen.remote is Remote.RUNNING
+    assert asyncio.run(check(Hanging(set(), takes=0.3), watch, deadline=0.1)) == Failure(
+        "no complete answer within the check deadline (0.1 s)",
+        retryable=True,
+        kind="ProviderUnavailable",
+    )
+
+
 class Down(Platform):
     """The double's platform during an outage: every check meets a 503."""
 
@@ -164,3 +221,30 @@ def test_an_open_circuit_checks_one_watch_of_a_batch_holds_it_and_leaves_the_res
                    record=sent.metrics.append)
     )  # fmt: skip
     assert not store.circuits([PROVIDER])[PROVIDER].is_open
+
+
+class Unavailable(Platform):
+    """A platform that answers no status check."""
+
+    async def fetch_status(self, target: Target) -> Observation:
+        self.checked.append(target.remote_id)
+        raise ProviderUnavailable("down for maintenance", provider=self.name)
+
+
+def test_a_failed_check_records_its_error_kind_beside_its_message(store: Store) -> None:
+    """A check that raised keeps the error-tree class it raised as ``last_error_kind`` beside
+    ``last_error``; a check that then sees the task again leaves both as they were."""
+    wid = register(store, "r0")
+    sent = Sent()
+    poll(store, Unavailable(), claim(store, NOW), NOW, sent)
+    watch = store.get(wid)
+    assert watch is not None and watch.errors == 1
+    assert (watch.last_error_kind, watch.last_error) == (
+        "ProviderUnavailable",
+        "down for maintenance",
+    )
+    later = NOW + 60
+    store.redis.zadd(keys.due(PROVIDER), {wid: 0})
+    poll(store, Platform(), claim(store, later), later, sent)
+    seen = store.get(wid)
+    assert seen is not None and (seen.errors, seen.last_error_kind) == (0, "ProviderUnavailable")

@@ -346,6 +346,33 @@ def test_delay_slows_the_answer(server: SimulatorServer, api: httpx.Client) -> N
     assert time.monotonic() - started >= 0.3
 
 
+def test_hang_answers_nothing_until_the_client_gives_up(
+    server: SimulatorServer, api: httpx.Client
+) -> None:
+    """A hang fault sends not even the headers: the client's read timeout is what ends it; the
+    request is counted, and the next one is answered."""
+    task = server.geobox.add_task()
+    server.inject(kind="hang", delay=60, route="tasks/{uuid}/")
+    with pytest.raises(httpx.ReadTimeout):
+        api.get(f"tasks/{task.uuid}/", timeout=httpx.Timeout(10, read=0.3))
+    assert api.get(f"tasks/{task.uuid}/").status_code == 200
+    assert server.stats.count(route="tasks/{uuid}/", task=task.uuid) == 2
+
+
+def test_trickle_sends_the_whole_body_a_byte_at_a_time(
+    server: SimulatorServer, api: httpx.Client
+) -> None:
+    """A trickle fault answers the same document, a byte at a time (reads come in pieces of a
+    few bytes at most, as a slow client gathers what arrived since its last read)."""
+    task = server.geobox.add_task()
+    whole = api.get(f"tasks/{task.uuid}/").content
+    server.inject(kind="trickle", delay=0.002, route="tasks/{uuid}/")
+    with api.stream("GET", f"tasks/{task.uuid}/") as r:
+        chunks = list(r.iter_raw())
+    assert b"".join(chunks) == whole
+    assert len(chunks) > len(whole) // 4
+
+
 def test_reset_drops_the_connection(server: SimulatorServer, api: httpx.Client) -> None:
     """A reset fault closes the connection without an answer; the next request works."""
     task = server.geobox.add_task()

@@ -117,5 +117,5 @@ class Readiness:
         lag = self.store.dispatch_lag(time.time())
         limit = self.settings.api.ready_max_lag
         if lag > limit:
-            return False, f"oldest due watch waited {lag:.1f} s (more than {limit:g} s)"
+            return False, f"a watch waited {lag:.1f} s for its check (more than {limit:g} s)"
         return True, f"{lag:.1f} s (at most {limit:g} s)"

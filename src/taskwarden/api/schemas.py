@@ -7,10 +7,11 @@ documented and sent without a second definition here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from taskwarden.lifecycle import State
 from taskwarden.models import Watch
 
 
@@ -80,6 +81,53 @@ class CancelRequest(BaseModel):
 class Cancelled(BaseModel):
     watch: Watch
     cancelled: bool = Field(description="false: the watch had already ended")
+
+
+LABEL_FILTER = "^[^=]+="  # key=value: a key of at least one character, then anything
+
+
+def _whole(value: object) -> object:
+    """A whole float is the integer JSON Schema says it is (``3.0``); the rest is judged as
+    sent (strictly: no ``"3"``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class BulkRequest(BaseModel):
+    """Which watches a bulk action takes (the filters of `GET /v1/watches`), and how many."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: State | None = None
+    provider: str | None = None
+    label: list[Annotated[str, StringConstraints(pattern=LABEL_FILTER)]] = Field(
+        [], description="key=value; every one must match"
+    )
+    q: str | None = Field(None, description="substring of id, remote id or name")
+    created_after: float | None = Field(None, description="unix seconds, inclusive")
+    created_before: float | None = Field(None, description="unix seconds, exclusive")
+    updated_after: float | None = None
+    updated_before: float | None = None
+    limit: Annotated[int, BeforeValidator(_whole)] = Field(
+        100, ge=1, le=500, description="matching watches handled per request"
+    )
+    cursor: str | None = Field(None, description="`next_cursor` of the previous request")
+    dry_run: bool = Field(False, description="change nothing; say what would change")
+
+
+class BulkCancelRequest(BulkRequest):
+    abort: bool = Field(False, description="also abort the remote tasks of those cancelled")
+
+
+class BulkResult(BaseModel):
+    matched: int = Field(description="watches the filter matched in this batch")
+    changed: int = Field(description="cancelled or re-armed (would be, on a dry run)")
+    ids: list[str] = Field(description="the watches changed, oldest created first")
+    skipped: dict[str, int] = Field(description="matched but left alone, by their state")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to go on; null when no matching watch is left. Repeating "
+        "a request is harmless: what was already changed is skipped."
+    )
+    dry_run: bool
 
 
 class Rearmed(BaseModel):

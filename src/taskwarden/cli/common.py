@@ -6,20 +6,22 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from taskwarden import logs, webhooks
 from taskwarden.config import Settings, load_settings, open_reads_refusal
 from taskwarden.errors import ConfigError
+from taskwarden.lifecycle import State
 from taskwarden.models import Watch
 from taskwarden.providers import check_settings
 from taskwarden.redis_server import check_redis, ensure_redis, wait_reachable
+from taskwarden.service.bulk import Selection
 from taskwarden.store import Store, connection
 
 
@@ -222,6 +224,45 @@ def moment(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
         return parse_moment(value, time.time())
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def filter_options(command: F) -> F:
+    """The filters of ``ls``, for every command that takes watches by filter: ``state``,
+    ``provider``, ``labels``, ``search`` and the four time bounds."""
+    options = [
+        click.option("--state", type=click.Choice([str(s) for s in State]), default=None),
+        click.option("--provider", default=None),
+        click.option(
+            "--label", "labels", multiple=True, help="k=v, repeatable: every one must match."
+        ),
+        click.option("-q", "--search", default=None, help="Text in the id, remote id or name."),
+        click.option(
+            "--created-after", metavar="TIME", callback=moment, help="ISO-8601, unix s, 1h..."
+        ),
+        click.option("--created-before", metavar="TIME", callback=moment),
+        click.option("--updated-after", metavar="TIME", callback=moment),
+        click.option("--updated-before", metavar="TIME", callback=moment),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+FILTERS = ("state", "provider", "labels", "search", "created_after", "created_before",
+           "updated_after", "updated_before")  # fmt: skip
+
+
+def selection(filters: dict[str, Any]) -> Selection:
+    """The :class:`~taskwarden.service.Selection` the ``filter_options`` values name."""
+    return Selection(
+        state=filters["state"], provider=filters["provider"],
+        labels=parse_pairs(filters["labels"], "--label"), q=filters["search"] or None,
+        created_after=filters["created_after"], created_before=filters["created_before"],
+        updated_after=filters["updated_after"], updated_before=filters["updated_before"],
+    )  # fmt: skip
 
 
 def bar(progress: float | None, width: int = 10) -> str:

@@ -81,7 +81,7 @@ def _quiet() -> list[str]:
 @click.option("-c", "--concurrency", type=int, default=None, help="Poll worker processes.")
 @click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
 def run(concurrency: int | None, no_api: bool) -> None:
-    """Start the beat scheduler, a poll worker, an archive worker and the HTTP API together."""
+    """Start the beat scheduler, the control, poll and archive workers and the HTTP API."""
     from taskwarden import api_token
     from taskwarden.processes import Service
 

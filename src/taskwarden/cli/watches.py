@@ -11,13 +11,13 @@ from typing import IO, Any
 
 import click
 
-from taskwarden import service
+from taskwarden import keys, service
 from taskwarden.cli import bulk, common
 from taskwarden.cli.common import ExitCode
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
 from taskwarden.models import Watch
-from taskwarden.store import SORTS, BadQuery, StoreError
+from taskwarden.store import SORTS, BadQuery, Store, StoreError
 
 
 @click.command()
@@ -123,10 +123,22 @@ def track(
         except InvalidRegistration as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(ExitCode.INVALID)
+        idle = not watch.state.final and not _polled(store)
     if as_json:
         click.echo(json.dumps({"watch_id": watch.id, "created": created}))
     else:
         click.echo(f"{watch.id} {'registered' if created else 'already watched'} ({watch.state})")
+    if idle:
+        click.echo(
+            f"warning: no worker heartbeat is live on {keys.QUEUE_POLL!r}: nothing checks this "
+            "watch until a warden runs (`taskwarden run`)",
+            err=True,
+        )
+
+
+def _polled(store: Store) -> bool:
+    """Whether a live worker consumes the poll queue (one too old to say counts)."""
+    return any(q is None or keys.QUEUE_POLL in q for q in store.worker_queues().values())
 
 
 def track_file(stream: IO[str], fmt: str, defaults: dict[str, Any], as_json: bool) -> None:
@@ -157,16 +169,7 @@ def track_file(stream: IO[str], fmt: str, defaults: dict[str, Any], as_json: boo
 
 
 @click.command(name="ls")
-@click.option("--state", type=click.Choice([str(s) for s in State]), default=None)
-@click.option("--provider", default=None)
-@click.option("--label", "labels", multiple=True, help="k=v, repeatable: every one must match.")
-@click.option("-q", "--search", default=None, help="Text in the id, remote id or name.")
-@click.option(
-    "--created-after", metavar="TIME", callback=common.moment, help="ISO-8601, unix s, 1h..."
-)
-@click.option("--created-before", metavar="TIME", callback=common.moment)
-@click.option("--updated-after", metavar="TIME", callback=common.moment)
-@click.option("--updated-before", metavar="TIME", callback=common.moment)
+@common.filter_options
 @click.option("--sort", type=click.Choice(SORTS), default="-created_at", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--cursor", default=None, help="Where a previous listing stopped.")
@@ -254,6 +257,8 @@ def show(ref: str, as_json: bool) -> None:
         return
     for key in ("id", "provider", "remote_id", "name", "state", "raw_status", "last_error"):
         click.echo(f"{key:<12} {data[key] if data[key] is not None else '-'}")
+    if watch.last_error_kind:
+        click.echo(f"{'error kind':<12} {watch.last_error_kind}")
     if watch.state is State.ARCHIVING and watch.outcome is not None:
         click.echo(f"{'lands on':<12} {watch.outcome} (once archived)")
     click.echo(f"{'progress':<12} {common.bar(watch.progress)}")

@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -73,6 +74,10 @@ class PollSettings(BaseModel):
     initial: float = Field(2.0, gt=0)
     backoff: float = Field(1.5, ge=1)
     maximum: float = Field(60.0, gt=0)
+    # seconds one status check may take, all requests included (connect, headers, the whole
+    # body; rate-limit waits excluded): a platform that hangs or trickles its answer is cut off
+    # there with a retryable error. It must stay under TASKWARDEN_LEASE_SECONDS.
+    check_deadline: float = Field(30.0, gt=0, le=3600)
 
     def policy(self) -> PollPolicy:
         return PollPolicy(initial=self.initial, backoff=self.backoff, maximum=self.maximum)
@@ -287,6 +292,9 @@ class Settings(BaseSettings):
     max_queued_batches: int = Field(200, ge=1)  # poll messages waiting before dispatch holds off
     poll_concurrency: int = Field(64, ge=1, le=10_000)  # requests in flight per poll message
     lease_seconds: float = Field(120.0, gt=0)  # a poll not committed by then is dispatched again
+    # checks of one provider claimed and not yet committed, at most: a platform that hangs
+    # holds no more of the poll workers than this (see README, "How it works")
+    dispatch_max_in_flight: int = Field(1000, ge=1)
     archive_lease_seconds: float = Field(900.0, gt=0)
     history_limit: int = Field(100, ge=1, le=100_000)
     default_timeout: float | None = Field(None, gt=0)  # seconds; None: watch until final
@@ -302,6 +310,16 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @model_validator(mode="after")
+    def _lease_outlives_check(self) -> Settings:
+        if self.lease_seconds <= self.poll.check_deadline:
+            raise ValueError(
+                f"TASKWARDEN_LEASE_SECONDS ({self.lease_seconds:g}) must exceed"
+                f" TASKWARDEN_POLL__CHECK_DEADLINE ({self.poll.check_deadline:g}): a check"
+                " that outlives its lease can never commit"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod
@@ -379,6 +397,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
+            if not err["loc"]:  # a rule over several settings: its message names them
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
             var = ENV_PREFIX + "__".join(str(part) for part in err["loc"]).upper()
             secret = any(word in var for word in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
             got = "" if secret else f" (got {err.get('input')!r})"

@@ -7,6 +7,12 @@ check the live ones concurrently (:func:`check_all`), decide each one's next ste
 round trip, then send the archives and aborts they call for (:func:`commit_all`). The clock is
 read once, by the caller: ``now`` is the time of every decision in the batch.
 
+Every check runs under ``check_deadline`` (:func:`check`): connect, headers and the whole body
+of every request it makes, so that a platform that accepts and never answers, or trickles its
+answer a byte at a time (which no per-read timeout trips), ends in a retryable failure instead
+of holding a worker for ever. A rate-limit wait is no fault of the platform: it pushes the
+deadline back by as long (:func:`extend_deadline`).
+
 Between checking and deciding, what the checks say of the platform goes to its circuit
 (:func:`observe_circuit`); while the circuit is open, outage failures are held
 (:func:`~taskwarden.lifecycle.held`) instead of counted against their watches, and a batch
@@ -19,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from taskwarden import circuit, logs, metrics
-from taskwarden.errors import PermanentError, RetryableError
+from taskwarden.errors import PermanentError, ProviderUnavailable, RetryableError
 from taskwarden.lifecycle import (
     INTERNAL_ERROR,
     Decision,
@@ -33,7 +40,7 @@ from taskwarden.lifecycle import (
     deferred,
     held,
 )
-from taskwarden.models import Watch, observed_fields
+from taskwarden.models import FIELDS, Watch, observed_fields
 from taskwarden.providers.base import Provider
 from taskwarden.service.rules import (
     Policies,
@@ -48,6 +55,9 @@ from taskwarden.store import Claim, Commit, Store
 log = logs.get("taskwarden.worker")
 
 Seen = Observation | Failure
+
+# the deadline of the check running in this asyncio task, for extend_deadline
+_deadline: ContextVar[asyncio.Timeout | None] = ContextVar("taskwarden_deadline", default=None)
 
 
 @dataclass
@@ -95,7 +105,7 @@ async def poll_batch(
         _, stale, _ = commit_all(store, defer_all(later, now), set(), send_archive, send_abort)
         result.stale += stale
     watches = [w for _, w in batch.live]
-    seen = await check_all(provider, watches, policies.poll_concurrency)
+    seen = await check_all(provider, watches, policies.poll_concurrency, policies.check_deadline)
     observed = metrics.Batch()
     hold = observe_circuit(store, provider.name, [s for s, _ in seen], now, policies, observed)
     commits = decide_all(batch.live, [s for s, _ in seen], now, policies, hold=hold)
@@ -140,22 +150,51 @@ def resend_archives(
 
 
 async def check_all(
-    provider: Provider, watches: Sequence[Watch], concurrency: int
+    provider: Provider,
+    watches: Sequence[Watch],
+    concurrency: int,
+    deadline: float | None = None,
 ) -> list[tuple[Seen, float]]:
-    """Check every watch, at most ``concurrency`` at once: what each check saw, and its seconds."""
+    """Check every watch, at most ``concurrency`` at once, each within ``deadline`` seconds:
+    what each check saw, and its seconds."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(watch: Watch) -> tuple[Seen, float]:
         async with gate:
             started = time.perf_counter()
-            seen = await check(provider, watch)
+            seen = await check(provider, watch, deadline)
             return seen, time.perf_counter() - started
 
     return await asyncio.gather(*(one(w) for w in watches))
 
 
-async def check(provider: Provider, watch: Watch) -> Seen:
-    """One status check of ``watch``; a failure, or a provider's bug, is a :class:`Failure`."""
+def extend_deadline(seconds: float) -> None:
+    """Push the deadline of the check running in this task back by ``seconds`` (a wait that is
+    not the platform's doing: its rate limit). Outside a check, nothing happens."""
+    timeout = _deadline.get()
+    when = None if timeout is None else timeout.when()
+    if timeout is not None and when is not None and seconds > 0:
+        timeout.reschedule(when + seconds)
+
+
+async def check(provider: Provider, watch: Watch, deadline: float | None = None) -> Seen:
+    """One status check of ``watch``, cut off after ``deadline`` seconds (None: none); a
+    failure, a check past its deadline, or a provider's bug, is a :class:`Failure`."""
+    try:
+        async with asyncio.timeout(deadline) as timeout:
+            token = _deadline.set(timeout)
+            try:
+                return await _fetch(provider, watch)
+            finally:
+                _deadline.reset(token)
+    except TimeoutError:
+        if not timeout.expired():
+            raise
+        message = f"no complete answer within the check deadline ({deadline:g} s)"
+        return failure_of(ProviderUnavailable(message, provider=provider.name))
+
+
+async def _fetch(provider: Provider, watch: Watch) -> Seen:
     try:
         return await provider.fetch_status(target_of(watch))
     except (RetryableError, PermanentError) as exc:
@@ -236,6 +275,8 @@ def decide_all(
             "polls": watch.polls + 1,
             "failing_since": decision.failing_since,
         }
+        if isinstance(observed, Failure):
+            extra[FIELDS["last_error_kind"]] = observed.kind
         if isinstance(observed, Observation):
             if observed.name:
                 extra["name"] = observed.name

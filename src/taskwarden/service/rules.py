@@ -35,6 +35,7 @@ class Policies:
     retries: Mapping[str, RetryPolicy]
     archive_lease_seconds: float
     poll_concurrency: int
+    check_deadline: float | None
     archive_chunk_size: int
     max_output_bytes: int | None
     jitter: Callable[[], float]
@@ -50,6 +51,7 @@ class Policies:
             retries={name: settings.retry_policy(name) for name in providers},
             archive_lease_seconds=settings.archive_lease_seconds,
             poll_concurrency=settings.poll_concurrency,
+            check_deadline=settings.poll.check_deadline,
             archive_chunk_size=settings.archive_chunk_size,
             max_output_bytes=settings.max_output_bytes,
             jitter=jitter or random.Random().random,

@@ -19,6 +19,7 @@ from taskwarden import archive, metrics, net, webhooks
 from taskwarden.config import Settings
 from taskwarden.providers import factories
 from taskwarden.providers.base import Provider
+from taskwarden.service.polling import extend_deadline
 from taskwarden.service.rules import Policies
 from taskwarden.store import Limit, RateLimiter, Store
 
@@ -38,7 +39,7 @@ class Runtime:
         )
         built = factories()
         limited = [name for name in built if self.limiter.limited(name)]
-        waits = {name: partial(self.limiter.acquire, name) for name in limited}
+        waits = {name: partial(self._rate_limit, name) for name in limited}
         self.clients = net.provider_clients(settings, built, before_request=waits)
         self.providers: dict[str, Provider] = {
             name: factory(settings, self.clients.clients[name]) for name, factory in built.items()
@@ -46,6 +47,13 @@ class Runtime:
         self.archive = archive.open_store(settings)
         self.policies = Policies.from_settings(settings, self.providers)
         self.webhooks = webhooks.Sender(settings, self.store)
+
+    async def _rate_limit(self, provider: str) -> None:
+        """Wait for a request's slot; a check's deadline does not count the wait."""
+        wait = await self.limiter.reserve(provider)
+        if wait > 0:
+            extend_deadline(wait)
+            await asyncio.sleep(wait)
 
     def record(self, seen: metrics.Batch) -> None:
         """Add ``seen``, and the rate-limit waits and HTTP errors since the last call, to the

@@ -14,6 +14,10 @@ Fault kinds:
     truncate        announce the full Content-Length, send ``keep_bytes`` of the body, close
     stall           announce the full Content-Length, send ``keep_bytes`` of the body, then send
                     nothing for ``delay`` seconds (or until the client gives up), and close
+    hang            accept the request and answer nothing for ``delay`` seconds (or until the
+                    client gives up), then close
+    trickle         answer normally, but send the body one byte every ``delay`` seconds (each
+                    byte resets a per-read timeout; only a deadline on the whole answer ends it)
     malformed_json  answer 200 with half the JSON document (JSON routes only)
     unknown_status  report the status word ``word`` (routes that show a status only)
 
@@ -45,10 +49,14 @@ FaultKind = Literal[
     "reset",
     "truncate",
     "stall",
+    "hang",
+    "trickle",
     "malformed_json",
     "unknown_status",
 ]
-GENERIC_KINDS = frozenset({"status", "rate_limit", "delay", "reset", "truncate", "stall"})
+GENERIC_KINDS = frozenset(
+    {"status", "rate_limit", "delay", "reset", "truncate", "stall", "hang", "trickle"}
+)
 FAULT_SCOPE_KEY = "taskwarden.simulator.fault"  # where a handler finds the fault hitting it
 
 
@@ -269,6 +277,10 @@ class Endpoint:
                 response.headers["Retry-After"] = fault.retry_after
             await response(scope, receive, send)
             return
+        if fault.kind == "hang":
+            await _until_disconnect(receive, fault.delay)
+            await drop_connection(receive, send, reset=False)
+            return
         if fault.kind == "delay":
             await asyncio.sleep(fault.delay)
         scope[FAULT_SCOPE_KEY] = fault
@@ -284,7 +296,46 @@ class Endpoint:
                 await _until_disconnect(receive, fault.delay)
             await drop_connection(receive, send, reset=False)
             return
+        if fault.kind == "trickle":
+            await _trickle(response, scope, receive, send, fault.delay)
+            return
         await response(scope, receive, send)
+
+
+async def _trickle(
+    response: Response, scope: Scope, receive: Receive, send: Send, every: float
+) -> None:
+    """Send ``response`` whole, its body one byte every ``every`` seconds, until it is all
+    sent or the client hangs up."""
+    messages: list[Message] = []
+
+    async def keep(message: Message) -> None:
+        messages.append(message)
+
+    await response(scope, receive, keep)
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    await send(messages[0])
+    gone = asyncio.Event()
+
+    async def listen() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    listener = asyncio.create_task(listen())
+    try:
+        for i in range(len(body)):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await gone.wait()
+            if gone.is_set():
+                return
+            more = i < len(body) - 1
+            await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": more})
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 class _Truncating:

@@ -105,11 +105,14 @@ class StoreMetrics:
         }
 
     def dispatch_lag(self, now: float) -> float:
-        """Seconds the longest-waiting due watch has been due (0 when none is)."""
+        """Seconds the longest-waiting watch has waited for its check (0 when none does): due
+        and not claimed, or claimed and not yet committed (a backlog held in leases, a check
+        that hangs, a lease that expired and is not reaped yet count from their claim)."""
         names = self.providers()
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.zrange(keys.due(name), 0, 0, withscores=True)
+            pipe.zrange(keys.in_flight(name), 0, 0, withscores=True)
         oldest = [first[0][1] for first in pipe.execute() if first]
         return max(0.0, now - min(oldest)) if oldest else 0.0
 

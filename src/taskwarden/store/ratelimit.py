@@ -63,8 +63,12 @@ class RateLimiter:
     def limited(self, provider: str) -> bool:
         return provider in self._limits
 
-    async def acquire(self, provider: str) -> float:
-        """Wait for this request's slot; return how long that took (0 when unlimited)."""
+    def limit(self, provider: str) -> Limit | None:
+        return self._limits.get(provider)
+
+    async def reserve(self, provider: str) -> float:
+        """Reserve this request's slot; return how long until it comes (0 when unlimited). The
+        caller waits that long (:meth:`acquire` does both)."""
         limit = self._limits.get(provider)
         if limit is None:
             return 0.0
@@ -76,6 +80,12 @@ class RateLimiter:
             self.waited[provider] = self.waited.get(provider, 0.0) + wait
             count, seconds = self._unreported.get(provider, (0, 0.0))
             self._unreported[provider] = (count + 1, seconds + wait)
+        return wait
+
+    async def acquire(self, provider: str) -> float:
+        """Wait for this request's slot; return how long that took (0 when unlimited)."""
+        wait = await self.reserve(provider)
+        if wait > 0:
             await asyncio.sleep(wait)
         return wait
 

@@ -70,7 +70,8 @@ class StoreRetention:
             pipe.hget(keys.watch(wid), "labels")
         seen = cast(list[str | None], pipe.execute())
         args: list[object] = [mode, now, keys.WATCH, keys.HISTORY, keys.BY_STATE, keys.BY_PROVIDER,
-                              keys.DUE, keys.COUNTS, keys.RUNNING, keys.FAILING]  # fmt: skip
+                              keys.DUE, keys.COUNTS, keys.RUNNING, keys.FAILING,
+                              keys.IN_FLIGHT]  # fmt: skip
         for wid, labels in zip(ids, seen, strict=True):
             pairs = _labels(labels)
             args += [wid, labels or "", len(pairs), *(keys.label(k, v) for k, v in pairs)]

@@ -86,6 +86,7 @@ end
 return out
 """
 
+# KEYS: due:<p>, leases, inflight:<p>. ARGV: now, limit, lease_until, watch prefix.
 CLAIM = """
 local now, limit, lease_until, watch_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
@@ -95,6 +96,7 @@ for _, id in ipairs(ids) do
   if redis.call('EXISTS', watch_prefix .. id) == 1 then
     local fence = redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
     redis.call('ZADD', KEYS[2], lease_until, id)
+    redis.call('ZADD', KEYS[3], now, id)
     out[#out + 1] = id
     out[#out + 1] = fence
   end
@@ -106,10 +108,12 @@ REAP = (
     _FINAL_LUA
     + """
 local now, limit, watch_prefix, due_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local inflight_prefix = ARGV[5]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local w = redis.call('HMGET', watch_prefix .. id, 'provider', 'state')
+  if w[1] then redis.call('ZREM', inflight_prefix .. w[1], id) end
   if w[1] and not final[w[2]] then
     redis.call('HINCRBY', watch_prefix .. id, 'fence', 1)
     redis.call('ZADD', due_prefix .. w[1], now, id)
@@ -123,7 +127,7 @@ return #ids
 # ARGV: id, fence, now, state, next_poll_at, lease_until, history entry, history_limit,
 #   state_prefix, due_prefix, counts_prefix, events maxlen, raw, progress, note, retention of
 #   ``state`` if final ('' otherwise), failing_prefix, failing since ('' when its checks are not
-#   failing), then field/value pairs.
+#   failing), inflight_prefix, then field/value pairs.
 COMMIT = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -132,12 +136,13 @@ local id, fence, now, state, next_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 local lease_until, entry, limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local raw, progress, note, keep = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
-local failing_prefix, failing_since = ARGV[17], ARGV[18]
+local failing_prefix, failing_since, inflight_prefix = ARGV[17], ARGV[18], ARGV[19]
 local w = redis.call('HMGET', KEYS[1], 'fence', 'state', 'provider', 'remote_id', 'retention')
 if w[1] ~= fence then return 0 end
+redis.call('ZREM', inflight_prefix .. w[3], id)
 if final[w[2]] then return 0 end
 local fields = {'state', state, 'updated_at', now}
-for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 20, #ARGV do fields[#fields + 1] = ARGV[i] end
 if failing_since ~= '' then
   redis.call('ZADD', failing_prefix .. w[3], failing_since, id)
 else
@@ -172,8 +177,8 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history entry, history_limit, state_prefix, due_prefix, counts_prefix,
-#   events maxlen, note, retention of cancelled, failing_prefix. Returns -1: no such watch,
-#   0: it had ended, 1: cancelled.
+#   events maxlen, note, retention of cancelled, failing_prefix, inflight_prefix. Returns -1:
+#   no such watch, 0: it had ended, 1: cancelled.
 CANCEL = (
     _FINAL_LUA
     + _EVENT_LUA
@@ -181,7 +186,7 @@ CANCEL = (
 local id, now, entry, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local state_prefix, due_prefix, counts_prefix, maxlen, note = ARGV[5], ARGV[6], ARGV[7], ARGV[8],
   ARGV[9]
-local keep, failing_prefix = ARGV[10], ARGV[11]
+local keep, failing_prefix, inflight_prefix = ARGV[10], ARGV[11], ARGV[12]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'raw_status', 'progress',
   'retention')
 if not w[1] then return -1 end
@@ -196,6 +201,7 @@ redis.call('HINCRBY', counts_prefix .. w[2], 'cancelled', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', due_prefix .. w[2], id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', inflight_prefix .. w[2], id)
 if w[6] and w[6] ~= '' then keep = w[6] end
 redis.call('ZADD', KEYS[6], tonumber(now) + tonumber(keep), id)
 redis.call('ZREM', failing_prefix .. w[2], id)
@@ -208,7 +214,7 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own), failing_prefix.
+#   outcome field (cleared: the next end decides its own), failing_prefix, inflight_prefix.
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -216,7 +222,7 @@ REARM = (
     + """
 local id, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state_prefix, due_prefix, counts_prefix, maxlen = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local outcome_field, failing_prefix = ARGV[8], ARGV[9]
+local outcome_field, failing_prefix, inflight_prefix = ARGV[8], ARGV[9], ARGV[10]
 local w = redis.call('HMGET', KEYS[1], 'state', 'provider', 'remote_id', 'timeout', 'last_error',
   'raw_status', 'progress')
 if not w[1] then return -1 end
@@ -229,8 +235,8 @@ local note = 're-armed'
 if w[5] and w[5] ~= '' then note = 're-armed (was ' .. w[1] .. ': ' .. w[5] .. ')' end
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at', '',
-  'next_poll_at', now, 'errors', 0, 'last_error', '', 'interval', '', 'deadline', deadline,
-  outcome_field, '', 'failing_since', '')
+  'next_poll_at', now, 'errors', 0, 'last_error', '', 'last_error_kind', '', 'interval', '',
+  'deadline', deadline, outcome_field, '', 'failing_since', '')
 redis.call('ZREM', failing_prefix .. w[2], id)
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
@@ -238,6 +244,7 @@ redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)
 redis.call('HINCRBY', counts_prefix .. w[2], 'pending', 1)
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', inflight_prefix .. w[2], id)
 redis.call('ZREM', KEYS[6], id)
 redis.call('ZADD', due_prefix .. w[2], now, id)
 -- by hand: cjson would print ``now`` with 14 digits, less than the clock gives
@@ -253,21 +260,21 @@ return 1
 # KEYS: finished, watches, updated, leases.
 # ARGV: mode ('due': only a final watch whose time in ``finished`` has come, by ``now``;
 #   'final': any final watch; 'force': any watch), now, then the key prefixes of watch, history,
-#   state, provider, due, counts, running and failing, then per watch: id, its labels as the
-#   caller read them, the number n of its label keys and those n keys (the caller builds them:
-#   Lua's JSON is not Python's).
+#   state, provider, due, counts, running, failing and inflight, then per watch: id, its labels
+#   as the caller read them, the number n of its label keys and those n keys (the caller builds
+#   them: Lua's JSON is not Python's).
 # Returns, per watch: 1 removed, 0 no such watch, or the state it is in when it is kept (a
 #   non-final watch; 'changed' when its labels are not what the caller read; 'kept' when its
 #   time has not come). Everything a watch has goes in one step: hash, history, every index
-#   entry, its count, the archive-run marker.
+#   entry (failing and in flight too), its count, the archive-run marker.
 REMOVE = (
     _FINAL_LUA
     + """
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local wp, hp, sp, pp, dp, cp, rp = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local fp = ARGV[10]
+local fp, ip = ARGV[10], ARGV[11]
 local out = {}
-local i = 11
+local i = 12
 while i <= #ARGV do
   local id, labels, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local first = i + 3
@@ -291,6 +298,7 @@ while i <= #ARGV do
     redis.call('ZREM', pp .. w[2], id)
     redis.call('ZREM', dp .. w[2], id)
     redis.call('ZREM', fp .. w[2], id)
+    redis.call('ZREM', ip .. w[2], id)
     for k = first, first + n - 1 do redis.call('ZREM', ARGV[k], id) end
     if tonumber(redis.call('HINCRBY', cp .. w[2], w[1], -1)) == 0 then
       redis.call('HDEL', cp .. w[2], w[1])
@@ -313,9 +321,13 @@ redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
 return 1
 """
 
+# KEYS: watch, leases. ARGV: fence, until, id, inflight_prefix. The renewed lease is an
+# archive's: the watch's check is no longer in flight.
 RENEW = """
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
+local w = redis.call('HMGET', KEYS[1], 'fence', 'provider')
+if w[1] ~= ARGV[1] then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if w[2] then redis.call('ZREM', ARGV[4] .. w[2], ARGV[3]) end
 return 1
 """
 

@@ -281,21 +281,44 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
     def claim_due(self, provider: str, now: float, limit: int, lease_until: float) -> list[Claim]:
         """Atomically take up to ``limit`` due watches of ``provider`` under a lease."""
         flat = self._claim(
-            keys=[keys.due(provider), keys.LEASES], args=[now, limit, lease_until, keys.WATCH]
+            keys=[keys.due(provider), keys.LEASES, keys.in_flight(provider)],
+            args=[now, limit, lease_until, keys.WATCH],
         )
         return [Claim(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def reap_leases(self, now: float, limit: int = 10_000) -> int:
         """Put watches whose lease expired back on the schedule; return how many."""
-        return int(self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE]))
+        return int(
+            self._reap(keys=[keys.LEASES], args=[now, limit, keys.WATCH, keys.DUE, keys.IN_FLIGHT])
+        )
 
     def renew_lease(self, claim: Claim, until: float) -> bool:
+        """Hold ``claim``'s watch to ``until`` under an archive lease (its check is over)."""
         return bool(
             self._renew(
                 keys=[keys.watch(claim.watch_id), keys.LEASES],
-                args=[claim.fence, until, claim.watch_id],
+                args=[claim.fence, until, claim.watch_id, keys.IN_FLIGHT],
             )
         )
+
+    def in_flight(self, provider: str, since: float) -> int:
+        """Checks of ``provider`` claimed at ``since`` or later and not yet committed."""
+        count: Any = self.redis.zcount(keys.in_flight(provider), since, "+inf")
+        return int(count)
+
+    def in_flight_by_claim(self, provider: str, since: float) -> dict[float, int]:
+        """Checks of ``provider`` claimed at ``since`` or later and not yet committed, counted
+        by the time of their claim (one dispatch's claims share it)."""
+        key = keys.in_flight(provider)
+        got: Any = self.redis.zrangebyscore(key, since, "+inf", withscores=True)
+        counts: dict[float, int] = {}
+        for _, at in got:
+            counts[float(at)] = counts.get(float(at), 0) + 1
+        return counts
+
+    def prune_in_flight(self, provider: str, before: float) -> None:
+        """Forget claims made before ``before`` (long reaped, or of watches gone)."""
+        self.redis.zremrangebyscore(keys.in_flight(provider), "-inf", f"({before}")
 
     def due_count(self, provider: str, now: float | None = None) -> int:
         high = "+inf" if now is None else now
@@ -325,6 +348,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
         }
         if d.last_error is not None:
             fields["last_error"] = d.last_error
+            fields[FIELDS["last_error_kind"]] = None  # unless the caller knows it (``extra``)
         if d.outcome is not None:
             fields[FIELDS["outcome"]] = d.outcome
         if d.state in FINAL_STATES:
@@ -358,6 +382,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
                 encode(self.retention.get(str(d.state))),
                 keys.FAILING,
                 encode(None if d.state in FINAL_STATES else d.failing_since),
+                keys.IN_FLIGHT,
                 *flat,
             ],
             client=pipe,
@@ -380,6 +405,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
                 note,
                 self.retention[State.CANCELLED],
                 keys.FAILING,
+                keys.IN_FLIGHT,
             ],
         )
         return None if result == -1 else bool(result)
@@ -401,6 +427,7 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
                 self.max_events,
                 FIELDS["outcome"],
                 keys.FAILING,
+                keys.IN_FLIGHT,
             ],
         )
         if result == -1:

@@ -9,6 +9,10 @@
 // Every URL is relative to the page, so the same page works at / and behind a reverse proxy that
 // serves the warden under a prefix (ops.example/taskwarden/, say).
 //
+// The filters, the page and the open watch live in the query string (?state=&provider=&label=
+// &q=&at=<cursors>&watch=<id>), so a view can be shared and survives a reload; the token stays
+// out of it (the fragment that brings one is wiped).
+//
 // Everything a platform or a user wrote (names, status words, error messages) is untrusted: it
 // only ever reaches the page as textContent or an attribute value, never as HTML.
 "use strict";
@@ -162,7 +166,7 @@
   // stays anchored where it began while new watches arrive on the first. The filters are taken
   // when they change, not at each poll, because a cursor only fits the query that made it.
 
-  let filters = { state: "", q: "" };
+  let filters = { state: "", provider: "", label: "", q: "" };
   let cursors = [null];
   let nextCursor = null;
   let view = 0; // bumped on every change of page or filters, so that a late answer is dropped
@@ -170,6 +174,8 @@
   function watchesPath() {
     const query = new URLSearchParams({ limit: String(PAGE_SIZE), sort: "-created_at" });
     if (filters.state) query.set("state", filters.state);
+    if (filters.provider) query.set("provider", filters.provider);
+    for (const pair of labelPairs(filters.label)) query.append("label", pair);
     if (filters.q) query.set("q", filters.q);
     const cursor = cursors[cursors.length - 1];
     if (cursor) query.set("cursor", cursor);
@@ -183,13 +189,20 @@
       // a cursor this server no longer takes (an upgrade between two polls): back to page one
       if (!(err instanceof ApiError && err.status === 422 && cursors.length > 1)) throw err;
       cursors = [null];
+      saveUrl();
       return getJson(watchesPath());
     }
+  }
+
+  // "run=a, team=b" (commas or spaces between pairs)
+  function labelPairs(text) {
+    return (text || "").split(/[\s,]+/).filter((pair) => pair !== "");
   }
 
   function changeView(newFilters, newCursors) {
     filters = newFilters;
     cursors = newCursors;
+    saveUrl();
     nextCursor = null;
     view += 1;
     renderPager(null);
@@ -207,10 +220,41 @@
     setText($("page-info"), info);
   }
 
-  // how many watches the filters match, when the counts by state say (not for a text search)
-  function matching(counts) {
-    if (filters.q) return null;
+  // how many watches the filters match, when the counts say (not for a text or label search)
+  function matching(stats) {
+    if (filters.q || filters.label) return null;
+    let counts = stats.counts || {};
+    if (filters.provider) counts = ((stats.providers || {})[filters.provider] || {}).counts || {};
     return filters.state ? counts[filters.state] || 0 : sum(counts, STATES);
+  }
+
+  // --- the address: filters, page and open watch ---------------------------------------------
+
+  let openId = null;
+
+  function saveUrl(push) {
+    const query = new URLSearchParams();
+    for (const key of ["state", "provider", "label", "q"]) {
+      if (filters[key]) query.set(key, filters[key]);
+    }
+    if (cursors.length > 1) query.set("at", cursors.slice(1).join("."));
+    if (openId) query.set("watch", openId);
+    const search = query.toString();
+    const target = location.pathname + (search ? "?" + search : "");
+    if (target === location.pathname + location.search) return;
+    if (push) history.pushState(null, "", target);
+    else history.replaceState(null, "", target);
+  }
+
+  function readUrl() {
+    const query = new URLSearchParams(location.search);
+    const wanted = {
+      state: query.get("state") || "", provider: query.get("provider") || "",
+      label: query.get("label") || "", q: query.get("q") || "",
+    };
+    const at = query.get("at");
+    return { filters: wanted, cursors: [null, ...(at ? at.split(".") : [])],
+      watch: query.get("watch") || null };
   }
 
   // --- connection status ---------------------------------------------------------------------
@@ -353,13 +397,15 @@
         el("span", { class: "retrying" })),
       updated: el("td", { "data-field": "updated_at", class: "muted nowrap" }),
     };
-    const row = el("tr", { "data-watch-id": id }, ...Object.values(cells));
+    const row = el("tr", { "data-watch-id": id, title: "open this watch" }, ...Object.values(cells));
+    row.addEventListener("click", () => openWatch(id));
     return { row, cells };
   }
 
   function updateRow(entry, w) {
     const { row, cells } = entry;
     row.dataset.state = w.state;
+    row.setAttribute("aria-selected", String(w.id === openId));
     setText(cells.id.firstChild, w.id);
     const labels = Object.entries(w.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
     cells.id.title = labels ? "labels: " + labels : "";
@@ -403,7 +449,8 @@
 
   function emptyText() {
     if (cursors.length > 1) return "No watches on this page.";
-    return filters.state || filters.q ? "No watches match these filters." : "No watches.";
+    return filters.state || filters.provider || filters.label || filters.q
+      ? "No watches match these filters." : "No watches.";
   }
 
   function renderWatches(items) {
@@ -472,6 +519,289 @@
     }
   }
 
+  // --- the provider filter: the providers the warden reports ---------------------------------
+
+  function renderProviderChoice(providers) {
+    const select = $("f-provider");
+    const known = new Set([...select.options].map((o) => o.value));
+    const names = Object.keys(providers || {});
+    if (filters.provider) names.push(filters.provider);
+    for (const name of names.sort()) {
+      if (!known.has(name)) {
+        select.append(el("option", { value: name }, name));
+        known.add(name);
+      }
+    }
+    if (select.value !== filters.provider) select.value = filters.provider;
+  }
+
+  // --- the watch detail view -----------------------------------------------------------------
+
+  const SECRETISH = /token|secret|passw|credential|auth|api.?key/i;
+
+  function masked(params) {
+    const out = {};
+    for (const [key, value] of Object.entries(params || {})) {
+      out[key] = SECRETISH.test(key) ? "(hidden)" : value;
+    }
+    return out;
+  }
+
+  function when(epoch) {
+    return typeof epoch === "number" ? `${isoTime(epoch)} (${relative(epoch)})` : "–";
+  }
+
+  function relative(epoch) {
+    const seconds = epoch - serverNow();
+    return seconds > 1 ? "in " + fmtSeconds(seconds) : ago(epoch);
+  }
+
+  function fmtBytes(n) {
+    if (typeof n !== "number") return "–";
+    if (n < 1024) return n + " B";
+    const units = ["KiB", "MiB", "GiB", "TiB"];
+    let value = n / 1024;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return value.toFixed(1) + " " + units[unit];
+  }
+
+  function openWatch(id, push = true) {
+    const changed = id !== openId;
+    openId = id;
+    saveUrl(push && changed);
+    for (const [rid, entry] of rowsById) entry.row.setAttribute("aria-selected", String(rid === id));
+    if (!id) {
+      $("detail").hidden = true;
+      return;
+    }
+    if (changed) {
+      shownDetail = null;
+      $("detail").hidden = false;
+      setText($("d-id"), id);
+      $("d-msg").hidden = true;
+      $("detail").setAttribute("aria-busy", "true");
+    }
+    refreshDetail().catch((err) => console.info("taskwarden dashboard:", err.message));
+    if (changed) $("detail").scrollIntoView({ block: "start" });
+  }
+
+  let shownDetail = null;
+
+  async function refreshDetail() {
+    const id = openId;
+    let watch;
+    try {
+      watch = await getJson("v1/watches/" + encodeURIComponent(id));
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404) || id !== openId) throw err;
+      $("d-body").hidden = true;
+      $("d-missing").hidden = false;
+      setText($("d-missing"), `No watch ${id} (it may have been forgotten).`);
+      $("detail").removeAttribute("aria-busy");
+      return;
+    }
+    if (id !== openId) return;
+    $("d-body").hidden = false;
+    $("d-missing").hidden = true;
+    const key = JSON.stringify(watch);
+    if (key !== shownDetail) {
+      shownDetail = key;
+      renderDetail(watch);
+    }
+    $("detail").removeAttribute("aria-busy");
+  }
+
+  function renderDetail(w) {
+    const badge = $("d-state");
+    badge.dataset.state = w.state;
+    setText(badge, (w.state || "").replace("_", " "));
+    $("detail").dataset.state = w.state;
+    const labels = Object.entries(w.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    const progress = typeof w.progress === "number" ? Math.round(w.progress * 100) + "%" : "–";
+    const webhook = w.webhook || w.webhook_status
+      ? `${w.webhook || "(the global URL)"}: ${w.webhook_status || "not sent yet"}` +
+        (w.webhook_attempts ? ` after ${w.webhook_attempts} attempt(s)` : "") +
+        (w.webhook_error ? ` (last error: ${w.webhook_error})` : "")
+      : "none";
+    const rows = [
+      ["provider", w.provider],
+      ["remote id", w.remote_id],
+      ["name", w.name || "–"],
+      ["state", w.state + (w.state === "archiving" && w.outcome ? ` (lands on ${w.outcome})` : "")],
+      ["progress", progress],
+      ["platform status", w.raw_status || "–"],
+      ["labels", labels || "–"],
+      ["created", when(w.created_at)],
+      ["updated", when(w.updated_at)],
+      ["next check", ACTIVE.includes(w.state) ? when(w.next_poll_at) : "–"],
+      ["deadline", when(w.deadline)],
+      ["finished", when(w.finished_at)],
+      ["platform created", when(w.remote_created_at)],
+      ["platform started", when(w.remote_started_at)],
+      ["platform ended", when(w.remote_ended_at)],
+      ["checks", String(w.polls ?? 0)],
+      ["failed checks in a row", String(w.errors ?? 0) +
+        (w.failing_since ? ` (since ${isoTime(w.failing_since)})` : "")],
+      ["last error", w.last_error
+        ? (w.last_error_kind ? `${w.last_error_kind}: ` : "") + w.last_error : "–"],
+      ["archive", w.archive || "none"],
+      ["manifest", w.manifest || "–"],
+      ["webhook", webhook],
+    ];
+    if (w.details) rows.push(["platform details", JSON.stringify(w.details)]);
+    $("d-fields").replaceChildren(...rows.flatMap(([name, value]) => [
+      el("dt", {}, name),
+      el("dd", { "data-field": name.replace(/ /g, "_") }, value),
+    ]));
+
+    $("d-history").replaceChildren(...(w.history || []).map((h) =>
+      el("li", { "data-to": h.to },
+        el("time", { class: "muted", datetime: isoTime(h.at), title: isoTime(h.at) },
+          isoTime(h.at).replace("T", " ").replace(/\.\d+Z$/, "Z")),
+        " ",
+        h.from ? el("span", { class: "badge", "data-state": h.from }, h.from) : "new",
+        " → ",
+        el("span", { class: "badge", "data-state": h.to }, h.to),
+        h.raw ? el("code", { class: "raw" }, " " + h.raw) : null,
+        h.note ? el("span", { class: "muted note" }, h.note) : null)));
+
+    const outputs = w.outputs || [];
+    $("d-outputs").querySelector("tbody").replaceChildren(...outputs.map((o) =>
+      el("tr", { "data-key": o.key },
+        el("td", {}, o.name || "–"),
+        el("td", { class: "mono" }, o.key || "–"),
+        el("td", { class: "n", title: `${o.size} bytes` }, fmtBytes(o.size)),
+        el("td", { class: "mono clip", title: o.sha256 || "" }, o.sha256 || "–"),
+        el("td", {}, o.content_type || "–"))));
+    $("d-outputs").hidden = outputs.length === 0;
+    $("d-outputs-empty").hidden = outputs.length > 0;
+    setText($("d-params"), JSON.stringify(masked(w.params), null, 2));
+  }
+
+  // --- actions (they need the API token) -----------------------------------------------------
+
+  async function postJson(path, body) {
+    const h = headers("application/json");
+    h["Content-Type"] = "application/json";
+    const response = await fetch(apiUrl(path), {
+      method: "POST", headers: h, body: JSON.stringify(body || {}), cache: "no-store",
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      // not JSON
+    }
+    if (!response.ok) {
+      let detail = data && typeof data.detail === "string" ? data.detail : response.statusText;
+      if (response.status === 401) detail += ": actions need the API token (the field above)";
+      throw new ApiError(response.status, detail);
+    }
+    return data;
+  }
+
+  function say(node, text, level) {
+    node.dataset.level = level;
+    setText(node, text);
+    node.hidden = false;
+  }
+
+  async function actOnWatch(kind) {
+    const id = openId;
+    const msg = $("d-msg");
+    const path = "v1/watches/" + encodeURIComponent(id) + (kind === "retry" ? "/retry" : "/cancel");
+    const body = kind === "abort" ? { abort: true } : {};
+    try {
+      const done = await postJson(path, body);
+      if (kind === "retry") say(msg, `Re-armed: ${id} is ${done.watch.state} again.`, "ok");
+      else if (done.cancelled) {
+        say(msg, `Cancelled${kind === "abort" ? "; the platform was asked to abort it" : ""}.`, "ok");
+      } else say(msg, `Nothing to do: ${id} had already ended (${done.watch.state}).`, "ok");
+    } catch (err) {
+      say(msg, "Refused: " + err.message, "bad");
+    }
+    refresh();
+  }
+
+  function bulkBody() {
+    const body = { label: labelPairs(filters.label), limit: 500 };
+    for (const key of ["state", "provider", "q"]) if (filters[key]) body[key] = filters[key];
+    return body;
+  }
+
+  const BULK_BATCHES = 40; // 20,000 watches per click at most: a larger run is clicked again
+
+  async function runBulk(action, extra) {
+    const total = { changed: 0, matched: 0, more: false };
+    let cursor = null;
+    for (let i = 0; i < BULK_BATCHES; i++) {
+      const done = await postJson(`v1/watches:${action}`, { ...bulkBody(), ...extra, cursor });
+      total.changed += done.changed;
+      total.matched += done.matched;
+      cursor = done.next_cursor;
+      if (!cursor) return total;
+    }
+    total.more = true;
+    return total;
+  }
+
+  async function actOnFilter(kind) {
+    const msg = $("bulk-msg");
+    const action = kind === "retry" ? "retry" : "cancel";
+    const extra = kind === "abort" ? { abort: true } : {};
+    const verb = { retry: "re-armed", cancel: "cancelled", abort: "cancelled and aborted" }[kind];
+    try {
+      const dry = await runBulk(action, { ...extra, dry_run: true });
+      if (dry.changed === 0) {
+        say(msg, `No watch these filters match would be ${verb} (${dry.matched} match).`, "ok");
+        return;
+      }
+      const many = `${dry.changed}${dry.more ? "+" : ""} watch${dry.changed === 1 ? "" : "es"}`;
+      if (!window.confirm(`${many} of ${dry.matched} matching will be ${verb}. Go on?`)) {
+        say(msg, "Nothing done.", "ok");
+        return;
+      }
+      const done = await runBulk(action, extra);
+      say(msg, `${done.changed} watch${done.changed === 1 ? "" : "es"} ${verb}` +
+        (done.more ? " (more remain: click again)." : "."), "ok");
+    } catch (err) {
+      say(msg, "Refused: " + err.message, "bad");
+    }
+    refresh();
+  }
+
+  // --- what looks stuck: live watches whose checks fail, and the oldest running ---------------
+
+  function stuckItem(w, text) {
+    const item = el("li", { "data-watch-id": w.id, title: "open this watch" },
+      el("span", { class: "badge", "data-state": w.state }, w.state), " ",
+      el("code", {}, w.id), " ", el("span", { class: "muted" }, `${w.provider} · ${text}`));
+    item.addEventListener("click", () => openWatch(w.id));
+    return item;
+  }
+
+  async function refreshStuck() {
+    const [pending, running, oldest] = await Promise.all([
+      getJson("v1/watches?state=pending&sort=-updated_at&limit=200"),
+      getJson("v1/watches?state=running&sort=-updated_at&limit=200"),
+      getJson("v1/watches?state=running&sort=created_at&limit=5"),
+    ]);
+    const failing = [...(pending.items || []), ...(running.items || [])]
+      .filter((w) => w.errors > 0 || (w.state === "pending" && w.last_error))
+      .sort((a, b) => (b.errors || 0) - (a.errors || 0)).slice(0, 10);
+    $("stuck-failing").replaceChildren(...failing.map((w) =>
+      stuckItem(w, `${w.errors} failed check${w.errors === 1 ? "" : "s"}: ${w.last_error || ""}`)));
+    $("stuck-failing-empty").hidden = failing.length > 0;
+    const old = oldest.items || [];
+    $("stuck-oldest").replaceChildren(...old.map((w) =>
+      stuckItem(w, `running, registered ${ago(w.created_at)}`)));
+    $("stuck-oldest-empty").hidden = old.length > 0;
+  }
+
   // --- the refresh loop ----------------------------------------------------------------------
 
   let timer = null;
@@ -493,6 +823,7 @@
       const [stats, page] = await Promise.all([getJson("v1/stats"), loadWatches()]);
       const counts = stats.counts || {};
       renderCounts(counts);
+      renderProviderChoice(stats.providers);
       renderLag(stats.dispatch_lag_seconds);
       renderProviders(stats.providers);
       renderWorkers(stats.workers);
@@ -500,12 +831,13 @@
       if (asked === view) {
         renderWatches(page.items || []);
         nextCursor = page.next_cursor || null;
-        renderPager(matching(counts));
+        renderPager(matching(stats));
       }
-      // failed watches change rarely: fetch them when their counts move, or now and then
-      const key = FAILURES.map((s) => counts[s] || 0).join(",");
+      if (openId) await refreshDetail();
+      // failed and stuck watches change rarely: fetch them when the counts move, or now and then
+      const key = STATES.map((s) => counts[s] || 0).join(",");
       if (key !== failuresKey || Date.now() - failuresAt > FAILURES_EVERY_MS) {
-        await refreshFailures();
+        await Promise.all([refreshFailures(), refreshStuck()]);
         failuresKey = key;
         failuresAt = Date.now();
       }
@@ -662,21 +994,52 @@
   function start() {
     const select = $("f-state");
     for (const state of STATES) select.append(el("option", { value: state }, state.replace("_", " ")));
-    // what the browser may have kept in the fields across a reload is what the table shows
-    filters = { state: select.value, q: $("f-q").value.trim() };
+    // the address says what to show (a shared link, a reload), not what the browser kept
+    const fromUrl = readUrl();
+    filters = fromUrl.filters;
+    cursors = fromUrl.cursors;
+    const fields = () => ({
+      state: select.value, provider: $("f-provider").value,
+      label: $("f-label").value.trim(), q: $("f-q").value.trim(),
+    });
+    const showFilters = () => {
+      renderProviderChoice({});
+      select.value = filters.state;
+      $("f-label").value = filters.label;
+      $("f-q").value = filters.q;
+    };
+    showFilters();
     let typing = null;
     const filtersChanged = () => {
       clearTimeout(typing);
-      const wanted = { state: select.value, q: $("f-q").value.trim() };
-      if (wanted.state === filters.state && wanted.q === filters.q) return false;
+      const wanted = fields();
+      if (["state", "provider", "label", "q"].every((k) => wanted[k] === filters[k])) return false;
       changeView(wanted, [null]);
       return true;
     };
     select.addEventListener("change", filtersChanged);
-    $("f-q").addEventListener("input", () => {
-      clearTimeout(typing);
-      typing = setTimeout(filtersChanged, 300);
+    $("f-provider").addEventListener("change", filtersChanged);
+    for (const input of [$("f-q"), $("f-label")]) {
+      input.addEventListener("input", () => {
+        clearTimeout(typing);
+        typing = setTimeout(filtersChanged, 300);
+      });
+    }
+    window.addEventListener("popstate", () => {
+      const back = readUrl();
+      filters = back.filters;
+      showFilters();
+      changeView(back.filters, back.cursors);
+      openWatch(back.watch, false);
     });
+    $("d-close").addEventListener("click", () => openWatch(null));
+    $("d-retry").addEventListener("click", () => actOnWatch("retry"));
+    $("d-cancel").addEventListener("click", () => actOnWatch("cancel"));
+    $("d-abort").addEventListener("click", () => actOnWatch("abort"));
+    $("bulk-retry").addEventListener("click", () => actOnFilter("retry"));
+    $("bulk-cancel").addEventListener("click", () => actOnFilter("cancel"));
+    $("bulk-abort").addEventListener("click", () => actOnFilter("abort"));
+    if (fromUrl.watch) openWatch(fromUrl.watch, false);
     $("filters").addEventListener("submit", (event) => {
       event.preventDefault();
       if (!filtersChanged()) refresh(); // Enter: look again now

@@ -25,6 +25,17 @@ REDIS_PATIENCE = 120.0  # seconds a registration waits for Redis to come back
 def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]) -> None:
     """Register every taskwarden task on ``app``; ``runtime`` gives the process's runtime."""
 
+    caps = {
+        name: service.in_flight_cap(
+            settings.dispatch_max_in_flight,
+            settings.lease_seconds,
+            settings.poll.check_deadline,
+            limit.rate,
+            limit.burst,
+        )
+        for name, limit in settings.rate_limits.items()
+    }
+
     def send_polls(provider: str, claims: Sequence[Claim]) -> None:
         app.send_task(keys.TASK_POLL, args=[provider, [[c.watch_id, c.fence] for c in claims]])
 
@@ -103,6 +114,8 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             max_claims=settings.dispatch_max_claims,
             queued_batches=int(queued),
             max_queued_batches=settings.max_queued_batches,
+            max_in_flight=settings.dispatch_max_in_flight,
+            in_flight_caps=caps,
             sweep_limit=settings.retention.sweep_limit,
             circuit=settings.circuit.policy(),
         )
@@ -118,6 +131,7 @@ def define_tasks(app: Celery, settings: Settings, runtime: Callable[[], Runtime]
             "claimed": result.claimed,
             "batches": result.batches,
             "reaped": result.reaped,
+            "at_cap": result.at_cap,
             "removed": result.removed,
         }
 

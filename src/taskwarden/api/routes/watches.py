@@ -1,26 +1,31 @@
-"""``/v1/watches``: list and read watches; register, cancel, re-arm and forget them."""
+"""``/v1/watches``: list and read watches; register, cancel, re-arm and forget them, one at a
+time or (``:cancel``, ``:retry``) all that a filter matches."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from taskwarden import keys, service
 from taskwarden.api import schemas
 from taskwarden.api.deps import READS, WRITES, ContextDep, SettingsDep, StoreDep, find
-from taskwarden.api.schemas import errors
+from taskwarden.api.schemas import LABEL_FILTER, errors
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
-from taskwarden.store import SORTS, BadQuery, NotRearmable
+from taskwarden.service import bulk
+from taskwarden.store import SORTS, BadQuery, NotRearmable, Store
 
 router = APIRouter(tags=["watches"])
+M = TypeVar("M", bound=BaseModel)
 
-LABEL_FILTER = "^[^=]+="  # key=value: a key of at least one character, then anything
+__all__ = ["LABEL_FILTER", "router"]
 
 
 @router.get("/v1/watches", dependencies=READS, response_model=schemas.WatchPage,
@@ -45,13 +50,9 @@ def list_watches(
     ] = None,
 ) -> dict[str, Any]:
     """Watches, filtered and sorted, a page at a time."""
-    labels: dict[str, str] = {}
-    contradict = False  # one key with two values: no watch has both
-    for pair in label:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise HTTPException(422, f"label: {pair!r} is not key=value")
-        contradict |= labels.setdefault(key, value) != value
+    labels = _labels(label)
+    if labels is None:
+        return {"items": [], "next_cursor": None}
     try:
         items, next_cursor = store.list_watches(
             state=state, provider=provider, labels=labels, q=q or None,
@@ -61,9 +62,76 @@ def list_watches(
         )  # fmt: skip
     except BadQuery as exc:
         raise HTTPException(422, str(exc)) from None
-    if contradict:
-        return {"items": [], "next_cursor": None}
     return {"items": items, "next_cursor": next_cursor}
+
+
+def _labels(pairs: list[str]) -> dict[str, str] | None:
+    """The ``key=value`` filters as a dict; None when one key is given two values (no watch
+    has both: the schema cannot forbid a repeated key, so it is no error)."""
+    labels: dict[str, str] = {}
+    contradict = False
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HTTPException(422, f"label: {pair!r} is not key=value")
+        contradict |= labels.setdefault(key, value) != value
+    return None if contradict else labels
+
+
+def _bulk(
+    store: Store, action: bulk.Action, body: schemas.BulkRequest,
+    on_cancelled: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    labels = _labels(body.label)
+    if labels is None:
+        return asdict(bulk.BulkResult(dry_run=body.dry_run))
+    selection = service.Selection(
+        state=body.state, provider=body.provider, labels=labels, q=body.q or None,
+        created_after=body.created_after, created_before=body.created_before,
+        updated_after=body.updated_after, updated_before=body.updated_before,
+    )  # fmt: skip
+    try:
+        done = bulk.apply(
+            store, action, selection, now=time.time(), limit=body.limit, cursor=body.cursor,
+            dry_run=body.dry_run, on_cancelled=on_cancelled,
+            note="cancelled in bulk through the API",
+        )  # fmt: skip
+    except BadQuery as exc:
+        raise HTTPException(422, str(exc)) from None
+    return asdict(done)
+
+
+@router.post(
+    "/v1/watches:cancel", dependencies=WRITES, response_model=schemas.BulkResult,
+    responses=errors(401, 422, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/BulkCancelRequest"}}}}},
+)  # fmt: skip
+def cancel_many(
+    ctx: ContextDep, body: Annotated[schemas.BulkCancelRequest, Depends(bulk_cancel_request)]
+) -> dict[str, Any]:
+    """Cancel the watches a filter matches, ``limit`` at a time (go on with ``next_cursor``);
+    with ``abort``, also abort the remote task of each one cancelled. Those already ended are
+    skipped, so a repeated request changes nothing."""
+
+    def send_abort(wid: str) -> None:
+        ctx.producer.send_task(keys.TASK_ABORT, args=[wid], queue=keys.QUEUE_POLL)
+
+    return _bulk(ctx.store, "cancel", body, send_abort if body.abort else None)
+
+
+@router.post(
+    "/v1/watches:retry", dependencies=WRITES, response_model=schemas.BulkResult,
+    responses=errors(401, 422, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/BulkRequest"}}}}},
+)  # fmt: skip
+def retry_many(
+    store: StoreDep, body: Annotated[schemas.BulkRequest, Depends(bulk_request)]
+) -> dict[str, Any]:
+    """Re-arm the ``error`` and ``timed_out`` watches a filter matches, ``limit`` at a time (go
+    on with ``next_cursor``); the others it matches are skipped, by state."""
+    return _bulk(store, "retry", body)
 
 
 @router.get("/v1/watches/{ref}", dependencies=READS, response_model=schemas.WatchDetail,
@@ -127,32 +195,60 @@ async def register_batch(
     return {**service.tally(outcomes), "results": [o.to_dict() for o in outcomes]}
 
 
-async def cancel_request(request: Request) -> schemas.CancelRequest:
-    """The optional body of a cancel, read here so that a body that is not JSON is a 422 like
-    every other invalid input (FastAPI answers 400), and validated strictly (``"abort": 1``
-    is not a boolean)."""
+def _invalid(exc: ValidationError) -> HTTPException:
+    reasons = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+    )
+    return HTTPException(422, reasons)
+
+
+async def _json_body(request: Request) -> object:
+    """The request's JSON body (None when empty); one that is not JSON is a 422 like every other
+    invalid input (FastAPI answers 400)."""
     raw = await request.body()
     if not raw.strip():
-        return schemas.CancelRequest()
+        return None
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         raise HTTPException(422, "body: not JSON") from None
+
+
+async def cancel_request(request: Request) -> schemas.CancelRequest:
+    """The optional body of a cancel, validated strictly (``"abort": 1`` is not a boolean)."""
+    data = await _json_body(request)
     if data is None:
         return schemas.CancelRequest()
     try:
         return schemas.CancelRequest.model_validate(data, strict=True)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise HTTPException(422, reasons) from None
+        raise _invalid(exc) from None
+
+
+async def _strict(request: Request, model: type[M]) -> M:
+    """A required JSON body as ``model``, validated strictly as JSON (as the schema says: no
+    ``"1"`` for a number, no ``0`` for a boolean); missing or not JSON is a 422."""
+    if await _json_body(request) is None:
+        raise HTTPException(422, "body: a JSON object is required")
+    try:
+        return model.model_validate_json(await request.body(), strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+async def bulk_request(request: Request) -> schemas.BulkRequest:
+    """The body of a bulk retry."""
+    return await _strict(request, schemas.BulkRequest)
+
+
+async def bulk_cancel_request(request: Request) -> schemas.BulkCancelRequest:
+    """The body of a bulk cancel."""
+    return await _strict(request, schemas.BulkCancelRequest)
 
 
 @router.post(
     "/v1/watches/{ref}/cancel", dependencies=WRITES, response_model=schemas.Cancelled,
-    responses=errors(401, 404, 422, 503),
+    responses=errors(401, 404, 409, 422, 503),
     openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
         "schema": {"anyOf": [{"$ref": "#/components/schemas/CancelRequest"},
                              {"type": "null"}]}}}}},
@@ -160,10 +256,15 @@ async def cancel_request(request: Request) -> schemas.CancelRequest:
 def cancel(
     ctx: ContextDep, ref: str, body: Annotated[schemas.CancelRequest, Depends(cancel_request)]
 ) -> dict[str, Any]:
-    """Stop watching; with ``abort``, also ask the platform to abort the task."""
+    """Stop watching; with ``abort``, also ask the platform to abort the task. An abort of a
+    watch that had already ended is refused (409) and nothing is sent."""
     watch = find(ctx.store, ref)
     cancelled = ctx.store.cancel(watch.id, time.time(), "cancelled through the API")
     if body.abort:
+        if not cancelled:
+            ended = find(ctx.store, watch.id)
+            raise HTTPException(409, f"watch {watch.id} had already ended ({ended.state}); "
+                                     "no abort was sent")  # fmt: skip
         ctx.producer.send_task(keys.TASK_ABORT, args=[watch.id], queue=keys.QUEUE_POLL)
     return {"watch": find(ctx.store, watch.id), "cancelled": bool(cancelled)}
 
