@@ -141,7 +141,7 @@ def test_a_warden_run_writes_json_lines_only(tmp_path: Path, sim: SimulatorServe
     assert states.count(State.SUCCEEDED) == 2 and states.count(State.FAILED) == 1
     assert states.count(State.ERROR) == 1
     by_role = {role: _lines(tmp_path / "logs" / f"{role}.log") for role in
-               ("beat", "poll", "archive", "api")}  # fmt: skip
+               ("beat", "control", "poll", "archive", "api")}  # fmt: skip
     every = [e for events in by_role.values() for e in events]
     assert all("event" in e and "level" in e and "timestamp" in e for e in every)
     text = "\n".join(json.dumps(e) for e in every)
