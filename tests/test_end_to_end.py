@@ -252,6 +252,24 @@ def test_unknown_status_word_keeps_polling(warden: Warden) -> None:
     assert any("unknown status word 'REVOKED'" in n for n in notes)
 
 
+def test_progress_is_tracked_through_the_real_path(warden: Warden) -> None:
+    """A task reporting progress leaves its track on the watch (when the value was seen, the
+    rate it moves at), which the next decision schedules by; the watch still finishes."""
+    task = warden.sim.geobox.add_task(pending_seconds=0, running_seconds=4, file_size=10)
+    warden.send_track(provider="geobox", remote_id=task.uuid)
+    wid = watch_id("geobox", task.uuid)
+
+    def tracked() -> Any:
+        w = warden.store.get(wid)
+        return w if w is not None and w.progress_rate is not None else None
+
+    moving = wait_for(tracked, 30)
+    assert moving.progress_rate > 0 and moving.progress_at is not None
+    assert moving.progress_at <= moving.updated_at
+    watch = warden.wait_final(wid)
+    assert watch.state is State.SUCCEEDED and watch.progress == 1.0
+
+
 def test_transient_errors_are_retried(warden: Warden) -> None:
     """A burst of 503s and a reset on the status route delay the watch but do not end it."""
     task = warden.sim.geobox.add_task(running_seconds=1, file_size=10)

@@ -233,3 +233,74 @@ def test_retry_delay_full_jitter(
 ) -> None:
     """Delay is a jittered fraction of an exponentially growing, capped ceiling."""
     assert RETRY.delay(attempt, jitter, retry_after) == delay
+
+
+@pytest.mark.parametrize(
+    ("watch", "progress", "next_in", "at", "rate"),
+    [
+        # first progress seen: the interval resets to initial, no rate yet
+        (WatchView(R, "X", interval=8.0), 0.1, 2.0, NOW, None),
+        # a watch with progress but no track yet (kept before tracks were) starts one: reset
+        (WatchView(R, "X", progress=0.2, interval=8.0), 0.3, 2.0, NOW, None),
+        # progress went back (a new phase): reset, and the old rate is not trusted
+        (WatchView(R, "X", 0.5, 8.0, progress_at=NOW - 9, progress_rate=0.05), 0.1, 2.0, NOW, None),
+        # progress moved with a rate known: aim just past the predicted end (2.5 s + 0.5 s)
+        (WatchView(R, "X", 0.5, 2.0, progress_at=NOW - 10), 0.9, 3.0, NOW, 0.04),
+        # ...never sooner than initial (the end is 0.4 s away)...
+        (WatchView(R, "X", 0.5, 2.0, progress_at=NOW - 10), 0.98, 2.0, NOW, 0.048),
+        # ...nor later than maximum (the end is 56 s away)
+        (WatchView(R, "X", 0.2, 8.0, progress_at=NOW - 8), 0.3, 10.0, NOW, 0.0125),
+        # no move, end 1.5 s ahead: the backoff (4 s) is cut to just past it
+        (WatchView(R, "X", 0.9, 2.0, progress_at=NOW - 1, progress_rate=0.04), 0.9, 2.0, NOW - 1,
+         0.04),
+        # no move, end far ahead: the backoff goes on as without progress
+        (WatchView(R, "X", 0.5, 2.0, progress_at=NOW - 1, progress_rate=0.01), 0.5, 4.0, NOW - 1,
+         0.01),
+        # no move and the predicted end has passed (the estimate was wrong): plain backoff
+        (WatchView(R, "X", 0.9, 2.0, progress_at=NOW - 10, progress_rate=0.04), 0.9, 4.0,
+         NOW - 10, 0.04),
+        # a check that reports no progress: the track is kept, the backoff unchanged
+        (WatchView(R, "X", 0.5, 2.0, progress_at=NOW - 1, progress_rate=0.01), None, 4.0, NOW - 1,
+         0.01),
+    ],
+)  # fmt: skip
+def test_progress_aware_schedule(
+    watch: WatchView, progress: float | None, next_in: float, at: float, rate: float | None
+) -> None:
+    """Progress that moves resets the interval, a known rate aims the next check just past the
+    predicted end within [initial, maximum], and no progress leaves the backoff as it was."""
+    d = decide(watch, obs(Remote.RUNNING, "X", progress=progress), NOW, POLL, RETRY, 0.0)
+    assert d.next_poll_at == pytest.approx(NOW + next_in)
+    assert d.interval == pytest.approx(next_in)
+    assert d.progress_at == at
+    assert d.progress_rate == (None if rate is None else pytest.approx(rate))
+
+
+def test_aimed_check_still_bounded_by_deadline() -> None:
+    """A check aimed past the predicted end never lands after the watch's deadline."""
+    watch = WatchView(R, "X", 0.2, 8.0, deadline=NOW + 5, progress_at=NOW - 8)
+    d = decide(watch, obs(Remote.RUNNING, "X", progress=0.3), NOW, POLL, RETRY, 0.0)
+    assert d.next_poll_at == NOW + 5
+
+
+@pytest.mark.parametrize("duration", [30, 120, 240])
+def test_linear_task_seen_done_soon_after_its_end(duration: int) -> None:
+    """A task whose whole-percent progress rises linearly, checked under the default policy
+    (2 s, x1.5, 60 s), is seen done within a few seconds of its end, where a backoff blind to
+    progress reached ~51 s intervals and saw a 120 s task done ~40 s late."""
+    policy = PollPolicy()
+    watch, now, checks = WatchView(P), 0.0, 0
+    while True:
+        checks += 1
+        if now >= duration:
+            seen = obs(Remote.SUCCEEDED, "SUCCESS")
+        else:
+            seen = obs(Remote.RUNNING, "PROGRESS", progress=int(100 * now / duration) / 100)
+        d = decide(watch, seen, now, policy, RETRY, 0.0)
+        if d.next_poll_at is None:
+            break
+        watch = WatchView(d.state, d.raw_status, d.progress, d.interval,
+                          progress_at=d.progress_at, progress_rate=d.progress_rate)  # fmt: skip
+        now = d.next_poll_at
+    assert duration <= now < duration + policy.initial * 1.5
+    assert checks < duration / policy.initial / 2  # far fewer than checking every initial

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from taskwarden import keys
 from taskwarden.lifecycle import Decision, State
@@ -211,3 +212,32 @@ def test_backfill_of_an_empty_store_marks_it_done(store: Store) -> None:
     assert store.redis.get(keys.SCHEMA) == str(SCHEMA_VERSION)
     store.register(reg("new"), NOW)
     assert store.backfill_indexes() == Backfill(ran=False)
+
+
+def test_progress_track_is_kept_only_where_there_is_progress(store: Store) -> None:
+    """A decision's progress track (when the value was first seen, its rate) reaches the watch
+    and comes back with it for the next decision; a watch without progress carries none."""
+    tracked, _ = store.register(reg("t-progress"), NOW)
+    plain, _ = store.register(reg("t-plain"), NOW)
+    claims = {c.watch_id: c for c in store.claim_due("geobox", NOW, 10, NOW + 60)}
+    seen = replace(running(NOW, NOW + 9), progress_at=NOW, progress_rate=1 / 300)
+    assert store.commit(Commit(claims[tracked.id], seen, NOW, previous=State.PENDING))
+    blind = replace(running(NOW, NOW + 2), progress=None)
+    assert store.commit(Commit(claims[plain.id], blind, NOW, previous=State.PENDING))
+    after = store.get(tracked.id)
+    assert after is not None
+    assert (after.progress_at, after.progress_rate) == (NOW, 0.003333)  # four digits of rate
+    assert (after.view().progress_at, after.view().progress_rate) == (NOW, 0.003333)
+    fields = store.redis.hkeys(keys.watch(plain.id))
+    assert "progress_at" not in fields and "progress_rate" not in fields
+
+
+def test_rearm_forgets_the_progress_track(store: Store) -> None:
+    """A re-armed watch measures its next run's rate afresh, not against the last run's track."""
+    w, _ = store.register(reg("t-rearm-progress"), NOW)
+    claim = store.claim_due("geobox", NOW, 10, NOW + 60)[0]
+    failed = replace(running(NOW), state=State.ERROR, progress_at=NOW, progress_rate=0.01)
+    assert store.commit(Commit(claim, failed, NOW, previous=State.PENDING))
+    rearmed = store.rearm(w.id, NOW + 5)
+    assert rearmed is not None and rearmed.state is State.PENDING
+    assert (rearmed.progress_at, rearmed.progress_rate) == (None, None)

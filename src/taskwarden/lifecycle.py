@@ -126,10 +126,24 @@ def kind_lineage(kind: str | None) -> frozenset[str]:
     return _LINEAGE.get(kind, frozenset({kind}))
 
 
+#: how far past a task's predicted end its next check aims, as a share of the policy's
+#: ``initial`` interval: the estimate is as good as the progress steps, and a check that lands
+#: a little early costs one more check ``initial`` seconds later
+AIM_PAST_END = 0.25
+#: how far ahead an aim may reach, as a multiple of the time the rate was measured over: a rate
+#: from two whole-percent values a few seconds apart is rough, so the first aims stay short and
+#: each one measures the rate over a longer span for the next
+MAX_EXTRAPOLATION = 4.0
+
+
 @dataclass(frozen=True)
 class PollPolicy:
     """How often a healthy watch is checked: starts at ``initial`` seconds, grows by
-    ``backoff`` on every check that changes nothing, never beyond ``maximum``."""
+    ``backoff`` on every check that changes nothing, never beyond ``maximum``.
+
+    A check whose progress moved resets the interval to ``initial``; once the task's rate of
+    progress is known, the next check aims just after its predicted end instead, still within
+    ``[initial, maximum]`` (:meth:`toward_end`)."""
 
     initial: float = 2.0
     backoff: float = 1.5
@@ -139,6 +153,51 @@ class PollPolicy:
         if previous is None or changed:
             return self.initial
         return min(self.maximum, max(self.initial, previous * self.backoff))
+
+    def toward_end(
+        self, interval: float, end: float | None, now: float, moved: bool, span: float | None
+    ) -> float:
+        """``interval`` (what :meth:`next_interval` gave) steered by a predicted ``end``: after
+        a move, the time to just past the end (at most :data:`MAX_EXTRAPOLATION` times the
+        ``span`` the rate was measured over); otherwise never later than that. Bounded by
+        ``initial`` and ``maximum``; ``interval`` itself when there is no prediction ahead."""
+        if end is None or end < now:
+            return interval
+        aim = end - now + AIM_PAST_END * self.initial
+        if moved and span is not None:
+            aim = min(aim, MAX_EXTRAPOLATION * span)
+        bounded = min(self.maximum, max(self.initial, aim))
+        return bounded if moved else min(interval, bounded)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A task's progress as the watch tracks it: the fraction, when that value was first seen,
+    and the rate (fraction per second) between the last two values seen."""
+
+    value: float | None = None
+    at: float | None = None
+    rate: float | None = None
+
+    def seen(self, value: float | None, now: float) -> tuple[Progress, bool]:
+        """This progress after a check that reported ``value`` (None: it said nothing of
+        progress) at ``now``, and whether the progress moved."""
+        if value is None:
+            return self, False
+        if self.value is None or self.at is None:
+            return Progress(value, now), self.value is None or value != self.value
+        if value == self.value:
+            return self, False
+        if value < self.value or now <= self.at:
+            return Progress(value, now), True  # went back (a new phase): no rate to trust
+        return Progress(value, now, (value - self.value) / (now - self.at)), True
+
+    def predicted_end(self) -> float | None:
+        """When the task reaches 1.0 at the last rate seen, from when this value was first
+        seen; None without two values to go by."""
+        if self.value is None or self.at is None or not self.rate or self.rate <= 0:
+            return None
+        return self.at + (1.0 - self.value) / self.rate
 
 
 DEFAULT_MAXIMUM_ELAPSED = 24 * 3600.0  # a day of failed checks before a watch gives up
@@ -210,6 +269,8 @@ class WatchView:
     interval: float | None = None
     errors: int = 0
     deadline: float | None = None
+    progress_at: float | None = None  # when ``progress`` was first seen at its value
+    progress_rate: float | None = None  # fraction per second between the last two values
     archive: ArchiveMode = "success"
     failing_since: float | None = None  # when the current run of failed checks began
     outcome: State | None = None  # while archiving: the final state the archive run lands on
@@ -229,6 +290,8 @@ class Decision:
     last_error: str | None = None
     failing_since: float | None = None
     outcome: State | None = None  # with ``archiving``: the final state the archive lands on
+    progress_at: float | None = None
+    progress_rate: float | None = None
 
     @property
     def archive(self) -> bool:
@@ -253,6 +316,8 @@ class Decision:
             errors=watch.errors,
             next_poll_at=None,
             failing_since=watch.failing_since if watch.errors else None,
+            progress_at=watch.progress_at,
+            progress_rate=watch.progress_rate,
         )
 
 
@@ -289,8 +354,12 @@ def decide(
         return replace(failed, next_poll_at=_clamp(failed.next_poll_at, watch.deadline))
 
     seen_now = replace(base, raw_status=seen.raw_status, errors=0, failing_since=None)
-    if seen.progress is not None:
-        seen_now = replace(seen_now, progress=min(1.0, max(0.0, seen.progress)))
+    reported = None if seen.progress is None else min(1.0, max(0.0, seen.progress))
+    tracked = Progress(watch.progress, watch.progress_at, watch.progress_rate)
+    progress, moved = tracked.seen(reported, now)
+    seen_now = replace(
+        seen_now, progress=progress.value, progress_at=progress.at, progress_rate=progress.rate
+    )
 
     if seen.remote is Remote.SUCCEEDED:
         said = f"remote {seen.raw_status}" + (f": {seen.message}" if seen.message else "")
@@ -314,7 +383,9 @@ def decide(
     else:
         state = _REMOTE_TO_STATE[seen.remote]
         note = f"remote {seen.raw_status}" if state is not watch.state else None
-    interval = poll.next_interval(watch.interval, changed=state is not watch.state)
+    interval = poll.next_interval(watch.interval, changed=state is not watch.state or moved)
+    span = None if watch.progress_at is None else now - watch.progress_at
+    interval = poll.toward_end(interval, progress.predicted_end(), now, moved, span)
     return replace(
         seen_now,
         state=state,

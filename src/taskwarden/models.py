@@ -22,7 +22,8 @@ MAX_TIMEOUT = 10 * 366 * 24 * 3600.0  # ten years: anything longer is a unit mis
 MAX_DETAILS_BYTES = 2048  # of a check's ``details`` as JSON: small facts, never whole logs
 
 #: The hash field of each record field kept by name here (the one table to edit to rename one):
-#: the final state an archive run lands on, and what checks report of the platform's own record.
+#: the final state an archive run lands on, what checks report of the platform's own record, and
+#: the progress track the schedule aims with (only on watches whose platform reports progress).
 FIELDS = {
     "outcome": "outcome",
     "remote_created_at": "remote_created_at",
@@ -31,6 +32,8 @@ FIELDS = {
     "details": "details",
     "retention": "retention",
     "last_error_kind": "last_error_kind",
+    "progress_at": "progress_at",
+    "progress_rate": "progress_rate",
 }
 _ARCHIVE_MODES: dict[str, ArchiveMode] = {
     "success": "success",
@@ -265,6 +268,10 @@ class Watch:
     remote_ended_at: float | None = None
     details: dict[str, Any] | None = None
     retention: float | None = None  # the registration's own retention (seconds once final)
+    # when ``progress`` was first seen at its value, and the rate (fraction per second) between
+    # the last two values: what the next check's time is predicted from
+    progress_at: float | None = None
+    progress_rate: float | None = None
 
     def view(self) -> WatchView:
         return WatchView(
@@ -277,6 +284,8 @@ class Watch:
             archive=self.archive,
             failing_since=self.failing_since,
             outcome=self.outcome,
+            progress_at=self.progress_at,
+            progress_rate=self.progress_rate,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -328,6 +337,8 @@ class Watch:
             remote_ended_at=num(FIELDS["remote_ended_at"]),
             details=json.loads(raw[FIELDS["details"]]) if raw.get(FIELDS["details"]) else None,
             retention=num(FIELDS["retention"]),
+            progress_at=num(FIELDS["progress_at"]),
+            progress_rate=num(FIELDS["progress_rate"]),
         )
 
 

@@ -253,18 +253,18 @@ async def read_capped(response: httpx.Response, *, provider: str, limit: int) ->
     announced ``Content-Length`` is :class:`ProviderUnavailable`. Afterwards ``response.content``
     is the body, as after ``aread()``. httpx errors are left to the caller to translate.
     """
-    where = describe_request(response.request.method, response.request.url)
     announced = content_length(response)
     if announced is not None and announced > limit:
-        raise _too_large(where, f"announces {announced} bytes", limit, provider, response)
+        raise _too_large(f"announces {announced} bytes", limit, provider, response)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limit:
-            raise _too_large(where, f"is over {limit} bytes", limit, provider, response)
+            raise _too_large(f"is over {limit} bytes", limit, provider, response)
         chunks.append(chunk)
     if announced is not None and size != announced:
+        where = describe_request(response.request.method, response.request.url)
         raise ProviderUnavailable(
             f"{where}: body has {size} bytes, {announced} were announced",
             provider=provider,
@@ -275,9 +275,9 @@ async def read_capped(response: httpx.Response, *, provider: str, limit: int) ->
     return body
 
 
-def _too_large(
-    where: str, said: str, limit: int, provider: str, response: httpx.Response
-) -> ResponseTooLarge:
+def _too_large(said: str, limit: int, provider: str, response: httpx.Response) -> ResponseTooLarge:
+    # the request is described only here: every status check reads a body, few are too large
+    where = describe_request(response.request.method, response.request.url)
     return ResponseTooLarge(
         f"{where}: the {response.status_code} response body {said}; the cap on status and"
         f" metadata bodies is {limit} bytes (TASKWARDEN_HTTP__MAX_JSON_BYTES)",

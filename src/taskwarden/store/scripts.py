@@ -214,7 +214,8 @@ return 1
 
 # KEYS: watch, history, leases, updated, events, finished.
 # ARGV: id, now, history_limit, state_prefix, due_prefix, counts_prefix, events maxlen, the
-#   outcome field (cleared: the next end decides its own), failing_prefix, inflight_prefix.
+#   outcome field (cleared: the next end decides its own), failing_prefix, inflight_prefix, the
+#   progress track fields (deleted).
 # Returns -1: no such watch, 1: re-armed, or the state the watch is in when it cannot be.
 REARM = (
     _REARMABLE_LUA
@@ -238,6 +239,7 @@ redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now, 'finished_at'
   'next_poll_at', now, 'errors', 0, 'last_error', '', 'last_error_kind', '', 'interval', '',
   'deadline', deadline, outcome_field, '', 'failing_since', '')
 redis.call('ZREM', failing_prefix .. w[2], id)
+redis.call('HDEL', KEYS[1], ARGV[11], ARGV[12])
 redis.call('ZREM', state_prefix .. w[1], id)
 redis.call('ZADD', state_prefix .. 'pending', now, id)
 redis.call('HINCRBY', counts_prefix .. w[2], w[1], -1)

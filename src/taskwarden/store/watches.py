@@ -351,6 +351,10 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
             fields[FIELDS["last_error_kind"]] = None  # unless the caller knows it (``extra``)
         if d.outcome is not None:
             fields[FIELDS["outcome"]] = d.outcome
+        if d.progress_at is not None:  # a watch without progress never carries the fields
+            fields[FIELDS["progress_at"]] = d.progress_at
+            rate = d.progress_rate
+            fields[FIELDS["progress_rate"]] = None if rate is None else float(f"{rate:.4g}")
         if d.state in FINAL_STATES:
             fields["finished_at"] = commit.now
         fields.update(commit.extra or {})
@@ -413,8 +417,9 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
     def rearm(self, wid: str, now: float) -> Watch | None:
         """Watch an ``error`` or ``timed_out`` watch again: pending, due now, errors reset, a new
         deadline of now + its timeout (if it has one), no outcome (the next end decides its
-        own), the fence bumped so that no older job can write. Returns the watch, None if there
-        is no such watch; raises :class:`NotRearmable` (with its state) for any other state."""
+        own), no progress track (the next run measures its own rate), the fence bumped so that
+        no older job can write. Returns the watch, None if there is no such watch; raises
+        :class:`NotRearmable` (with its state) for any other state."""
         result = self._rearm(
             keys=_change_keys(wid),
             args=[
@@ -428,6 +433,8 @@ class Store(StoreOps, StoreEvents, StoreWebhooks, StoreMetrics, StoreRetention, 
                 FIELDS["outcome"],
                 keys.FAILING,
                 keys.IN_FLIGHT,
+                FIELDS["progress_at"],
+                FIELDS["progress_rate"],
             ],
         )
         if result == -1:
