@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint types pytest bench clean chromium
+.PHONY: demo test lint types pytest bench clean chromium promtool
 
 # The dashboard's browser test drives Debian's chromium through Playwright (never Playwright's own
 # browser downloads). CI runs as root on Debian, so `make pytest` installs it when missing (the
@@ -18,6 +18,21 @@ chromium:
 		else \
 			echo "make: $(CHROMIUM) is missing and apt-get (as root) is not available to install it:" \
 				"install Debian's chromium package, or the dashboard test (tests/test_dashboard.py) will fail" >&2; \
+		fi; \
+	fi
+
+# The alert rules under deploy/prometheus are checked with promtool, from Debian's prometheus
+# package, installed the same way (tests/test_monitoring.py fails, never skips, without it).
+PROMTOOL ?= /usr/bin/promtool
+
+promtool:
+	@if [ ! -x "$(PROMTOOL)" ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+			|| echo "make: installing prometheus (promtool) with apt-get failed; the alert rule tests will fail" >&2; \
+		else \
+			echo "make: $(PROMTOOL) is missing and apt-get (as root) is not available to install it:" \
+				"install Debian's prometheus package, or the alert rule tests (tests/test_monitoring.py) will fail" >&2; \
 		fi; \
 	fi
 
@@ -46,7 +61,7 @@ lint: $(BIN)/.installed
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed chromium
+pytest: $(BIN)/.installed chromium promtool
 	# two processes, a test module each: most of the suite waits on real workers and servers
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 

@@ -74,6 +74,9 @@ def test_run_with_embedded_redis_end_to_end(tmp_path: Path, sim: SimulatorServer
         code = run.wait(30)
         log.close()
     assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
+    # off a terminal, `run` and every process it starts write JSON lines only
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert [e["event"] for e in map(json.loads, lines)].count("run.started") == 1
     assert (
         tmp_path / "archive" / "geobox" / task.uuid / "out.bin"
     ).read_bytes() == task.output_bytes()

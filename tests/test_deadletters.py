@@ -17,6 +17,7 @@ import pytest
 from celery import Celery
 from kombu import Exchange, Queue
 
+from taskwarden import metrics
 from taskwarden.config.providers import (
     GenericHttpSettings,
     GenericProfile,
@@ -207,6 +208,7 @@ def test_text_pushed_onto_a_queue_is_dead_lettered_and_stops_no_worker(warden: W
         json.dumps(envelope),
     ]
     restarts = dict(warden.service.restarts)
+    counted = int(warden.store.metric_cells().get(metrics.dead_letter_field("queue"), 0))
     warden.store.redis.lpush("celery", *items)
 
     def letters() -> list[dict[str, Any]] | None:
@@ -216,6 +218,9 @@ def test_text_pushed_onto_a_queue_is_dead_lettered_and_stops_no_worker(warden: W
     found = wait_for(letters, timeout=60)
     assert all("not a Celery message" in d["reason"] for d in found), found
     assert {d["source"] for d in found} == {"queue"}
+    # each counted for /metrics in the same step as it was kept (taskwarden_dead_letters_total)
+    cells = warden.store.metric_cells()
+    assert int(cells[metrics.dead_letter_field("queue")]) == counted + len(items)
     assert warden.store.redis.hlen("unacked") == 0 or not any(
         marker in str(v) for v in warden.store.redis.hvals("unacked")
     )

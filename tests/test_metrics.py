@@ -9,26 +9,33 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskwarden import metrics
-from taskwarden.lifecycle import State
-from taskwarden.models import watch_id
+from taskwarden import keys, metrics
+from taskwarden.api import create_app
+from taskwarden.config.settings import load_settings
+from taskwarden.lifecycle import Decision, State
+from taskwarden.models import Registration, Watch, watch_id
 from taskwarden.simulator.server import SimulatorServer
-from taskwarden.store import Store
+from taskwarden.store import Commit, Store
 
 from .conftest import running_warden, wait_for
+from .test_api import serve
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(store: Store, now: float | None = None) -> tuple[Samples, str]:
     """What ``GET /metrics`` serves, parsed: the exposition of what the store reads."""
-    lag = store.dispatch_lag(time.time() if now is None else now)
-    body, content_type = metrics.exposition(store.metric_cells(), store.counts(), lag)
+    live = store.live_figures(time.time() if now is None else now)
+    body, content_type = metrics.exposition(store.metric_cells(), live)
+    return parse(body.decode()), content_type
+
+
+def parse(text: str) -> Samples:
     samples: Samples = {}
-    for family in text_string_to_metric_families(body.decode()):
+    for family in text_string_to_metric_families(text):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples, content_type
+    return samples
 
 
 def recent_rates(store: Store, now: float, window_s: float = 60) -> dict[str, dict[str, float]]:
@@ -155,3 +162,104 @@ def test_a_batch_drains_into_cells_once() -> None:
     assert cells.floats == {"poll_duration_seconds|p|sum": 7.02}
     assert cells.recent == {"p|polls": 2, "p|errors": 1}
     assert not batch.drain()
+
+
+def _watch(store: Store, provider: str, remote_id: str, now: float) -> Watch:
+    watch, _ = store.register(Registration(provider=provider, remote_id=remote_id), now)
+    return watch
+
+
+def _check(store: Store, watch: Watch, state: State, now: float, *, errors: int = 0) -> None:
+    """Commit one check of ``watch`` as a poll would: it leads to ``state``, after ``errors``
+    failed checks in a row (0: this one succeeded)."""
+    store.redis.zadd(keys.due(watch.provider), {watch.id: 0})
+    claim = next(
+        c for c in store.claim_due(watch.provider, now, 1000, now + 60) if c.watch_id == watch.id
+    )
+    decision = Decision(state, state.upper(), None, 1.0, errors, None if state.final else now + 600,
+                        last_error="boom" if errors else None,
+                        failing_since=now - 30 if errors else None)  # fmt: skip
+    current = store.get(watch.id)
+    assert current is not None
+    assert store.commit(Commit(claim, decision, now, previous=current.state))
+
+
+def test_metrics_serves_what_an_operator_alerts_on(
+    store: Store, redis_url: str, tmp_path: Path
+) -> None:
+    """``GET /metrics`` on a real Redis: watches by provider and state, messages per queue
+    (every priority), live workers per queue (an expired one not counted), dead letters
+    (counted and stored), each provider's oldest running watch, the failing watches (a
+    success and a cancel take them out) and the webhook backlog."""
+    now = time.time()
+    old = _watch(store, "geobox", "old", now - 500)
+    young = _watch(store, "geobox", "young", now - 400)
+    flaky = _watch(store, "geobox", "flaky", now - 300)
+    other = _watch(store, "up42", "u", now - 200)
+    _watch(store, "up42", "waiting", now - 100)
+    _check(store, old, State.RUNNING, now - 300)
+    _check(store, young, State.RUNNING, now - 60)
+    _check(store, flaky, State.PENDING, now - 50, errors=2)
+    _check(store, other, State.RUNNING, now - 120, errors=1)
+    store.redis.lpush(keys.QUEUE_POLL, "a", "b")
+    store.redis.lpush(keys.broker_lists(keys.QUEUE_POLL)[1], "c")
+    store.redis.lpush(keys.QUEUE_ARCHIVE, "d")
+    store.worker_heartbeat("poll@h", now, ttl=30, queues=list(keys.POLL_QUEUES))
+    store.worker_heartbeat("gone@h", now - 100, ttl=30, queues=[keys.QUEUE_ARCHIVE])
+    store.redis.delete(keys.WORKER_HEARTBEAT + "gone@h")  # as if its TTL ran out: not live
+    for reason in ("not json", "unknown task"):
+        store.dead_letter(now, "queue", reason, {"x": 1})
+    store.add_deliveries(now, [("d1", "{}"), ("d2", "{}"), ("d3", "{}")])
+
+    settings = load_settings(data_dir=tmp_path, archive_url=(tmp_path / "a").as_uri(),
+                             api={"token": "t" * 24})  # fmt: skip
+    with serve(create_app(settings, redis_url)) as client:
+
+        def get() -> Samples:
+            r = client.get("/metrics")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+            return parse(r.text)
+
+        samples = get()
+        _assert_first_scrape(samples)
+        _check(store, flaky, State.RUNNING, now - 10)  # its checks succeed again
+        store.cancel(other.id, now)
+        samples = get()
+    assert total(samples, "taskwarden_watches_failing") == 0
+    assert total(samples, "taskwarden_oldest_running_seconds", provider="up42") == 0
+    assert total(samples, "taskwarden_watches", provider="up42", state="cancelled") == 1
+
+
+def _assert_first_scrape(samples: Samples) -> None:
+    assert total(samples, "taskwarden_watches", provider="geobox", state="running") == 2
+    assert total(samples, "taskwarden_watches", provider="geobox", state="pending") == 1
+    assert total(samples, "taskwarden_watches", provider="up42", state="running") == 1
+    assert total(samples, "taskwarden_watches", provider="up42", state="pending") == 1
+    assert total(samples, "taskwarden_queue_messages", queue=keys.QUEUE_POLL) == 3
+    assert total(samples, "taskwarden_queue_messages", queue=keys.QUEUE_ARCHIVE) == 1
+    assert total(samples, "taskwarden_queue_messages", queue=keys.QUEUE_DEFAULT) == 0
+    for queue in keys.POLL_QUEUES:
+        assert total(samples, "taskwarden_workers", queue=queue) == 1
+    assert ("taskwarden_workers", (("queue", keys.QUEUE_ARCHIVE),)) in samples
+    assert total(samples, "taskwarden_workers", queue=keys.QUEUE_ARCHIVE) == 0
+    assert total(samples, "taskwarden_dead_letters_total", source="queue") == 2
+    assert total(samples, "taskwarden_dead_letters_stored") == 2
+    geobox = total(samples, "taskwarden_oldest_running_seconds", provider="geobox")
+    up42 = total(samples, "taskwarden_oldest_running_seconds", provider="up42")
+    assert 300 <= geobox < 400 and 120 <= up42 < 220  # since they entered running
+    assert total(samples, "taskwarden_watches_failing", provider="geobox") == 1
+    assert total(samples, "taskwarden_watches_failing", provider="up42") == 1
+    assert total(samples, "taskwarden_webhook_backlog") == 3
+
+
+def test_a_failing_watch_leaves_the_index_when_it_ends_or_goes(store: Store) -> None:
+    """A watch that gives up (error) or is forgotten while failing is no longer counted."""
+    now = time.time()
+    a, b = _watch(store, "geobox", "a", now), _watch(store, "geobox", "b", now)
+    _check(store, a, State.RUNNING, now, errors=1)
+    _check(store, b, State.RUNNING, now, errors=1)
+    assert store.live_figures(now).failing == {"geobox": 2}
+    _check(store, a, State.ERROR, now, errors=2)
+    assert store.forget(b.id, force=True).removed
+    assert store.live_figures(now).failing == {"geobox": 0}
+    assert store.redis.exists(keys.failing("geobox")) == 0

@@ -89,6 +89,16 @@ def failing(provider: str) -> str:
     return FAILING + provider
 
 
+# kombu's Redis transport keeps a queue's messages of priority p > 0 in a list of their own
+BROKER_PRIORITY_SEP = "\x06\x16"
+BROKER_PRIORITIES = (3, 6, 9)
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting messages (every priority)."""
+    return [queue, *(f"{queue}{BROKER_PRIORITY_SEP}{p}" for p in BROKER_PRIORITIES)]
+
+
 def metrics_recent(bucket: int) -> str:
     """The recent-rates hash of the 10-second bucket starting at ``bucket`` (unix s)."""
     return METRICS_RECENT + str(bucket)

@@ -5,7 +5,10 @@ pipeline per unit of work (a poll batch, an archive, a webhook batch;
 :meth:`~taskwarden.store.Store.add_metrics`): counters and histogram buckets are fields of one
 hash (``keys.METRICS``) incremented with HINCRBY / HINCRBYFLOAT, so all processes on all hosts
 add up to one set of totals. A scrape (:func:`exposition`) is built from that hash and the
-store's live figures (watches by state, dispatch lag), all read by the caller through the store.
+store's live figures (:class:`Live`: watches by provider and state, dispatch lag, queue depths,
+live workers, the oldest running and the failing watches, open circuits, dead letters, the
+webhook backlog),
+all read by the caller through the store.
 
 Per-provider rates over the last minute (:func:`recent_rates`, for ``/v1/stats``) come from
 small hashes per 10-second bucket (``keys.METRICS_RECENT``), written in the same pipeline and
@@ -83,6 +86,11 @@ CIRCUIT_OPENED = Counter(
     "Times a provider's circuit breaker opened (its checks kept failing).",
     ("provider",),
 )
+DEAD_LETTERS = Counter(
+    "dead_letters",
+    "Messages and registrations refused and kept on the dead-letter stream, by source.",
+    ("source",),
+)
 COUNTERS = (
     POLLS,
     ARCHIVE_BYTES,
@@ -93,6 +101,7 @@ COUNTERS = (
     WEBHOOK_DELIVERIES,
     WATCHES_REMOVED,
     CIRCUIT_OPENED,
+    DEAD_LETTERS,
 )
 
 POLL_DURATION = Histogram(
@@ -202,6 +211,28 @@ def _field(name: str, labels: Iterable[str]) -> str:
     return SEP.join((name, *labels))
 
 
+def dead_letter_field(source: str) -> str:
+    """The cell a dead letter from ``source`` adds one to (the store writes it beside the
+    dead letter itself)."""
+    return _field(DEAD_LETTERS.name, (source.replace(SEP, "_"),))
+
+
+@dataclass(frozen=True)
+class Live:
+    """The figures a scrape reads from the store's indexes at scrape time
+    (:meth:`~taskwarden.store.Store.live_figures`), beside the counters' cells."""
+
+    watches: Mapping[str, Mapping[str, int]]  # provider -> state -> watches in it
+    dispatch_lag: float  # seconds the longest-waiting due watch has waited
+    queues: Mapping[str, int]  # queue -> messages waiting on it
+    workers: Mapping[str, int]  # queue -> live worker nodes consuming it
+    oldest_running: Mapping[str, float]  # provider -> age (s) of its oldest running watch
+    circuits: Mapping[str, bool]  # provider -> whether its circuit breaker is open
+    failing: Mapping[str, int]  # provider -> live watches whose checks are failing
+    dead_letters: int  # entries kept on the dead-letter stream (capped)
+    webhook_backlog: int  # webhook deliveries still to be made (due or retrying)
+
+
 def recent_bucket(now: float) -> int:
     """The start (unix s) of the recent-rates bucket ``now`` falls in."""
     return int(now // RECENT_BUCKET) * RECENT_BUCKET
@@ -242,19 +273,9 @@ def recent_rates(cells: Mapping[int, Mapping[str, str]], now: float) -> dict[str
 class _Collector(Collector):
     """Builds every taskwarden metric family, at scrape time, from figures read for it."""
 
-    def __init__(
-        self,
-        cells: Mapping[str, str],
-        counts: Mapping[str, int],
-        dispatch_lag: float,
-        circuits: Mapping[str, bool],
-        failing: Mapping[str, int],
-    ) -> None:
+    def __init__(self, cells: Mapping[str, str], live: Live) -> None:
         self.cells = cells
-        self.counts = counts
-        self.dispatch_lag = dispatch_lag
-        self.circuits = circuits
-        self.failing = failing
+        self.live = live
 
     def collect(self) -> Iterator[Metric]:
         by_metric: dict[str, list[tuple[list[str], str]]] = defaultdict(list)
@@ -271,32 +292,62 @@ class _Collector(Collector):
             yield family
         for hist in HISTOGRAMS:
             yield _histogram(hist, by_metric.get(hist.name, []))
-        states = GaugeMetricFamily("taskwarden_watches", "Watches by state.", labels=("state",))
-        for state, n in self.counts.items():
-            states.add_metric([state], n)
-        yield states
+        yield from self._live()
+
+    def _live(self) -> Iterator[Metric]:
+        live = self.live
+        watches = GaugeMetricFamily(
+            "taskwarden_watches", "Watches by provider and state.", labels=("provider", "state")
+        )
+        for provider, states in sorted(live.watches.items()):
+            for state, n in states.items():
+                watches.add_metric([provider, state], n)
+        yield watches
         yield GaugeMetricFamily(
             "taskwarden_dispatch_lag_seconds",
             "Seconds the longest-waiting watch has waited for its check (due and unclaimed, or"
             " claimed and not yet committed).",
-            value=self.dispatch_lag,
+            value=live.dispatch_lag,
         )
-        opened = GaugeMetricFamily(
+        yield _by_label("taskwarden_queue_messages", "Messages waiting on each broker queue.",
+                        "queue", live.queues)  # fmt: skip
+        yield _by_label("taskwarden_workers", "Live worker nodes consuming each queue.",
+                        "queue", live.workers)  # fmt: skip
+        yield _by_label(
+            "taskwarden_oldest_running_seconds",
+            "Age of each provider's oldest running watch (since it entered running; 0: none).",
+            "provider",
+            live.oldest_running,
+        )
+        yield _by_label(
             "taskwarden_circuit_open",
             "1 while a provider's circuit breaker is open (only probes are sent), else 0.",
-            labels=("provider",),
+            "provider",
+            {provider: 1.0 if is_open else 0.0 for provider, is_open in live.circuits.items()},
         )
-        for provider, is_open in sorted(self.circuits.items()):
-            opened.add_metric([provider], 1.0 if is_open else 0.0)
-        yield opened
-        failing = GaugeMetricFamily(
+        yield _by_label(
             "taskwarden_watches_failing",
             "Live watches whose last checks failed, by provider.",
-            labels=("provider",),
+            "provider",
+            live.failing,
         )
-        for provider, n in sorted(self.failing.items()):
-            failing.add_metric([provider], n)
-        yield failing
+        yield GaugeMetricFamily(
+            "taskwarden_dead_letters_stored",
+            "Entries on the dead-letter stream (capped; taskwarden deadletters lists them).",
+            value=live.dead_letters,
+        )
+        yield GaugeMetricFamily(
+            "taskwarden_webhook_backlog",
+            "Webhook deliveries still to be made (due now, or waiting to retry).",
+            value=live.webhook_backlog,
+        )
+
+
+def _by_label(name: str, doc: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=(label,))
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
 
 
 def _histogram(hist: Histogram, rows: list[tuple[list[str], str]]) -> HistogramMetricFamily:
@@ -317,22 +368,12 @@ def _histogram(hist: Histogram, rows: list[tuple[list[str], str]]) -> HistogramM
     return family
 
 
-def exposition(
-    cells: Mapping[str, str],
-    counts: Mapping[str, int],
-    dispatch_lag: float,
-    *,
-    circuits: Mapping[str, bool] | None = None,
-    failing: Mapping[str, int] | None = None,
-) -> tuple[bytes, str]:
+def exposition(cells: Mapping[str, str], live: Live) -> tuple[bytes, str]:
     """The Prometheus text exposition of every taskwarden metric: (body, content type).
 
-    ``cells``: the totals (:meth:`~taskwarden.store.Store.metric_cells`); ``counts``: watches
-    by state (:meth:`~taskwarden.store.Store.counts`); ``dispatch_lag``: seconds
-    (:meth:`~taskwarden.store.Store.dispatch_lag`); ``circuits``: whether each provider's
-    circuit is open, ``failing``: its failing watches (:meth:`~taskwarden.store.Store.circuits`,
-    :meth:`~taskwarden.store.Store.failing_counts`).
+    ``cells``: the totals (:meth:`~taskwarden.store.Store.metric_cells`); ``live``: the figures
+    read from the indexes (:meth:`~taskwarden.store.Store.live_figures`).
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(cells, counts, dispatch_lag, circuits or {}, failing or {}))
+    registry.register(_Collector(cells, live))
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

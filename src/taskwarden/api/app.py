@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
 
 from taskwarden import api_token
+from taskwarden.api.access import AccessLog
 from taskwarden.api.deps import Context
 from taskwarden.api.health import Readiness
 from taskwarden.api.openapi import document
@@ -69,6 +70,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
+    app.add_middleware(AccessLog)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StoreError, _redis_down)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _allowing(ROUTERS))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from taskwarden import keys
+from taskwarden import keys, logs
 from taskwarden.cli import common
 
 SIMULATOR_PORT = 8700  # `simulate` and `run --simulator`
@@ -47,6 +47,7 @@ def worker(queues: str, concurrency: int | None, hostname: str | None) -> None:
     with common.redis_url(settings, checked=True) as url:
         app = create_app(settings, url)
         argv = [
+            *_quiet(),
             "worker",
             "-Q",
             queues,
@@ -73,7 +74,12 @@ def beat() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with common.redis_url(settings, checked=True) as url:
         app = create_app(settings, url)
-        app.start(["beat", "--loglevel", settings.log_level.upper()])
+        app.start([*_quiet(), "beat", "--loglevel", settings.log_level.upper()])
+
+
+def _quiet() -> list[str]:
+    """Celery's ``--quiet`` when logs are JSON lines: its banners are text, printed as such."""
+    return ["--quiet"] if logs.as_json() else []
 
 
 @click.command()
@@ -133,16 +139,13 @@ def _run(concurrency: int | None, no_api: bool) -> None:
         signal.signal(signal.SIGINT, _stop)
         env = {"TASKWARDEN_REDIS_URL": url}
         with Service(env, poll_concurrency=concurrency, api=not no_api) as service:
-            click.echo(
-                f"taskwarden running (redis at {url.split('@')[-1]}); Ctrl-C stops it", err=True
-            )
+            # a log line, not text: the children's JSON lines share this stream
+            said: dict[str, str] = {"redis": url.split("@")[-1], "stop": "Ctrl-C or SIGTERM"}
             if not no_api:
                 where = "TASKWARDEN_API__TOKEN" if settings.api.token else api_token.path(settings)
-                click.echo(
-                    f"HTTP API and dashboard at http://{settings.api.host}:{settings.api.port}/"
-                    f" (token: {where})",
-                    err=True,
-                )
+                said["dashboard"] = f"http://{settings.api.host}:{settings.api.port}/"
+                said["token_from"] = str(where)
+            logs.get("taskwarden.cli").info("run.started", **said)
             while not stop["now"] and service.alive():
                 time.sleep(0.2)
 
@@ -166,7 +169,7 @@ def api(host: str | None, port: int | None) -> None:
             host=host,
             port=settings.api.port if port is None else port,
             log_config=None,  # logs go through taskwarden's own configuration
-            access_log=False,
+            access_log=False,  # taskwarden.api.access writes one line per request instead
             timeout_graceful_shutdown=2,  # event streams never end on their own
         )
 

@@ -77,7 +77,7 @@ async def archive_watch(
         store.end_run(watch.id, run)
         outcome = "failed" if decision.state is State.ERROR else "retrying"
         record(_archive_metrics(watch.provider, outcome, started, 0))
-        wlog.warning(
+        (wlog.error if decision.state is State.ERROR else wlog.warning)(
             "archive.failed",
             error=str(exc),
             retryable=isinstance(exc, RetryableError),

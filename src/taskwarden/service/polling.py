@@ -320,7 +320,10 @@ def _outcome(seen: Seen) -> str:
 
 
 def _log_poll(watch: Watch, seen: Seen, decision: Decision, now: float, duration: float) -> None:
-    log.info(
+    # a failed check is a warning; one that gave the watch up (it ends in error), an error
+    failed = isinstance(seen, Failure)
+    emit = log.info if not failed else log.error if decision.state is State.ERROR else log.warning
+    emit(
         "poll.done",
         watch_id=watch.id,
         provider=watch.provider,

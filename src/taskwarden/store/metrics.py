@@ -5,8 +5,14 @@ the watches (names in :mod:`taskwarden.keys`):
   mean: :mod:`taskwarden.metrics`), incremented by :meth:`StoreMetrics.add_metrics`;
 - ``metrics:recent:<bucket>`` hashes, one per 10-second bucket, expiring on their own: the
   recent polls, errors and rate-limit waits per provider;
-- the live figures read from the watch indexes: watches by state and by provider, and how long
-  the longest-waiting due watch has waited.
+- the live figures read from the indexes at scrape time (:meth:`StoreMetrics.live_figures`):
+  watches by state and by provider, how long the longest-waiting due watch has waited, the
+  messages waiting on each broker queue, the live workers of each queue (from the
+  ``heartbeat:workers`` registry), each provider's oldest running watch (the oldest entries of
+  ``state:running``, read a chunk at a time up to :data:`OLDEST_SCAN`), the watches whose
+  checks are failing (``failing:<provider>``) and the open circuits
+  (:mod:`taskwarden.store.circuits`), the dead-letter stream's length and the webhook backlog.
+  No SCAN and no walk over the watches: a scrape costs a few round trips whatever their number.
 
 :class:`StoreMetrics` is mixed into :class:`~taskwarden.store.Store`.
 """
@@ -14,12 +20,19 @@ the watches (names in :mod:`taskwarden.keys`):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 from redis import Redis
 
 from taskwarden import keys, metrics
 from taskwarden.lifecycle import State
+
+if TYPE_CHECKING:
+    from taskwarden.circuit import Circuit
+
+OLDEST_SCAN = 1000  # running watches read (oldest first) to find each provider's oldest
+OLDEST_CHUNK = 250
 
 
 class StoreMetrics:
@@ -27,6 +40,12 @@ class StoreMetrics:
     provides ``redis``."""
 
     redis: Redis
+
+    if TYPE_CHECKING:  # what the other mixins of Store give a scrape
+
+        def workers(self) -> dict[str, tuple[float, list[str] | None]]: ...
+        def circuits(self, providers: Sequence[str]) -> dict[str, Circuit]: ...
+        def failing_counts(self, providers: Sequence[str]) -> dict[str, int]: ...
 
     # the totals every process adds to
 
@@ -96,3 +115,64 @@ class StoreMetrics:
             pipe.zrange(keys.in_flight(name), 0, 0, withscores=True)
         oldest = [first[0][1] for first in pipe.execute() if first]
         return max(0.0, now - min(oldest)) if oldest else 0.0
+
+    def live_figures(self, now: float) -> metrics.Live:
+        """Everything a scrape reports beside the counters, read at ``now``."""
+        watches = self.counts_by_provider()
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in keys.ALL_QUEUES:
+            for name in keys.broker_lists(queue):
+                pipe.llen(name)
+        pipe.xlen(keys.DEADLETTERS)
+        pipe.hlen(keys.WEBHOOKS_PENDING)
+        raw = cast(list[int], pipe.execute())
+        width = len(keys.BROKER_PRIORITIES) + 1
+        queues = {
+            queue: sum(raw[i * width : (i + 1) * width]) for i, queue in enumerate(keys.ALL_QUEUES)
+        }
+        dead, backlog = raw[len(keys.ALL_QUEUES) * width :]
+        # a node of a taskwarden from before workers reported their queues says none: not counted
+        nodes = [qs for _, qs in self.workers().values() if qs]
+        workers = {q: sum(1 for qs in nodes if q in qs) for q in keys.ALL_QUEUES}
+        providers = list(watches)
+        running = {p for p, states in watches.items() if states.get(State.RUNNING)}
+        oldest = self.oldest_running(running)
+        return metrics.Live(
+            watches=watches,
+            dispatch_lag=self.dispatch_lag(now),
+            queues=queues,
+            workers=workers,
+            oldest_running={
+                p: max(0.0, now - oldest[p]) if p in oldest else 0.0
+                for p in watches
+                if p in oldest or p not in running
+            },
+            circuits={p: c.is_open for p, c in self.circuits(providers).items()},
+            failing=self.failing_counts(providers),
+            dead_letters=int(dead),
+            webhook_backlog=int(backlog),
+        )
+
+    def oldest_running(self, providers: set[str], limit: int = OLDEST_SCAN) -> dict[str, float]:
+        """When each of ``providers``' oldest running watch entered ``running``: the oldest
+        entries of ``state:running`` are read a chunk at a time, at most ``limit`` of them, so
+        a provider whose oldest is not among them is left out."""
+        found: dict[str, float] = {}
+        start = 0
+        while providers - found.keys() and start < limit:
+            rows = cast(
+                list[tuple[str, float]],
+                self.redis.zrange(
+                    keys.by_state(State.RUNNING), start, start + OLDEST_CHUNK - 1, withscores=True
+                ),
+            )
+            if not rows:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for wid, _ in rows:
+                pipe.hget(keys.watch(wid), "provider")
+            for (_, at), provider in zip(rows, pipe.execute(), strict=True):
+                if provider in providers and provider not in found:
+                    found[provider] = at
+            start += len(rows)
+        return found

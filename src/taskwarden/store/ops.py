@@ -7,7 +7,8 @@ and which index layout the stored watches were brought up to.
   there, never by scanning keys, and a node whose heartbeat key expired is dropped from it
   when read (and, past twice its TTL, when any node beats).
 - ``deadletters`` stream: refused input, capped, written by :func:`dead_letter` (the broker
-  transport calls it with its own client) or :meth:`StoreOps.dead_letter`.
+  transport calls it with its own client) or :meth:`StoreOps.dead_letter`, which also count it
+  in the ``metrics`` hash.
 - ``schema``: the index layout version, for :meth:`StoreOps.backfill_indexes`.
 
 :class:`StoreOps` is mixed into :class:`~taskwarden.store.Store`, so callers keep calling
@@ -26,7 +27,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.commands.core import Script
 
-from taskwarden import keys
+from taskwarden import keys, metrics
 from taskwarden.lifecycle import FINAL_STATES
 
 MAX_DEADLETTERS = 10_000
@@ -53,6 +54,9 @@ def dead_letter(
         maxlen=MAX_DEADLETTERS,
         approximate=True,
     )
+    # the counter a scrape reports (the stream is capped; the count goes on). ``client`` may be
+    # the caller's pipeline (MULTI), which then holds both writes
+    client.hincrby(keys.METRICS, metrics.dead_letter_field(source), 1)
 
 
 @dataclass(frozen=True)

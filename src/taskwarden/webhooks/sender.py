@@ -264,7 +264,8 @@ class Sender:
             state=watch.state if watch is not None else None,
             note=note,
         )
-        log.info(
+        emit = {"retrying": log.warning, "failed": log.error}.get(status, log.info)
+        emit(
             "webhook.attempt",
             watch_id=delivery.watch_id,
             delivery=delivery.id,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import celery.apps.worker
 from celery import Celery, signals
 
-from taskwarden import keys
+from taskwarden import keys, logs
 from taskwarden.config import Settings
 from taskwarden.config.redis_url import celery_broker
 from taskwarden.service import Runtime
@@ -95,9 +96,29 @@ def runtime(app: Celery) -> Runtime:
     return _runtime[pid]
 
 
+_log_settings: dict[str, Settings] = {}
+
+
+def _setup_logging(**_: Any) -> None:
+    """Celery's ``setup_logging``: with a receiver connected, Celery configures no logging of
+    its own (no handler on the root logger, no redirected stdout), in the main process and in
+    every forked child; taskwarden's configuration does it instead."""
+    if "settings" in _log_settings:
+        logs.configure(_log_settings["settings"])
+
+
+def _say(msg: str, f: Any = None) -> None:
+    logs.say(msg, "celery.apps.worker")
+
+
 def _wire_signals(app: Celery, redis_url: str) -> None:
     """Build a worker process's runtime after the fork and close it at the process's exit; the
-    node's main process sends the worker heartbeat."""
+    node's main process sends the worker heartbeat. Celery's log records go through
+    :func:`taskwarden.logs.configure`, and what its signal handlers print ("worker: Warm
+    shutdown") comes out as a log line too."""
+    _log_settings["settings"] = app.conf.taskwarden_settings
+    signals.setup_logging.connect(_setup_logging, weak=False, dispatch_uid="taskwarden.logs")
+    celery.apps.worker.safe_say = _say  # written to the fd, from signal handlers: see logs.say
     heartbeat.install(redis_url)  # only a worker node sends worker_ready
 
     def _init_process(**_: Any) -> None:

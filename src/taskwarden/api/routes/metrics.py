@@ -23,14 +23,5 @@ router = APIRouter(tags=["operations"])
 )  # fmt: skip
 def metrics(store: StoreDep) -> Response:
     """Prometheus metrics, summed over every worker process."""
-    lag = store.dispatch_lag(time.time())
-    providers = store.providers()
-    circuits = {name: c.is_open for name, c in store.circuits(providers).items()}
-    body, content_type = exposition(
-        store.metric_cells(),
-        store.counts(),
-        lag,
-        circuits=circuits,
-        failing=store.failing_counts(providers),
-    )
+    body, content_type = exposition(store.metric_cells(), store.live_figures(time.time()))
     return Response(body, media_type=content_type)
