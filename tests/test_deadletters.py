@@ -271,9 +271,8 @@ def test_task_messages_celery_cannot_build_are_dead_lettered_and_stop_no_worker(
         ([[], [kwargs], None], _task_headers("taskwarden.track"), "the kwargs are a JSON list"),
         (good, {k: v for k, v in _task_headers("taskwarden.track").items() if k != "id"},
          "without a string id header"),
-        # no shape check knows this one: the guard around Celery's handling catches it
         (good, {**_task_headers("taskwarden.track"), "timelimit": "xyz"},
-         "a message this worker could not take: ValueError"),
+         "with a timelimit header of 'xyz': Celery wants [soft, hard]"),
     ]  # fmt: skip
     restarts = dict(warden.service.restarts)
     warden.store.redis.lpush("celery", *(_envelope(b, h, marker) for b, h, _ in shapes))

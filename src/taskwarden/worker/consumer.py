@@ -127,6 +127,18 @@ def shape_problem(message: Any, tasks: Any) -> str | None:
         return None  # Celery: "unknown task"
     if not isinstance(headers.get("id"), str):
         return f"task message for {name!r} without a string id header"
+    limits = headers.get("timelimit")
+    if limits is not None and not (
+        isinstance(limits, list | tuple)
+        and len(limits) == 2
+        and all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in limits
+        )
+    ):
+        return (
+            f"task message for {name!r} with a timelimit header of {_quote(limits)}: Celery "
+            "wants [soft, hard], each a number or null"
+        )
     body = _decoded(message)
     if body is None or (isinstance(body, dict) and "args" in body):
         return None  # undecodable (Celery dead-letters it), or protocol 1/2 hybrid (it checks)
