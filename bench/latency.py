@@ -25,8 +25,6 @@ import argparse
 import asyncio
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from _simulator import start_simulator
 
 from taskwarden.models import Registration, watch_id
 from taskwarden.processes import Service
@@ -63,23 +62,6 @@ class Run:
 
     delays: list[float] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_control/stats", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("simulator did not start")
 
 
 def set_speed(base: str, speed: float) -> Clock:

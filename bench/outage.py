@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+from _simulator import start_simulator
 
 from taskwarden.lifecycle import State
 from taskwarden.models import Registration, watch_id
@@ -44,23 +43,6 @@ TOKEN = "sim-token"
 WARM = 5.0  # seconds of healthy checks before the outage (wall)
 BURST = 3.0  # seconds after recovery whose requests are counted as the burst (wall)
 RUNS = 10**6  # seconds a task runs on the simulator's clock, which the run moves past it
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_control/stats", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("simulator did not start")
 
 
 def requests(base: str) -> int:

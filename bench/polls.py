@@ -28,14 +28,13 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+from _simulator import start_simulator
 
 from taskwarden.models import Registration
 from taskwarden.processes import Service
@@ -44,23 +43,6 @@ from taskwarden.store.watches import Store
 
 TOKEN = "sim-token"
 FAR = 10**9  # far-future next check: each watch is checked exactly once in the run
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_control/stats", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("simulator did not start")
 
 
 def make_tasks(base: str, count: int) -> list[str]:

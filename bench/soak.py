@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _simulator import start_simulator
 
 from taskwarden.models import Registration
 from taskwarden.processes import Service
@@ -40,23 +40,6 @@ TOKEN = "sim-token"
 NO_RETENTION_BYTES = 4.6 * 1024  # per finished watch, measured when nothing was removed
 KEEP_ALL = 3650 * 24 * 3600.0  # ten years: what --retention 0 sets
 LIVE = ("pending", "running", "archiving")  # registered minus these: the watches finished
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskwarden", "simulate", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_control/stats", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("simulator did not start")
 
 
 def rss_kb(pid: int) -> int:
