@@ -265,7 +265,8 @@ def test_two_beats_check_no_watch_twice_for_one_due_time(
     which a second check of the same due time would break."""
     # one request per check (no in-call retries), and leases no slow batch outlives (a reaped
     # lease is checked again, by design): then requests beyond the commits are double checks
-    exact = {"TASKWARDEN_HTTP__RETRIES": "0", "TASKWARDEN_LEASE_SECONDS": "60"}
+    exact = {"TASKWARDEN_HTTP__RETRIES": "0", "TASKWARDEN_LEASE_SECONDS": "60",
+             "TASKWARDEN_LOG_LEVEL": "debug"}  # fmt: skip  # beat says "Sending due task" at debug
     with running_warden(tmp_path, sim, **exact) as w:
         second = tmp_path / "beat2"  # its own data dir: its own beat schedule file
         second.mkdir()
