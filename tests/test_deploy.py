@@ -81,7 +81,7 @@ def test_compose_waits_for_what_each_service_needs() -> None:
 def test_compose_api_is_published_with_read_auth_and_a_required_token() -> None:
     """The API listens beyond loopback, so reads need the token, which has no default."""
     api = compose()["services"]["api"]
-    assert api["command"][:3] == ["api", "--host", "0.0.0.0"]
+    assert api["command"][:3] == ["api", "--host", "0.0.0.0"]  # noqa: S104 a value read
     assert api["ports"] == ["8788:8788"]
     assert api["environment"]["TASKWARDEN_API__READ_AUTH"] == "true"
     assert api["environment"]["TASKWARDEN_API__TOKEN"].startswith("${TASKWARDEN_API__TOKEN:?")
