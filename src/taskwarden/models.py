@@ -210,16 +210,20 @@ class Registration(BaseModel):
             # strictly, as the schema says: no "1" for a number, no 0 or "yes" for a boolean
             reg = cls.model_validate(data, strict=True)
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise InvalidRegistration(f"invalid registration: {reasons}") from None
+            raise InvalidRegistration(f"invalid registration: {reasons(exc)}") from None
         if reg.provider not in known_providers:
             raise InvalidRegistration(
                 f"unknown provider {reg.provider!r}; known: {', '.join(known_providers)}"
             )
         return reg
+
+
+def reasons(exc: ValidationError, whole: str = "body") -> str:
+    """Every reason pydantic gave, in one sentence: ``where: what; ...`` (``whole`` names the
+    input itself, when the reason is about all of it)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors()
+    )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from taskwarden.api.deps import READS, WRITES, ContextDep, SettingsDep, StoreDep
 from taskwarden.api.schemas import LABEL_FILTER, errors
 from taskwarden.errors import InvalidRegistration
 from taskwarden.lifecycle import State
+from taskwarden.models import reasons
 from taskwarden.service import bulk
 from taskwarden.store import SORTS, BadQuery, NotRearmable, Store
 
@@ -195,13 +196,6 @@ async def register_batch(
     return {**service.tally(outcomes), "results": [o.to_dict() for o in outcomes]}
 
 
-def _invalid(exc: ValidationError) -> HTTPException:
-    reasons = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-    )
-    return HTTPException(422, reasons)
-
-
 async def _json_body(request: Request) -> object:
     """The request's JSON body (None when empty); one that is not JSON is a 422 like every other
     invalid input (FastAPI answers 400)."""
@@ -222,7 +216,7 @@ async def cancel_request(request: Request) -> schemas.CancelRequest:
     try:
         return schemas.CancelRequest.model_validate(data, strict=True)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise HTTPException(422, reasons(exc)) from None
 
 
 async def _strict(request: Request, model: type[M]) -> M:
@@ -233,7 +227,7 @@ async def _strict(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(await request.body(), strict=True)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise HTTPException(422, reasons(exc)) from None
 
 
 async def bulk_request(request: Request) -> schemas.BulkRequest:

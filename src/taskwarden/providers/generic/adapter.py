@@ -44,6 +44,7 @@ from taskwarden.errors import (
 )
 from taskwarden.jsonpath import render
 from taskwarden.lifecycle import Observation
+from taskwarden.models import reasons
 from taskwarden.net import host_allowed, origin
 from taskwarden.providers.base import OutputRef, OutputStream, Target
 from taskwarden.providers.generic.auth import TokenCache
@@ -151,12 +152,8 @@ class Resolver:
         try:
             profile = GenericProfile.model_validate(raw)
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
-                for err in exc.errors()
-            )
             raise PermanentError(
-                f"params.spec is not a valid profile: {reasons}", provider=NAME
+                f"params.spec is not a valid profile: {reasons(exc, 'spec')}", provider=NAME
             ) from None
         if len(self._inline) >= INLINE_CACHE:
             self._inline.pop(next(iter(self._inline)))
