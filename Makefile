@@ -5,36 +5,34 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint types pytest bench clean chromium promtool
 
+# Tools the suite needs from Debian's packages. CI runs as root on Debian, so `make pytest`
+# installs each one when missing (the demo needs none); where it cannot, it says so and the tests
+# that need it fail (never skip). $(call debian_tool,PATH,PACKAGE,WHAT NEEDS IT)
+define debian_tool
+	@if [ ! -x "$(1)" ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2) \
+			|| echo "make: installing $(2) with apt-get failed; $(3) will fail" >&2; \
+		else \
+			echo "make: $(1) is missing and apt-get (as root) is not available to install it:" \
+				"install Debian's $(2) package, or $(3) will fail" >&2; \
+		fi; \
+	fi
+endef
+
 # The dashboard's browser test drives Debian's chromium through Playwright (never Playwright's own
-# browser downloads). CI runs as root on Debian, so `make pytest` installs it when missing (the
-# demo does not need it); where it cannot, it says so and the browser test fails (never skips).
+# browser downloads).
 CHROMIUM ?= /usr/bin/chromium
 
 chromium:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
-		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
-			|| echo "make: installing chromium with apt-get failed; the dashboard test will fail" >&2; \
-		else \
-			echo "make: $(CHROMIUM) is missing and apt-get (as root) is not available to install it:" \
-				"install Debian's chromium package, or the dashboard test (tests/test_dashboard.py) will fail" >&2; \
-		fi; \
-	fi
+	$(call debian_tool,$(CHROMIUM),chromium,the dashboard test (tests/test_dashboard.py))
 
 # The alert rules under deploy/prometheus are checked with promtool, from Debian's prometheus
-# package, installed the same way (tests/test_monitoring.py fails, never skips, without it).
+# package.
 PROMTOOL ?= /usr/bin/promtool
 
 promtool:
-	@if [ ! -x "$(PROMTOOL)" ]; then \
-		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
-			|| echo "make: installing prometheus (promtool) with apt-get failed; the alert rule tests will fail" >&2; \
-		else \
-			echo "make: $(PROMTOOL) is missing and apt-get (as root) is not available to install it:" \
-				"install Debian's prometheus package, or the alert rule tests (tests/test_monitoring.py) will fail" >&2; \
-		fi; \
-	fi
+	$(call debian_tool,$(PROMTOOL),prometheus,the alert rule tests (tests/test_monitoring.py))
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("taskwarden needs Python 3.11+") if sys.version_info < (3, 11) else None'
